@@ -1,0 +1,7 @@
+"""PySCF as a QCEngine program: ``qcengine.compute(input, "pyscf")`` once ``qcmb_dask`` is imported."""
+
+from .harness import PySCFHarness
+from .methods import SUPPORTED_DRIVERS
+from .options import PySCFOptions
+
+__all__ = ["PySCFHarness", "PySCFOptions", "SUPPORTED_DRIVERS"]

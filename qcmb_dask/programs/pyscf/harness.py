@@ -1,0 +1,126 @@
+"""The QCEngine ``ProgramHarness`` named ``"pyscf"``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Dict
+
+
+from qcelemental.models.v2 import AtomicInput, AtomicResult, Provenance
+from qcelemental.util import which_import
+from qcengine.config import TaskConfig
+from qcengine.exceptions import InputError, ResourceError
+from qcengine.programs.model import ProgramHarness
+
+from . import methods
+from .molecule import build_mole, embedding_charges
+from .options import PySCFOptions
+
+
+class PySCFHarness(ProgramHarness):
+    """Run HF, DFT, MP2, CCSD and CCSD(T) energies and derivatives in PySCF through QCEngine.
+
+    Examples
+    --------
+    >>> import qcengine, qcmb_dask  # importing qcmb_dask registers "pyscf"
+    >>> result = qcengine.compute(atomic_input, "pyscf", task_config={"ncores": 2, "memory": 4})
+    """
+
+    _defaults: ClassVar[Dict[str, Any]] = {
+        "name": "pyscf",
+        "scratch": False,
+        "thread_safe": False,  # PySCF's thread count is process-wide
+        "thread_parallel": True,
+        "node_parallel": False,
+        "managed_memory": True,
+    }
+
+    @staticmethod
+    def found(raise_error: bool = False) -> bool:
+        return which_import(
+            "pyscf", return_bool=True, raise_error=raise_error, raise_msg="Please install via `pip install pyscf`."
+        )
+
+    def get_version(self) -> str:
+        self.found(raise_error=True)
+        import pyscf
+
+        return pyscf.__version__
+
+    def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
+        self.found(raise_error=True)
+        spec = input_data.specification
+        options = PySCFOptions.from_keywords(spec.keywords)
+        driver = spec.driver.value if hasattr(spec.driver, "value") else str(spec.driver)
+        if driver not in ("energy", "gradient", "hessian"):
+            raise InputError(f"PySCF harness supports drivers energy, gradient and hessian, not {driver!r}.")
+        if not spec.model.basis:
+            raise InputError("PySCF harness needs a basis set name in specification.model.basis.")
+
+        ncores = max(1, int(config.ncores or 1))
+        start = time.time()
+        with _limited_threads(ncores) as threads_seen:
+            mol = build_mole(input_data.molecule, spec.model.basis, options, memory_gib=config.memory)
+            try:
+                outcome = methods.run(mol, spec.model.method, driver, options, embedding_charges(input_data.molecule))
+            except MemoryError as err:
+                raise ResourceError(f"PySCF ran out of memory (task memory {config.memory} GiB): {err}") from err
+            threads_seen.update(_thread_counts())
+        wall_time = time.time() - start
+
+        properties = dict(outcome.properties)
+        properties["return_energy"] = outcome.energy
+        if outcome.gradient is not None:
+            properties["return_gradient"] = outcome.gradient
+        if outcome.hessian is not None:
+            properties["return_hessian"] = outcome.hessian
+        return_result = {"energy": outcome.energy, "gradient": outcome.gradient, "hessian": outcome.hessian}[driver]
+
+        return AtomicResult(
+            input_data=input_data,
+            molecule=input_data.molecule,
+            properties=properties,
+            return_result=return_result,
+            stdout=mol.stdout.getvalue(),
+            success=True,
+            provenance=Provenance(creator="PySCF", version=self.get_version(), routine="qcmb_dask.programs.pyscf"),
+            extras={"pyscf": {"threads": threads_seen, "wall_time": wall_time}},
+        )
+
+
+class _limited_threads:
+    """Give PySCF (OpenMP) and numpy's BLAS exactly ``ncores`` threads, restoring them afterwards.
+
+    QCEngine hands a task ``ncores``; PySCF alone would take every core of the node.
+    """
+
+    def __init__(self, ncores: int):
+        self.ncores = ncores
+
+    def __enter__(self) -> Dict[str, int]:
+        from pyscf import lib
+        from threadpoolctl import threadpool_limits
+
+        self._previous = lib.num_threads()
+        self._limits = threadpool_limits(limits=self.ncores)
+        lib.num_threads(self.ncores)
+        return {}
+
+    def __exit__(self, *exc) -> None:
+        from pyscf import lib
+
+        lib.num_threads(self._previous)
+        self._limits.restore_original_limits()
+
+
+def _thread_counts() -> Dict[str, int]:
+    """The thread counts in force, recorded in the result so that tests and users can check them."""
+    from pyscf import lib
+    from threadpoolctl import threadpool_info
+
+    counts = {"pyscf_openmp": int(lib.num_threads())}
+    for pool in threadpool_info():
+        counts[f"{pool['internal_api']}:{pool.get('prefix', '')}"] = int(pool["num_threads"])
+    return counts
+
+

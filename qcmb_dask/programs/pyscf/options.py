@@ -1,0 +1,86 @@
+"""The documented keywords of the PySCF harness, validated before any PySCF object is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Optional, Union
+
+from qcengine.exceptions import InputError
+
+REFERENCES = ("rhf", "uhf", "rohf")
+
+
+@dataclass(frozen=True)
+class PySCFOptions:
+    """Keywords understood by the ``pyscf`` harness (``AtomicInput.specification.keywords``).
+
+    Unknown keywords are an ``InputError``: a typo must not silently fall back to a default.
+    """
+
+    #: ``"rhf"``, ``"uhf"`` or ``"rohf"``; default RHF/RKS for singlets, UHF/UKS otherwise.
+    reference: Optional[str] = None
+    #: SCF energy convergence (Eh). Tight by default so that many-body differences are not noise.
+    conv_tol: float = 1e-10
+    #: SCF orbital-gradient convergence; PySCF derives it from ``conv_tol`` when ``None``.
+    conv_tol_grad: Optional[float] = None
+    #: Maximum SCF iterations.
+    max_cycle: int = 100
+    #: ``False``; ``True`` for density fitting of the SCF with PySCF's default auxiliary basis;
+    #: or the name of an auxiliary basis (e.g. ``"def2-universal-jkfit"``).
+    density_fitting: Union[bool, str] = False
+    #: DFT integration grid level (0-9, PySCF's ``grids.level``).
+    grid_level: int = 3
+    #: Freeze core orbitals in MP2/CCSD/CCSD(T) (PySCF's chemical core, real atoms only).
+    frozen_core: bool = False
+    #: SCF level shift (Eh), a common remedy for SCF that does not converge.
+    level_shift: float = 0.0
+    #: SCF initial guess (``"minao"``, ``"atom"``, ``"huckel"``, ``"1e"``, ...).
+    init_guess: str = "minao"
+    #: Cartesian (``True``) instead of spherical (``False``) basis functions.
+    cartesian: bool = False
+    #: CCSD amplitude convergence (Eh).
+    cc_conv_tol: float = 1e-9
+    #: PySCF's verbosity for the captured output (0 silent ... 9 debug).
+    verbose: int = 4
+
+    @classmethod
+    def from_keywords(cls, keywords: Mapping[str, Any]) -> "PySCFOptions":
+        known = {f.name: f for f in fields(cls)}
+        lowered = {str(k).lower(): v for k, v in keywords.items()}
+        unknown = sorted(set(lowered) - set(known))
+        if unknown:
+            raise InputError(
+                f"Unknown PySCF keyword(s) {unknown}. Known keywords: {sorted(known)}."
+            )
+        values = {}
+        for name, value in lowered.items():
+            values[name] = _coerce(name, value, known[name].default)
+        options = cls(**values)
+        if options.reference is not None and options.reference not in REFERENCES:
+            raise InputError(f"PySCF keyword reference={options.reference!r}: expected one of {REFERENCES}.")
+        return options
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Check one keyword's type against its default's; a wrong type is an InputError."""
+    if name == "reference":
+        if not isinstance(value, str):
+            raise InputError(f"PySCF keyword reference must be a string, got {value!r}.")
+        return value.lower()
+    if name == "density_fitting":
+        if isinstance(value, (bool, str)):
+            return value
+        raise InputError(f"PySCF keyword density_fitting must be true/false or an auxiliary basis name, got {value!r}.")
+    if name == "conv_tol_grad":
+        expected = float
+    else:
+        expected = type(default)
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected is bool and isinstance(value, bool):
+        return value
+    if expected is str and isinstance(value, str):
+        return value
+    raise InputError(f"PySCF keyword {name} must be of type {expected.__name__}, got {value!r}.")
