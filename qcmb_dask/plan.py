@@ -1,0 +1,209 @@
+"""What an MBE will run: one :class:`FragmentTask` per unique calculation, pure data, no Dask, no QC.
+
+Fragments come from QCManyBody's ``ManyBodyCore.compute_map`` (cheap index sets); no QCElemental
+Molecule is built per fragment here — workers build them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from qcmanybody import ManyBodyCore
+from qcmanybody.utils import labeler
+from qcmanybody.v2 import ManyBodyComputer as QCMBComputer
+
+from .inputs import InputLike, NormalizedInput, normalize
+
+# Programs that can take QCManyBody's embedding point charges, and how they receive them.
+EMBEDDING_PROGRAMS = ("pyscf", "psi4")
+
+
+@dataclass(frozen=True)
+class FragmentTask:
+    """One QC calculation of the expansion.
+
+    ``real`` and ``basis`` are 1-based fragment indices (QCManyBody's convention); ``nbody`` is the
+    lowest n-body level whose truncated result needs this calculation.
+    """
+
+    label: str
+    model_chemistry: str
+    nbody: int
+    real: Tuple[int, ...]
+    basis: Tuple[int, ...]
+    program: str
+    method: str
+    basis_set: str
+    driver: str
+
+    @property
+    def ghost(self) -> Tuple[int, ...]:
+        return tuple(sorted(set(self.basis) - set(self.real)))
+
+
+@dataclass
+class Plan:
+    """Everything needed to build the task graph; ``len(plan)`` is the number of QC calculations."""
+
+    input: NormalizedInput
+    tasks: List[FragmentTask]
+    #: n-body level k -> labels that the k-body-truncated analysis needs (levels where it can be formed).
+    level_labels: Dict[int, Tuple[str, ...]]
+    #: model chemistry -> {"program": str, "specification": AtomicSpecification-like dict}
+    specifications: Dict[str, dict]
+    nfragments: int
+    max_nbody: int
+    bsse_type: List[str]
+    driver: str
+    embedding_charges: Optional[Dict[int, List[float]]] = None
+    token: str = field(default="")
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self) -> Iterator[FragmentTask]:
+        return iter(self.tasks)
+
+    def counts(self) -> Dict[str, Dict[int, int]]:
+        """model chemistry -> n-body level -> number of calculations."""
+        out: Dict[str, Counter] = {}
+        for task in self.tasks:
+            out.setdefault(task.model_chemistry, Counter())[task.nbody] += 1
+        return {mc: dict(sorted(c.items())) for mc, c in out.items()}
+
+    def __str__(self) -> str:
+        lines = [
+            f"Many-body expansion: {self.nfragments} fragments, max_nbody={self.max_nbody}, "
+            f"bsse_type={self.bsse_type}, driver={self.driver}: {len(self)} calculations",
+        ]
+        for mc, per_level in self.counts().items():
+            spec = self.specifications[mc]
+            model = spec["specification"]["model"]
+            lines.append(
+                f'  Model chemistry "{mc}" ({spec["program"]} {model["method"]}/{model["basis"]}): '
+                f"{sum(per_level.values())}"
+            )
+            for nb, count in per_level.items():
+                lines.append(f"      {nb}-body calculations: {count:6}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def make_plan(data: InputLike) -> Plan:
+    """Plan an MBE: validate the input once, enumerate its unique calculations and their n-body levels."""
+    normalized = data if isinstance(data, NormalizedInput) else normalize(data)
+    computer = qcmb_computer(normalized)
+    core: ManyBodyCore = computer.qcmb_core
+    specifications = atomic_specifications(computer)
+    _check_embedding_programs(computer, specifications)
+
+    level_labels = _truncated_level_labels(computer)
+    first_level: Dict[str, int] = {}
+    for k, labels in level_labels.items():
+        for label in labels:
+            first_level.setdefault(label, k)
+    tasks = []
+    for mc, label, real, basis in iterate_calculations(core):
+        # Calculations no truncation uses (supersystem, supersystem_ie_only) count by their real fragments.
+        nbody = first_level.get(label, len(real))
+        spec = specifications[mc]
+        tasks.append(
+            FragmentTask(
+                label=label,
+                model_chemistry=mc,
+                nbody=nbody,
+                real=real,
+                basis=basis,
+                program=spec["program"],
+                method=spec["specification"]["model"]["method"],
+                basis_set=spec["specification"]["model"]["basis"],
+                driver=str(computer.driver.value),
+            )
+        )
+    return Plan(
+        input=normalized,
+        tasks=tasks,
+        level_labels=level_labels,
+        specifications=specifications,
+        nfragments=core.nfragments,
+        max_nbody=core.max_nbody,
+        bsse_type=[bt.value for bt in core.bsse_type],
+        driver=str(computer.driver.value),
+        embedding_charges=computer.embedding_charges,
+        token=hashlib.sha256(normalized.model.model_dump_json().encode()).hexdigest()[:12],
+    )
+
+
+def qcmb_computer(normalized: NormalizedInput) -> QCMBComputer:
+    """QCManyBody's own computer, validated, without running anything: the single source of MBE semantics."""
+    return QCMBComputer.from_manybodyinput(normalized.model, build_tasks=False)
+
+
+def atomic_specifications(computer: QCMBComputer) -> Dict[str, dict]:
+    """Per model chemistry, the program and the AtomicSpecification dict, as QCManyBody's computer forms them."""
+    specifications = {}
+    for mc, spec in computer.input_data.specification.specification.items():
+        spec = spec.model_dump()
+        program = spec.pop("program")
+        spec["driver"] = computer.driver  # the many-body driver overrides the atomic one
+        spec.pop("schema_name", None)
+        specifications[mc] = {"program": program, "specification": spec}
+    return specifications
+
+
+def iterate_calculations(core: ManyBodyCore) -> Iterator[Tuple[str, str, Tuple[int, ...], Tuple[int, ...]]]:
+    """(model chemistry, label, real, basis) in exactly ``ManyBodyCore.iterate_molecules`` order, no molecules."""
+    seen = set()
+    for mc, compute_dict in core.compute_map.items():
+        for compute_list in compute_dict["all"].values():
+            for real, basis in compute_list:
+                label = labeler(mc, real, basis)
+                if label in seen:
+                    continue
+                seen.add(label)
+                yield mc, label, tuple(real), tuple(basis)
+
+
+def truncated_core(computer: QCMBComputer, nbody: int) -> ManyBodyCore:
+    """QCManyBody's core for the same expansion truncated at ``nbody`` (no supersystem level)."""
+    core = computer.qcmb_core
+    levels = {k: mc for k, mc in core.levels.items() if k != "supersystem" and int(k) <= nbody}
+    return ManyBodyCore(
+        core.molecule,
+        copy.copy(computer.bsse_type),
+        levels,
+        return_total_data=core.return_total_data,
+        supersystem_ie_only=False,
+        embedding_charges=core.embedding_charges,
+    )
+
+
+def _truncated_level_labels(computer: QCMBComputer) -> Dict[int, Tuple[str, ...]]:
+    """For each k, the labels of the k-body-truncated analysis, when the full plan contains all of them.
+
+    With ``supersystem_ie_only`` the intermediate levels are never computed, so those truncations
+    are skipped rather than adding calculations the user did not ask for.
+    """
+    full = {label for _, label, _, _ in iterate_calculations(computer.qcmb_core)}
+    levels = {}
+    for k in range(1, computer.qcmb_core.max_nbody + 1):
+        labels = tuple(label for _, label, _, _ in iterate_calculations(truncated_core(computer, k)))
+        if set(labels) <= full:
+            levels[k] = labels
+    return levels
+
+
+def _check_embedding_programs(computer: QCMBComputer, specifications: Dict[str, dict]) -> None:
+    if not computer.embedding_charges:
+        return
+    for mc, spec in specifications.items():
+        if spec["program"].lower() not in EMBEDDING_PROGRAMS:
+            raise ValueError(
+                f"Embedding charges need a program that accepts point charges ({', '.join(EMBEDDING_PROGRAMS)}); "
+                f"model chemistry {mc!r} uses {spec['program']!r}."
+            )

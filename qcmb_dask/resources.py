@@ -1,0 +1,63 @@
+"""Cores and memory per fragment: what QCEngine is told, and how many fragments run at once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import psutil
+
+
+@dataclass(frozen=True)
+class Resources:
+    """``n_workers`` fragments run at once, each with ``threads_per_task`` cores and ``memory_per_task`` GiB."""
+
+    n_workers: int
+    threads_per_task: int
+    memory_per_task: Optional[float]
+
+    def task_config(self) -> dict:
+        """QCEngine's task_config; without it QCEngine gives every call all cores and most memory."""
+        config = {"ncores": self.threads_per_task, "nnodes": 1, "retries": 0}
+        if self.memory_per_task:
+            config["memory"] = self.memory_per_task
+        return config
+
+
+def machine_cores() -> int:
+    """Cores this process may use (the affinity mask, as a batch job sees it), not the node's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def machine_memory_gib() -> float:
+    return psutil.virtual_memory().total / 2**30
+
+
+def for_this_machine(n_workers: Optional[int], threads_per_task: Optional[int], memory_per_task: Optional[float]) -> Resources:
+    """Size an embedded cluster so that workers x threads_per_task = cores, never more."""
+    cores = machine_cores()
+    if threads_per_task is None:
+        threads_per_task = max(1, cores // n_workers) if n_workers else 1
+    if n_workers is None:
+        n_workers = max(1, cores // threads_per_task)
+    if n_workers < 1 or threads_per_task < 1:
+        raise ValueError(f"n_workers ({n_workers}) and threads_per_task ({threads_per_task}) must be at least 1.")
+    if n_workers * threads_per_task > cores:
+        raise ValueError(
+            f"n_workers={n_workers} x threads_per_task={threads_per_task} = {n_workers * threads_per_task} threads "
+            f"exceeds the {cores} cores available here, which slows every fragment down. "
+            f"Use e.g. n_workers={max(1, cores // threads_per_task)}, threads_per_task={threads_per_task}."
+        )
+    if memory_per_task is None:
+        memory_per_task = round(0.8 * machine_memory_gib() / n_workers, 2)
+    return Resources(n_workers, threads_per_task, memory_per_task)
+
+
+def in_process(threads_per_task: Optional[int], memory_per_task: Optional[float]) -> Resources:
+    """The reference executor runs one fragment at a time with all cores, like QCManyBody's computer."""
+    threads = threads_per_task or machine_cores()
+    return Resources(1, threads, memory_per_task or round(0.8 * machine_memory_gib(), 2))
