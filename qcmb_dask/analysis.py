@@ -5,6 +5,8 @@ The arithmetic is QCManyBody's own; this module only gathers what the fragments 
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -41,7 +43,8 @@ def component_properties(labels: Sequence[str], outputs: Iterable[FragmentOutput
 
 def level_result(normalized: NormalizedInput, nbody: int, labels: Sequence[str], outputs: List[FragmentOutput]) -> LevelResult:
     """Analyze the expansion truncated at ``nbody`` with the results of the calculations it needs."""
-    core = truncated_core(qcmb_computer(normalized), nbody)
+    with _embedding_accepted(normalized):
+        core = truncated_core(qcmb_computer(normalized), nbody)
     analyzed = core.analyze(component_properties(labels, outputs))
     return LevelResult(
         nbody=nbody,
@@ -58,7 +61,8 @@ def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: Li
     ``levels`` (the truncated results) is accepted so that the level nodes are part of the graph the
     user computes or visualizes; the full analysis does not need them.
     """
-    computer = qcmb_computer(normalized)
+    with _embedding_accepted(normalized):
+        computer = qcmb_computer(normalized)
     props = component_properties(labels, outputs)
     analyzed = computer.qcmb_core.analyze(props)
     analyzed["nbody_number"] = len(props)
@@ -66,3 +70,17 @@ def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: Li
     cluster_results = {label: atomic_results[label] for label in labels if label in atomic_results}
     result = computer.get_results(external_results=analyzed, component_results=cluster_results)
     return result.convert_v(1) if normalized.result_schema_version == 1 else result
+
+
+@contextlib.contextmanager
+def _embedding_accepted(normalized: NormalizedInput):
+    """QCManyBody accepts embedding charges only with QCMANYBODY_EMBEDDING_CHARGES set. The client checked
+    that when it planned; a worker on another node may lack the variable, so the analysis sets it."""
+    if not normalized.model.specification.keywords.embedding_charges or os.environ.get("QCMANYBODY_EMBEDDING_CHARGES"):
+        yield
+        return
+    os.environ["QCMANYBODY_EMBEDDING_CHARGES"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("QCMANYBODY_EMBEDDING_CHARGES", None)

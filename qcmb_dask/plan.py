@@ -27,7 +27,9 @@ class FragmentTask:
     """One QC calculation of the expansion.
 
     ``real`` and ``basis`` are 1-based fragment indices (QCManyBody's convention); ``nbody`` is the
-    lowest n-body level whose truncated result needs this calculation.
+    lowest n-body level whose truncated result needs this calculation (a VMFC monomer in a dimer
+    basis, or the HF monomers of a 2-body HF correction, are level 2), which is how the graph
+    groups and orders fragments.
     """
 
     label: str

@@ -1,0 +1,175 @@
+"""Shared inputs and helpers: small water clusters, QCManyBody's reference runs, result comparison."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from typing import Dict, Optional
+
+import numpy as np
+import pytest
+
+BOHR_PER_ANGSTROM = 1 / 0.52917721067
+
+# Water trimer (Angstrom); the dimer is its first two waters.
+WATER_TRIMER_ANGSTROM = [
+    ("O", -1.551007, -0.114520, 0.000000),
+    ("H", -1.934259, 0.762503, 0.000000),
+    ("H", -0.599677, 0.040712, 0.000000),
+    ("O", 1.350625, 0.111469, 0.000000),
+    ("H", 1.680398, -0.373741, -0.758561),
+    ("H", 1.680398, -0.373741, 0.758561),
+    ("O", 0.000000, 2.500000, 1.500000),
+    ("H", 0.000000, 3.257000, 2.087000),
+    ("H", 0.000000, 1.743000, 2.087000),
+]
+
+
+def water_cluster(nwaters: int, **extra) -> dict:
+    atoms = WATER_TRIMER_ANGSTROM[: 3 * nwaters]
+    return {
+        "symbols": [a[0] for a in atoms],
+        "geometry": [x * BOHR_PER_ANGSTROM for a in atoms for x in a[1:]],
+        "fragments": [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(nwaters)],
+        "fragment_charges": [0] * nwaters,
+        "fragment_multiplicities": [1] * nwaters,
+        "molecular_charge": 0,
+        **extra,
+    }
+
+
+def mbe_input(
+    nwaters: int = 3,
+    driver: str = "energy",
+    keywords: Optional[dict] = None,
+    specs: Optional[Dict[str, tuple]] = None,
+    program: str = "pyscf",
+    protocols: Optional[dict] = None,
+    atomic_keywords: Optional[dict] = None,
+) -> dict:
+    """A v2 ManyBodyInput dict. ``specs`` maps model-chemistry name -> (method, basis)."""
+    specs = specs or {"(auto)": ("hf", "sto-3g")}
+    spec = {
+        "driver": driver,
+        "keywords": keywords or {"bsse_type": "cp"},
+        "specification": {
+            name: {
+                "program": program,
+                "driver": driver,
+                "model": {"method": method, "basis": basis},
+                "keywords": dict(atomic_keywords or {}),
+            }
+            for name, (method, basis) in specs.items()
+        },
+    }
+    if protocols:
+        spec["protocols"] = protocols
+    return {"molecule": water_cluster(nwaters), "specification": spec}
+
+
+def qcmanybody_reference(mbin):
+    """QCManyBody's sequential ManyBodyComputer on the same input (v1 computer for v1 inputs)."""
+    import qcmanybody.models.v1 as v1models
+    from qcmanybody.models.v2 import ManyBodyInput
+
+    if isinstance(mbin, v1models.ManyBodyInput):
+        from qcmanybody.v1 import ManyBodyComputer
+    else:
+        from qcmanybody.v2 import ManyBodyComputer
+
+        mbin = mbin if isinstance(mbin, ManyBodyInput) else ManyBodyInput(**mbin)
+    return ManyBodyComputer.from_manybodyinput(mbin)
+
+
+_NUMBER = re.compile(r"-?\d+\.\d+(?:[eE][-+]?\d+)?")
+
+
+def assert_same_stdout(ours: str, ref: str, atol: float = 1e-6) -> None:
+    """Same text; numbers equal to ``atol`` (kcal/mol columns magnify Eh differences 627x)."""
+    assert _NUMBER.sub("#", ours) == _NUMBER.sub("#", ref)
+    np.testing.assert_allclose(
+        [float(x) for x in _NUMBER.findall(ours)], [float(x) for x in _NUMBER.findall(ref)], rtol=0, atol=atol
+    )
+
+
+def _close(a, b, atol):
+    if a is None or b is None:
+        assert a is None and b is None
+    elif isinstance(a, (float, int, np.ndarray, list)) and not isinstance(a, bool):
+        np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=0, atol=atol)
+    else:
+        assert a == b
+
+
+def assert_same_result(ours, ref, *, energy_atol: float = 1e-9, array_atol: float = 1e-8) -> None:
+    """The ManyBodyResult fields a user reads are equal: properties, cluster data, return_result, stdout."""
+    assert type(ours) is type(ref)
+    atol_for = lambda value: energy_atol if np.ndim(value) == 0 else array_atol  # noqa: E731
+    _close(ours.return_result, ref.return_result, atol_for(ref.return_result))
+
+    ours_props = ours.properties.model_dump() if hasattr(ours.properties, "model_dump") else ours.properties.dict()
+    ref_props = ref.properties.model_dump() if hasattr(ref.properties, "model_dump") else ref.properties.dict()
+    assert set(ours_props) == set(ref_props)
+    for key, value in ref_props.items():
+        if isinstance(value, dict):
+            assert set(value) == set(ours_props[key]), key
+            for k, v in value.items():
+                _close(ours_props[key][k], v, atol_for(v))
+        else:
+            _close(ours_props[key], value, atol_for(value))
+
+    cluster_props = "cluster_properties" if hasattr(ref, "cluster_properties") else "component_properties"
+    ours_cp, ref_cp = getattr(ours, cluster_props), getattr(ref, cluster_props)
+    assert list(ours_cp) == list(ref_cp)
+    for label, props in ref_cp.items():
+        for field in ("return_energy", "return_gradient", "return_hessian", "calcinfo_natom"):
+            value = getattr(props, field)
+            _close(getattr(ours_cp[label], field), value, atol_for(value))
+
+    cluster_results = "cluster_results" if hasattr(ref, "cluster_results") else "component_results"
+    ours_cr, ref_cr = getattr(ours, cluster_results), getattr(ref, cluster_results)
+    assert set(ours_cr) == set(ref_cr)
+    for label, atomic in ref_cr.items():
+        _close(ours_cr[label].return_result, atomic.return_result, atol_for(atomic.return_result))
+        assert (ours_cr[label].stdout is None) == (atomic.stdout is None)
+
+    assert_same_stdout(ours.stdout, ref.stdout)
+    assert ours.success and ref.success
+
+
+def nwchem_available() -> bool:
+    try:
+        import networkx  # noqa: F401  QCEngine's NWChem harness needs it
+    except ImportError:
+        return False
+    return shutil.which("nwchem") is not None
+
+
+requires_nwchem = pytest.mark.skipif(
+    not nwchem_available(), reason="nwchem executable or networkx missing (apt-get install nwchem; pip install networkx)"
+)
+
+
+@pytest.fixture(scope="session")
+def local_client():
+    """A real LocalCluster with worker processes, shared by the tests that need one (startup costs seconds)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+@pytest.fixture
+def embedding_enabled(monkeypatch):
+    """QCManyBody accepts embedding charges only with this variable set (its own safety switch)."""
+    monkeypatch.setenv("QCMANYBODY_EMBEDDING_CHARGES", "1")
+
+
+@pytest.fixture(autouse=True)
+def _random_dashboard_port():
+    """Tests never fight over the dashboard's default port 8787."""
+    import dask
+
+    with dask.config.set({"qcmb_dask.local.dashboard-address": ":0"}):
+        yield
