@@ -116,8 +116,7 @@ def _converged_scf(mol, family: str, method: str, options: PySCFOptions, point_c
         mf = qmmm.mm_charge(mf, coords, charges, unit="Bohr")
 
     mf.conv_tol = options.conv_tol
-    if options.conv_tol_grad is not None:
-        mf.conv_tol_grad = options.conv_tol_grad
+    mf.conv_tol_grad = options.conv_tol_grad
     mf.max_cycle = options.max_cycle
     mf.level_shift = options.level_shift
     mf.init_guess = options.init_guess
