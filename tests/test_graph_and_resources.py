@@ -1,0 +1,95 @@
+"""Graph structure (keys, dependencies, ordering) and per-fragment resources; no QC runs here."""
+
+import pytest
+from dask.core import get_dependencies
+from dask.utils import key_split
+
+import qcmb_dask
+from qcmb_dask import resources
+from qcmb_dask.graph import build
+
+from .conftest import mbe_input
+
+DATA = mbe_input(3, keywords={"bsse_type": ["cp", "nocp", "vmfc"]})
+
+
+def graph_of(ordering="free"):
+    plan = qcmb_dask.plan(DATA)
+    return plan, build(plan, task_config={"ncores": 1}, ordering=ordering)
+
+
+def dependencies(delayed_obj):
+    dsk = dict(delayed_obj.__dask_graph__())
+    return dsk, lambda key: set(get_dependencies(dsk, key))
+
+
+def test_dashboard_groups_fragments_by_level():
+    plan, graph = graph_of()
+    groups = {}
+    for task in plan:
+        groups.setdefault(key_split(graph.fragments[task.label].key), set()).add(task.nbody)
+    assert groups == {"fragment-one-body": {1}, "fragment-two-body": {2}, "fragment-three-body": {3}}
+    assert key_split(graph.result.key) == "mbe-result"
+    assert {key_split(level.key) for level in graph.levels.values()} == {"mbe-level"}
+
+
+def test_fragments_depend_only_on_the_parent_molecule_when_free():
+    plan, graph = graph_of("free")
+    dsk, deps = dependencies(graph.result)
+    for node in graph.fragments.values():
+        assert deps(node.key) == {graph.parent.key}
+
+
+def test_level_nodes_depend_on_every_fragment_of_their_level_and_below():
+    plan, graph = graph_of()
+    dsk, deps = dependencies(graph.result)
+    for k, level in graph.levels.items():
+        expected = {graph.fragments[t.label].key for t in plan if t.nbody <= k}
+        assert deps(level.key) == expected
+    assert deps(graph.result.key) == {f.key for f in graph.fragments.values()} | {lv.key for lv in graph.levels.values()}
+
+
+def test_by_level_ordering_makes_level_k_wait_for_level_k_minus_1():
+    plan, graph = graph_of("by_level")
+    dsk, deps = dependencies(graph.result)
+    for task in plan:
+        fragment_deps = deps(graph.fragments[task.label].key)
+        barriers = [d for d in fragment_deps if key_split(d) == "level-barrier"]
+        if task.nbody == 1:
+            assert barriers == []
+        else:
+            (barrier,) = barriers
+            assert deps(barrier) == {graph.fragments[t.label].key for t in plan if t.nbody == task.nbody - 1}
+
+
+def test_unknown_ordering_is_rejected():
+    with pytest.raises(ValueError, match="by_level"):
+        graph_of("sideways")
+
+
+def test_build_graph_is_a_delayed_whose_compute_gives_the_result():
+    result = qcmb_dask.build_graph(mbe_input(2, keywords={"bsse_type": "nocp"})).compute(scheduler="sync")
+    assert result.properties.nocp_corrected_interaction_energy < 0
+
+
+def test_embedded_cluster_fills_the_machine_without_oversubscribing(monkeypatch):
+    monkeypatch.setattr(resources, "machine_cores", lambda: 16)
+    assert resources.for_this_machine(None, None, 4.0) == resources.Resources(16, 1, 4.0)
+    assert resources.for_this_machine(None, 4, 4.0) == resources.Resources(4, 4, 4.0)
+    assert resources.for_this_machine(2, None, 4.0) == resources.Resources(2, 8, 4.0)
+    with pytest.raises(ValueError, match="exceeds the 16 cores"):
+        resources.for_this_machine(5, 4, None)
+
+
+def test_task_config_carries_cores_and_memory():
+    assert resources.Resources(2, 3, 1.5).task_config() == {"ncores": 3, "nnodes": 1, "retries": 0, "memory": 1.5}
+
+
+@pytest.mark.slow
+def test_workers_times_threads_never_exceed_cores_in_a_real_run():
+    """Each fragment records the thread counts it ran with; with 2 workers x 1 thread all are 1."""
+    data = mbe_input(2, keywords={"bsse_type": "nocp"}, protocols={"cluster_results": "all"})
+    result = qcmb_dask.compute(data, n_workers=2, threads_per_task=1, progress=False)
+    for atomic in result.cluster_results.values():
+        threads = atomic.extras["pyscf"]["threads"]
+        assert max(threads.values()) == 1, threads
