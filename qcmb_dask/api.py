@@ -69,6 +69,7 @@ def compute(
         threads_per_task=config.resolve(threads_per_task, "threads-per-task"),
         memory_per_task=config.resolve(memory_per_task, "memory-per-task"),
         harnesses=harnesses,
+        ncalculations=len(the_plan),
     ) as session:
         graph = build(the_plan, task_config=session.resources.task_config(), ordering=config.resolve(ordering, "ordering"))
         return session.run(graph, reporter, the_plan.bsse_type)

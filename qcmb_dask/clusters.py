@@ -70,13 +70,15 @@ def open_session(
     threads_per_task: Optional[int],
     memory_per_task: Optional[float],
     harnesses: Sequence = (),
+    ncalculations: Optional[int] = None,
 ) -> Iterator[Any]:
     """Yield a session for ``cluster``; close what this call started, leave what the user gave running."""
     if cluster == "sync":
         yield SyncSession(res.in_process(threads_per_task, memory_per_task))
         return
     if cluster is None or cluster == "local":
-        with _local_client(n_workers, threads_per_task, memory_per_task) as (client, resources):
+        resources = res.for_this_machine(n_workers, threads_per_task, memory_per_task, ncalculations)
+        with _local_client(resources) as client:
             install_harnesses(client, harnesses)
             yield DistributedSession(client, resources)
         return
@@ -86,10 +88,8 @@ def open_session(
 
 
 @contextlib.contextmanager
-def _local_client(n_workers, threads_per_task, memory_per_task):
+def _local_client(resources: res.Resources):
     from distributed import Client, LocalCluster
-
-    resources = res.for_this_machine(n_workers, threads_per_task, memory_per_task)
     # One thread per worker process: PySCF's thread count is process-wide, so concurrency comes from
     # processes and each fragment gets threads_per_task cores of its own.
     with LocalCluster(
@@ -99,7 +99,7 @@ def _local_client(n_workers, threads_per_task, memory_per_task):
         dashboard_address=dask.config.get("qcmb_dask.local.dashboard-address"),
         silence_logs=dask.config.get("qcmb_dask.local.silence-logs"),
     ) as local_cluster, Client(local_cluster) as client:
-        yield client, resources
+        yield client
 
 
 @contextlib.contextmanager

@@ -36,11 +36,47 @@ def normalize(data: Any) -> NormalizedInput:
     if isinstance(data, (str, Path)):
         data = read_input_file(Path(data))
     if isinstance(data, dict):
-        return NormalizedInput(ManyBodyInput(**data), 2)
+        return NormalizedInput(ManyBodyInput(**fill_fragment_charges(data)), 2)
     raise TypeError(
         f"qcmb_dask cannot use an input of type {type(data).__name__}: give a qcmanybody ManyBodyInput "
         "(v1 or v2), a dict in its layout, or the path of a JSON or YAML file."
     )
+
+
+def fill_fragment_charges(data: dict) -> dict:
+    """Give a neutral input's fragments explicit charges (0) and multiplicities (from electron parity).
+
+    Without them QCElemental searches every distribution of charge and spin over the fragments,
+    which takes time and memory exponential in the fragment count (26 fragments: 18 GB). With a
+    net charge there is no safe guess, so the user is asked for them. Returns a new dict.
+    """
+    molecule = data.get("molecule")
+    if not isinstance(molecule, dict) or len(molecule.get("fragments") or []) < 2:
+        return data
+    if molecule.get("fragment_charges") is not None and molecule.get("fragment_multiplicities") is not None:
+        return data
+    fragments = molecule["fragments"]
+    filled = dict(molecule)
+    if filled.get("fragment_charges") is None:
+        total = float(molecule.get("molecular_charge", 0) or 0)
+        if abs(total) > 1e-8:
+            raise ValueError(
+                f"The molecule has a net charge of {total:g} but no fragment_charges: give the charge of each of its "
+                f"{len(fragments)} fragments (e.g. \"fragment_charges\": [1, 0, 0, ...]) and, for open shells, "
+                "fragment_multiplicities. Guessing them would be an exponential search over all distributions."
+            )
+        filled["fragment_charges"] = [0.0] * len(fragments)
+    if filled.get("fragment_multiplicities") is None:
+        from qcelemental import periodictable
+
+        symbols = molecule["symbols"]
+        real = molecule.get("real") or [True] * len(symbols)
+        multiplicities = []
+        for atoms, charge in zip(fragments, filled["fragment_charges"]):
+            electrons = sum(periodictable.to_Z(symbols[i]) for i in atoms if real[i]) - charge
+            multiplicities.append(1 if round(electrons) % 2 == 0 else 2)
+        filled["fragment_multiplicities"] = multiplicities
+    return {**data, "molecule": filled}
 
 
 def read_input_file(path: Path) -> dict:

@@ -16,6 +16,7 @@ from qcmanybody import ManyBodyCore
 from qcmanybody.utils import labeler
 from qcmanybody.v2 import ManyBodyComputer as QCMBComputer
 
+from . import cost
 from .inputs import InputLike, NormalizedInput, normalize
 
 # Programs that can take QCManyBody's embedding point charges, and how they receive them.
@@ -41,6 +42,8 @@ class FragmentTask:
     method: str
     basis_set: str
     driver: str
+    #: relative cost estimate (see :mod:`qcmb_dask.cost`); only ratios mean something
+    cost: float = 0.0
 
     @property
     def ghost(self) -> Tuple[int, ...]:
@@ -70,6 +73,9 @@ class Plan:
     def __iter__(self) -> Iterator[FragmentTask]:
         return iter(self.tasks)
 
+    def total_cost(self) -> float:
+        return sum(t.cost for t in self.tasks)
+
     def counts(self) -> Dict[str, Dict[int, int]]:
         """model chemistry -> n-body level -> number of calculations."""
         out: Dict[str, Counter] = {}
@@ -82,6 +88,10 @@ class Plan:
             f"Many-body expansion: {self.nfragments} fragments, max_nbody={self.max_nbody}, "
             f"bsse_type={self.bsse_type}, driver={self.driver}: {len(self)} calculations",
         ]
+        total = self.total_cost() or 1.0
+        share: Dict[tuple, float] = {}
+        for task in self.tasks:
+            share[task.model_chemistry, task.nbody] = share.get((task.model_chemistry, task.nbody), 0.0) + task.cost
         for mc, per_level in self.counts().items():
             spec = self.specifications[mc]
             model = spec["specification"]["model"]
@@ -90,7 +100,9 @@ class Plan:
                 f"{sum(per_level.values())}"
             )
             for nb, count in per_level.items():
-                lines.append(f"      {nb}-body calculations: {count:6}")
+                lines.append(
+                    f"      {nb}-body calculations: {count:6}   est. {100 * share[mc, nb] / total:5.1f} % of the work"
+                )
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -109,11 +121,22 @@ def make_plan(data: InputLike) -> Plan:
     for k, labels in level_labels.items():
         for label in labels:
             first_level.setdefault(label, k)
+    molecule = computer.molecule
+    fragment_symbols = [[molecule.symbols[i] for i in atoms] for atoms in molecule.fragments]
+    fragment_atoms = {i + 1: len(atoms) for i, atoms in enumerate(molecule.fragments)}
+    nbf_per_fragment = {
+        mc: cost.fragment_basis_functions(spec["specification"]["model"]["basis"], fragment_symbols)
+        for mc, spec in specifications.items()
+    }
+    driver = str(computer.driver.value)
     tasks = []
     for mc, label, real, basis in iterate_calculations(core):
         # Calculations no truncation uses (supersystem, supersystem_ie_only) count by their real fragments.
         nbody = first_level.get(label, len(real))
         spec = specifications[mc]
+        method = spec["specification"]["model"]["method"]
+        nbf = sum(nbf_per_fragment[mc][i] for i in basis)
+        natoms = sum(fragment_atoms[i] for i in basis)
         tasks.append(
             FragmentTask(
                 label=label,
@@ -122,9 +145,10 @@ def make_plan(data: InputLike) -> Plan:
                 real=real,
                 basis=basis,
                 program=spec["program"],
-                method=spec["specification"]["model"]["method"],
+                method=method,
                 basis_set=spec["specification"]["model"]["basis"],
-                driver=str(computer.driver.value),
+                driver=driver,
+                cost=cost.estimate(nbf, natoms, method, driver),
             )
         )
     return Plan(
@@ -135,7 +159,7 @@ def make_plan(data: InputLike) -> Plan:
         nfragments=core.nfragments,
         max_nbody=core.max_nbody,
         bsse_type=[bt.value for bt in core.bsse_type],
-        driver=str(computer.driver.value),
+        driver=driver,
         embedding_charges=computer.embedding_charges,
         token=hashlib.sha256(normalized.model.model_dump_json().encode()).hexdigest()[:12],
     )

@@ -37,11 +37,23 @@ def machine_memory_gib() -> float:
     return psutil.virtual_memory().total / 2**30
 
 
-def for_this_machine(n_workers: Optional[int], threads_per_task: Optional[int], memory_per_task: Optional[float]) -> Resources:
-    """Size an embedded cluster so that workers x threads_per_task = cores, never more."""
+def for_this_machine(
+    n_workers: Optional[int],
+    threads_per_task: Optional[int],
+    memory_per_task: Optional[float],
+    ncalculations: Optional[int] = None,
+) -> Resources:
+    """Size an embedded cluster so that workers x threads_per_task = cores, never more.
+
+    By default each fragment gets one core (independent fragments scale better than threads inside
+    one); with fewer calculations than cores the spare cores go to the calculations instead.
+    """
     cores = machine_cores()
     if threads_per_task is None:
-        threads_per_task = max(1, cores // n_workers) if n_workers else 1
+        if n_workers:
+            threads_per_task = max(1, cores // n_workers)
+        else:
+            threads_per_task = max(1, cores // ncalculations) if ncalculations else 1
     if n_workers is None:
         n_workers = max(1, cores // threads_per_task)
     if n_workers < 1 or threads_per_task < 1:

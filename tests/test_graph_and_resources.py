@@ -81,6 +81,40 @@ def test_embedded_cluster_fills_the_machine_without_oversubscribing(monkeypatch)
         resources.for_this_machine(5, 4, None)
 
 
+def test_few_calculations_get_the_spare_cores(monkeypatch):
+    monkeypatch.setattr(resources, "machine_cores", lambda: 16)
+    assert resources.for_this_machine(None, None, 4.0, ncalculations=3) == resources.Resources(3, 5, 4.0)
+    assert resources.for_this_machine(None, None, 4.0, ncalculations=100) == resources.Resources(16, 1, 4.0)
+
+
+def test_most_expensive_fragments_get_the_highest_priority():
+    data = mbe_input(3, keywords={"bsse_type": ["nocp"], "levels": {1: "ccsd(t)", 2: "mp2", 3: "hf"}},
+                     specs={"ccsd(t)": ("ccsd(t)", "sto-3g"), "mp2": ("mp2", "sto-3g"), "hf": ("hf", "sto-3g")})
+    plan = qcmb_dask.plan(data)
+    graph = build(plan, task_config={"ncores": 1})
+    by_priority = sorted(plan, key=lambda t: -graph.priorities[graph.fragments[t.label].key])
+    costs = [t.cost for t in by_priority]
+    assert costs == sorted(costs, reverse=True)
+    assert by_priority[0].method == "ccsd(t)"  # CCSD(T) monomers outrank the larger HF trimer
+    assert all(t.cost > 0 for t in plan)
+
+
+@pytest.mark.slow
+def test_priorities_reach_the_scheduler(local_client):
+    plan = qcmb_dask.plan(DATA)
+    graph = build(plan, task_config={"ncores": 1})
+    futures = local_client.compute([graph.result, *graph.fragments.values()])  # held: tasks stay on the scheduler
+    futures[0].result()
+    seen = local_client.run_on_scheduler(
+        lambda dask_scheduler, keys: {k: dask_scheduler.tasks[k].priority[0] for k in keys if k in dask_scheduler.tasks},
+        keys=[f.key for f in graph.fragments.values()],
+    )
+    del futures
+    assert len(seen) == len(graph.fragments), "no fragment tasks found on the scheduler"
+    for key, scheduler_priority in seen.items():
+        assert scheduler_priority == -graph.priorities[key]  # the scheduler runs the lowest tuple first
+
+
 def test_task_config_carries_cores_and_memory():
     assert resources.Resources(2, 3, 1.5).task_config() == {"ncores": 3, "nnodes": 1, "retries": 0, "memory": 1.5}
 
