@@ -45,6 +45,19 @@ class FragmentOutput:
     atomic_result: Any = None
 
 
+def prepare_parent(parent):
+    """The parent molecule as workers use it: masses resolved once.
+
+    QCElemental's ``Molecule.masses`` recomputes every mass from the periodic table on each access
+    unless masses were given, and ``get_fragment`` reads it once per atom: quadratic in atoms, most
+    of a fragment's set-up time on large clusters. Fragments always receive explicit masses, so
+    caching them on the parent changes no fragment (tested against ``iterate_molecules``).
+    """
+    if parent.masses_ is None:
+        parent = parent.model_copy(update={"masses_": parent.masses})
+    return parent
+
+
 def build_fragment_molecule(parent, real: Sequence[int], basis: Sequence[int], embedding_charges=None):
     """The fragment molecule exactly as ``ManyBodyCore.iterate_molecules`` builds it.
 

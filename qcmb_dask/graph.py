@@ -16,7 +16,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from . import analysis
-from .fragment import FragmentJob, run_fragment
+from .fragment import FragmentJob, prepare_parent, run_fragment
 from .plan import Plan
 
 ORDERINGS = ("free", "by_level")
@@ -56,7 +56,7 @@ def build(plan: Plan, *, task_config: dict, ordering: str = "free", prioritize: 
     priorities: Dict[str, int] = {}
 
     parent_key = f"parent-molecule-{token}"
-    dsk[parent_key] = DataNode(parent_key, model.molecule)
+    dsk[parent_key] = Task(parent_key, prepare_parent, DataNode(None, model.molecule))
 
     fragment_keys: Dict[str, str] = {}
     keys_by_level: Dict[int, List[str]] = {}

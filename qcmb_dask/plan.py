@@ -42,7 +42,7 @@ class FragmentTask:
     method: str
     basis_set: str
     driver: str
-    #: relative cost estimate (see :mod:`qcmb_dask.cost`); only ratios mean something
+    #: rough one-core seconds with PySCF (see :mod:`qcmb_dask.cost`); orders fragments, longest first
     cost: float = 0.0
 
     @property
@@ -86,7 +86,8 @@ class Plan:
     def __str__(self) -> str:
         lines = [
             f"Many-body expansion: {self.nfragments} fragments, max_nbody={self.max_nbody}, "
-            f"bsse_type={self.bsse_type}, driver={self.driver}: {len(self)} calculations",
+            f"bsse_type={self.bsse_type}, driver={self.driver}: {len(self)} calculations, "
+            f"roughly {_duration(self.total_cost())} on one core",
         ]
         total = self.total_cost() or 1.0
         share: Dict[tuple, float] = {}
@@ -106,6 +107,14 @@ class Plan:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def make_plan(data: InputLike) -> Plan:
@@ -129,14 +138,17 @@ def make_plan(data: InputLike) -> Plan:
         for mc, spec in specifications.items()
     }
     driver = str(computer.driver.value)
+    costs: Dict[tuple, float] = {}  # CP calculations share one basis: cost it once
     tasks = []
     for mc, label, real, basis in iterate_calculations(core):
         # Calculations no truncation uses (supersystem, supersystem_ie_only) count by their real fragments.
         nbody = first_level.get(label, len(real))
         spec = specifications[mc]
         method = spec["specification"]["model"]["method"]
-        nbf = sum(nbf_per_fragment[mc][i] for i in basis)
-        natoms = sum(fragment_atoms[i] for i in basis)
+        if (mc, basis) not in costs:
+            nbf = sum(nbf_per_fragment[mc][i] for i in basis)
+            natoms = sum(fragment_atoms[i] for i in basis)
+            costs[mc, basis] = cost.estimate(nbf, natoms, method, driver)
         tasks.append(
             FragmentTask(
                 label=label,
@@ -148,7 +160,7 @@ def make_plan(data: InputLike) -> Plan:
                 method=method,
                 basis_set=spec["specification"]["model"]["basis"],
                 driver=driver,
-                cost=cost.estimate(nbf, natoms, method, driver),
+                cost=costs[mc, basis],
             )
         )
     return Plan(
@@ -184,15 +196,19 @@ def atomic_specifications(computer: QCMBComputer) -> Dict[str, dict]:
 
 def iterate_calculations(core: ManyBodyCore) -> Iterator[Tuple[str, str, Tuple[int, ...], Tuple[int, ...]]]:
     """(model chemistry, label, real, basis) in exactly ``ManyBodyCore.iterate_molecules`` order, no molecules."""
+    for mc, real, basis in _unique_calculations(core):
+        yield mc, labeler(mc, real, basis), real, basis
+
+
+def _unique_calculations(core: ManyBodyCore) -> Iterator[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
     seen = set()
     for mc, compute_dict in core.compute_map.items():
         for compute_list in compute_dict["all"].values():
             for real, basis in compute_list:
-                label = labeler(mc, real, basis)
-                if label in seen:
-                    continue
-                seen.add(label)
-                yield mc, label, tuple(real), tuple(basis)
+                calc = (mc, tuple(real), tuple(basis))
+                if calc not in seen:  # a label is a function of (mc, real, basis): same dedup, no JSON
+                    seen.add(calc)
+                    yield calc
 
 
 def truncated_core(computer: QCMBComputer, nbody: int) -> ManyBodyCore:
@@ -215,12 +231,12 @@ def _truncated_level_labels(computer: QCMBComputer) -> Dict[int, Tuple[str, ...]
     With ``supersystem_ie_only`` the intermediate levels are never computed, so those truncations
     are skipped rather than adding calculations the user did not ask for.
     """
-    full = {label for _, label, _, _ in iterate_calculations(computer.qcmb_core)}
+    full = set(_unique_calculations(computer.qcmb_core))
     levels = {}
     for k in range(1, computer.qcmb_core.max_nbody + 1):
-        labels = tuple(label for _, label, _, _ in iterate_calculations(truncated_core(computer, k)))
-        if set(labels) <= full:
-            levels[k] = labels
+        calcs = list(_unique_calculations(truncated_core(computer, k)))
+        if set(calcs) <= full:
+            levels[k] = tuple(labeler(*calc) for calc in calcs)
     return levels
 
 

@@ -5,7 +5,7 @@ from qcmanybody.models.v2 import ManyBodyInput
 from qcmanybody.v2 import ManyBodyComputer
 
 import qcmb_dask
-from qcmb_dask.fragment import build_fragment_molecule
+from qcmb_dask.fragment import build_fragment_molecule, prepare_parent
 
 from .conftest import mbe_input, water_cluster
 
@@ -16,10 +16,11 @@ def check_identical(data):
     computer = ManyBodyComputer.from_manybodyinput(ManyBodyInput(**data), build_tasks=False)
     plan = qcmb_dask.plan(data)
     tasks = {t.label: t for t in plan}
+    parent = prepare_parent(computer.molecule)  # as the graph's parent node gives it to workers
     n = 0
     for _, label, expected in computer.qcmb_core.iterate_molecules():
         task = tasks[label]
-        built = build_fragment_molecule(computer.molecule, task.real, task.basis, plan.embedding_charges)
+        built = build_fragment_molecule(parent, task.real, task.basis, plan.embedding_charges)
         assert built == expected, label  # QCElemental compares geometry, masks, charges, flags
         assert built.model_dump_json() == expected.model_dump_json(), label
         assert built.extras == expected.extras, label

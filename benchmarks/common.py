@@ -1,0 +1,41 @@
+"""Shared benchmark plumbing: argument parsing, timing, medians, a warm LocalCluster."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from typing import Callable, List
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="small sizes, for CI: checks the script runs, not the goal")
+    p.add_argument("--repeat", type=int, default=None, help="repetitions (median reported)")
+    return p
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_of(fn: Callable[[], object], repeat: int) -> List[float]:
+    times = [timed(fn) for _ in range(repeat)]
+    return times
+
+
+def median(values: List[float]) -> float:
+    return statistics.median(values)
+
+
+@contextlib.contextmanager
+def warm_client(n_workers: int, threads_per_worker: int = 1):
+    """A LocalCluster with worker processes, as compute(cluster=None) would start, kept across repetitions."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                      dashboard_address=":0", silence_logs=40) as cluster, Client(cluster) as client:
+        yield client

@@ -1,0 +1,92 @@
+"""Scheduler overhead per fragment: 5000 fragments of a no-op QCEngine program on a warm LocalCluster.
+
+The no-op program returns zero at once, so the run is all overhead. From Dask's task stream, per fragment:
+- scheduler overhead: (makespan x workers - time workers spent computing tasks) / fragments: what
+  Dask and the client add around each task (planning, graph build, submission, scheduling, transfers);
+- fragment function: time inside each fragment task (building the fragment molecule from the
+  parent, QCEngine's input/output handling), which a real QC program dwarfs;
+- analysis: the level and result nodes (QCManyBody's analyze), per fragment.
+
+    python benchmarks/overhead.py           # (H2O)100 2-body nocp: 5050 fragments, 3 repetitions
+    python benchmarks/overhead.py --quick   # (H2O)30 2-body nocp: 465 fragments, for CI
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Dict
+
+from common import median, parser, warm_client
+from qcelemental.models.v2 import AtomicResult, Provenance
+from qcengine.programs.model import ProgramHarness
+from systems import mbe_input
+
+import qcmb_dask
+from qcmb_dask.clusters import install_harnesses
+from qcmb_dask.graph import build
+from qcmb_dask.resources import machine_cores
+
+
+class NoOpHarness(ProgramHarness):
+    """Returns energy 0 (and zero derivatives) without computing anything."""
+
+    _defaults: ClassVar[Dict[str, Any]] = {
+        "name": "noop", "scratch": False, "thread_safe": True, "thread_parallel": False,
+        "node_parallel": False, "managed_memory": False,
+    }
+
+    @staticmethod
+    def found(raise_error: bool = False) -> bool:
+        return True
+
+    def compute(self, input_data, config):
+        return AtomicResult(
+            input_data=input_data, molecule=input_data.molecule, return_result=0.0, success=True,
+            properties={"return_energy": 0.0}, provenance=Provenance(creator="noop", version="0", routine="noop"),
+        )
+
+
+def run_once(client, data):
+    """Makespan of one compute (plan + graph + run) and compute seconds per task group."""
+    from distributed import get_task_stream
+    from dask.utils import key_split
+
+    with get_task_stream(client) as stream:
+        start = time.perf_counter()
+        plan = qcmb_dask.plan(data)
+        graph = build(plan, task_config={"ncores": 1})
+        client.compute(graph.result).result()
+        makespan = time.perf_counter() - start
+    busy = {"fragment": 0.0, "analysis": 0.0, "other": 0.0}
+    for record in stream.data:
+        group = key_split(record["key"])
+        kind = "fragment" if group.startswith("fragment-") else "analysis" if group.startswith("mbe-") else "other"
+        busy[kind] += sum(s["stop"] - s["start"] for s in record["startstops"] if s["action"] == "compute")
+    return len(plan), makespan, busy
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    nwaters, repeat = (30, args.repeat or 1) if args.quick else (100, args.repeat or 3)
+    data = mbe_input(nwaters, 2, "nocp", program="noop")
+    workers = machine_cores()
+    with warm_client(workers) as client:
+        install_harnesses(client, [NoOpHarness()])
+        run_once(client, mbe_input(4, 2, "nocp", program="noop"))  # warm-up
+        runs = [run_once(client, data) for _ in range(repeat)]
+    n = runs[0][0]
+
+    def per_fragment_ms(f):
+        return median([1e3 * f(makespan, busy) / n for _, makespan, busy in runs])
+
+    print(f"{n} no-op fragments on {workers} workers, {repeat} repetitions (median):")
+    print(f"  makespan                             {median([r[1] for r in runs]):8.2f} s")
+    print(f"  scheduler overhead per fragment      {per_fragment_ms(lambda m, b: m * workers - sum(b.values())):8.2f} ms"
+          "  (goal <= 2 ms)")
+    print(f"  fragment function per fragment       {per_fragment_ms(lambda m, b: b['fragment']):8.2f} ms")
+    print(f"  analysis nodes, per fragment         {per_fragment_ms(lambda m, b: b['analysis']):8.2f} ms")
+    print(f"  worker-seconds per fragment, in all  {per_fragment_ms(lambda m, b: m * workers):8.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Speedup over QCManyBody's sequential ManyBodyComputer on the same input and program (PySCF).
+
+Both get every core: QCManyBody runs one fragment at a time with QCEngine's default task_config
+(all cores to each fragment); qcmb_dask runs one fragment per core on the embedded LocalCluster.
+
+    python benchmarks/speedup.py            # (H2O)4 MP2/cc-pVDZ 2-body CP, 10 fragments, 3 repetitions
+    python benchmarks/speedup.py --quick    # (H2O)3 HF/STO-3G, for CI
+"""
+
+from __future__ import annotations
+
+from common import median, parser, timed, warm_client
+from systems import mbe_input
+
+import qcmb_dask
+from qcmb_dask.resources import machine_cores
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    if args.quick:
+        data, repeat = mbe_input(3, 2, "cp", method="hf", basis="sto-3g"), args.repeat or 1
+    else:
+        data, repeat = mbe_input(4, 2, "cp", method="mp2", basis="cc-pvdz"), args.repeat or 3
+    from qcmanybody.models.v2 import ManyBodyInput
+    from qcmanybody.v2 import ManyBodyComputer
+
+    mbin = ManyBodyInput(**data)
+    cores = machine_cores()
+    nfrag = len(qcmb_dask.plan(mbin))
+    print(f"workload: {nfrag} fragments, {cores} cores")
+
+    ManyBodyComputer.from_manybodyinput(mbin)  # warm-up: imports, PySCF's first-call setup
+    sequential = [timed(lambda: ManyBodyComputer.from_manybodyinput(mbin)) for _ in range(repeat)]
+
+    cold = [timed(lambda: qcmb_dask.compute(mbin, progress=False)) for _ in range(repeat)]
+    with warm_client(cores) as client:
+        qcmb_dask.compute(mbin, client, progress=False)  # warm-up: worker imports
+        warm = [timed(lambda: qcmb_dask.compute(mbin, client, progress=False)) for _ in range(repeat)]
+
+    print(f"QCManyBody sequential             median {median(sequential):7.2f} s  {sequential}")
+    print(f"qcmb_dask, embedded cluster (cold) median {median(cold):7.2f} s  (includes starting {cores} workers)")
+    print(f"qcmb_dask, warm cluster            median {median(warm):7.2f} s")
+    print(f"speedup cold: {median(sequential) / median(cold):.2f}x   warm: {median(sequential) / median(warm):.2f}x   "
+          f"(limit {cores:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
