@@ -5,6 +5,7 @@ Both get every core: QCManyBody runs one fragment at a time with QCEngine's defa
 
     python benchmarks/speedup.py            # (H2O)4 MP2/cc-pVDZ 2-body CP, 10 fragments, 3 repetitions
     python benchmarks/speedup.py --quick    # (H2O)3 HF/STO-3G, for CI
+    python benchmarks/speedup.py --waters 12 --bsse nocp   # (H2O)12 MP2/cc-pVDZ 2-body nocp, 78 fragments
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ from qcmb_dask.resources import machine_cores
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--waters", type=int, default=4)
+    p.add_argument("--nbody", type=int, default=2)
+    p.add_argument("--bsse", default="cp")
+    p.add_argument("--method", default="mp2")
+    p.add_argument("--basis", default="cc-pvdz")
+    args = p.parse_args()
     if args.quick:
         data, repeat = mbe_input(3, 2, "cp", method="hf", basis="sto-3g"), args.repeat or 1
     else:
-        data, repeat = mbe_input(4, 2, "cp", method="mp2", basis="cc-pvdz"), args.repeat or 3
+        data = mbe_input(args.waters, args.nbody, args.bsse, method=args.method, basis=args.basis)
+        repeat = args.repeat or 3
     from qcmanybody.models.v2 import ManyBodyInput
     from qcmanybody.v2 import ManyBodyComputer
 

@@ -49,9 +49,10 @@ class DistributedSession:
                 if future.status == "finished":
                     reporter.level(future.result(), bsse_types)
             return result_future.result()
-        finally:
+        except BaseException:
             # On error or Ctrl-C, stop what is still queued: a shared cluster must not keep our work.
             self.client.cancel(futures)
+            raise
 
 
 def install_harnesses(client, harnesses: Sequence) -> None:
