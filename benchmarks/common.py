@@ -36,6 +36,14 @@ def warm_client(n_workers: int, threads_per_worker: int = 1):
     """A LocalCluster with worker processes, as compute(cluster=None) would start, kept across repetitions."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                      dashboard_address=":0", silence_logs=40) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=40,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client

@@ -70,9 +70,11 @@ def main() -> None:
                 results[prioritize].append(run_once(client, data, prioritize, workers))
     for prioritize, runs in results.items():
         ratios = [m / b for m, b in runs]
-        print(f"{'with' if prioritize else 'without'} priorities: makespan median {median([m for m, _ in runs]):6.2f} s, "
-              f"lower bound median {median([b for _, b in runs]):6.2f} s, makespan/bound median {median(ratios):.3f} "
-              f"(runs: {', '.join(f'{r:.3f}' for r in ratios)})")
+        print(
+            f"{'with' if prioritize else 'without'} priorities: makespan median {median([m for m, _ in runs]):6.2f} s, "
+            f"lower bound median {median([b for _, b in runs]):6.2f} s, makespan/bound median {median(ratios):.3f} "
+            f"(runs: {', '.join(f'{r:.3f}' for r in ratios)})"
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,12 @@ class NoOpHarness(ProgramHarness):
     """Returns energy 0 (and zero derivatives) without computing anything."""
 
     _defaults: ClassVar[Dict[str, Any]] = {
-        "name": "noop", "scratch": False, "thread_safe": True, "thread_parallel": False,
-        "node_parallel": False, "managed_memory": False,
+        "name": "noop",
+        "scratch": False,
+        "thread_safe": True,
+        "thread_parallel": False,
+        "node_parallel": False,
+        "managed_memory": False,
     }
 
     @staticmethod
@@ -44,15 +48,19 @@ class NoOpHarness(ProgramHarness):
 
     def compute(self, input_data, config):
         return AtomicResult(
-            input_data=input_data, molecule=input_data.molecule, return_result=0.0, success=True,
-            properties={"return_energy": 0.0}, provenance=Provenance(creator="noop", version="0", routine="noop"),
+            input_data=input_data,
+            molecule=input_data.molecule,
+            return_result=0.0,
+            success=True,
+            properties={"return_energy": 0.0},
+            provenance=Provenance(creator="noop", version="0", routine="noop"),
         )
 
 
 def run_once(client, data):
     """Makespan of one compute (plan + graph + run) and compute seconds per task group."""
-    from distributed import get_task_stream
     from dask.utils import key_split
+    from distributed import get_task_stream
 
     with get_task_stream(client) as stream:
         start = time.perf_counter()
@@ -89,8 +97,10 @@ def main() -> None:
     print(f"{n} no-op fragments on {workers} workers, {repeat} repetitions (median):")
     print(f"  makespan                             {median([r[1] for r in runs]):8.2f} s")
     print(f"  wall time per fragment               {per_fragment_ms(lambda m, b: m):8.2f} ms")
-    print(f"  scheduler overhead per fragment      {per_fragment_ms(lambda m, b: m - sum(b.values()) / workers):8.2f} ms"
-          "  (goal <= 2 ms)")
+    print(
+        f"  scheduler overhead per fragment      {per_fragment_ms(lambda m, b: m - sum(b.values()) / workers):8.2f} ms"
+        "  (goal <= 2 ms)"
+    )
     print(f"  fragment function per fragment       {per_fragment_ms(lambda m, b: b['fragment']):8.2f} ms")
     print(f"  analysis nodes, per fragment         {per_fragment_ms(lambda m, b: b['analysis']):8.2f} ms")
     print(f"  (fragment function and analysis: worker-seconds per fragment, {workers} workers share them)")

@@ -54,8 +54,12 @@ def qcmanybody(data):
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--skip-qcmanybody-above", type=int, default=None,
-                   help="time QCManyBody only up to this many waters (its (H2O)64 takes many minutes)")
+    p.add_argument(
+        "--skip-qcmanybody-above",
+        type=int,
+        default=None,
+        help="time QCManyBody only up to this many waters (its (H2O)64 takes many minutes)",
+    )
     args = p.parse_args()
     compared = [8, 16] if args.quick else [16, 32, 64]
     alone = [] if args.quick else [(128, 2, "cp"), (30, 3, "nocp")]
@@ -65,13 +69,16 @@ def main() -> None:
     ours(mbe_input(4, 2))  # warm-up: imports (PySCF's basis library for the cost model)
     print(f"{'system':>24} {'fragments':>9} {'qcmb_dask s':>11} {'MiB':>7} {'QCManyBody s':>12} {'ratio':>7}")
     for n in compared:
-        n_ours, t_ours, m_ours = measure(lambda: ours(mbe_input(n, 2, "cp", fragment_charges=False)), repeat=3)
-        n_ref, t_ref, _ = measure(lambda: qcmanybody(mbe_input(n, 2, "cp")), memory=False)
+        data = mbe_input(n, 2, "cp", fragment_charges=False)
+        reference_data = mbe_input(n, 2, "cp")
+        n_ours, t_ours, m_ours = measure(lambda: ours(data), repeat=3)  # noqa: B023  called right here
+        n_ref, t_ref, _ = measure(lambda: qcmanybody(reference_data), memory=False)  # noqa: B023
         assert n_ours == n_ref
-        print(f"{f'(H2O){n} 2-body cp':>24} {n_ours:9d} {t_ours:11.3f} {m_ours:7.1f} {t_ref:12.2f} {t_ref / t_ours:7.0f}x",
-              flush=True)
+        label = f"(H2O){n} 2-body cp"
+        print(f"{label:>24} {n_ours:9d} {t_ours:11.3f} {m_ours:7.1f} {t_ref:12.2f} {t_ref / t_ours:7.0f}x", flush=True)
     for n, nbody, bsse in alone:
-        n_ours, t_ours, m_ours = measure(lambda: ours(mbe_input(n, nbody, bsse, fragment_charges=False)), repeat=3)
+        data = mbe_input(n, nbody, bsse, fragment_charges=False)
+        n_ours, t_ours, m_ours = measure(lambda: ours(data), repeat=3)  # noqa: B023  called right here
         print(f"{f'(H2O){n} {nbody}-body {bsse}':>24} {n_ours:9d} {t_ours:11.3f} {m_ours:7.1f} {'-':>12} {'-':>7}")
 
 

@@ -49,8 +49,10 @@ def main() -> None:
     print(f"QCManyBody sequential             median {median(sequential):7.2f} s  {sequential}")
     print(f"qcmb_dask, embedded cluster (cold) median {median(cold):7.2f} s  (includes starting {cores} workers)")
     print(f"qcmb_dask, warm cluster            median {median(warm):7.2f} s")
-    print(f"speedup cold: {median(sequential) / median(cold):.2f}x   warm: {median(sequential) / median(warm):.2f}x   "
-          f"(limit {cores:.1f}x)")
+    print(
+        f"speedup cold: {median(sequential) / median(cold):.2f}x   warm: {median(sequential) / median(warm):.2f}x   "
+        f"(limit {cores:.1f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,18 @@ def water_cluster(nwaters: int, spacing: float = 2.9, seed: int = 7, fragment_ch
     return mol
 
 
-def mbe_input(nwaters: int, max_nbody: int, bsse_type="cp", method="hf", basis="sto-3g", program="pyscf",
-              driver="energy", levels=None, specs=None, fragment_charges: bool = True) -> dict:
+def mbe_input(
+    nwaters: int,
+    max_nbody: int,
+    bsse_type="cp",
+    method="hf",
+    basis="sto-3g",
+    program="pyscf",
+    driver="energy",
+    levels=None,
+    specs=None,
+    fragment_charges: bool = True,
+) -> dict:
     """A v2 ManyBodyInput dict for a water cluster."""
     specs = specs or {"(auto)": (method, basis)}
     keywords = {"bsse_type": bsse_type, "max_nbody": max_nbody}

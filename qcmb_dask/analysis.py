@@ -41,7 +41,9 @@ def component_properties(labels: Sequence[str], outputs: Iterable[FragmentOutput
     return {label: by_label[label] for label in labels if label in by_label}
 
 
-def level_result(normalized: NormalizedInput, nbody: int, labels: Sequence[str], outputs: List[FragmentOutput]) -> LevelResult:
+def level_result(
+    normalized: NormalizedInput, nbody: int, labels: Sequence[str], outputs: List[FragmentOutput]
+) -> LevelResult:
     """Analyze the expansion truncated at ``nbody`` with the results of the calculations it needs."""
     with _embedding_accepted(normalized):
         core = truncated_core(qcmb_computer(normalized), nbody)

@@ -71,7 +71,9 @@ def compute(
         harnesses=harnesses,
         ncalculations=len(the_plan),
     ) as session:
-        graph = build(the_plan, task_config=session.resources.task_config(), ordering=config.resolve(ordering, "ordering"))
+        graph = build(
+            the_plan, task_config=session.resources.task_config(), ordering=config.resolve(ordering, "ordering")
+        )
         return session.run(graph, reporter, the_plan.bsse_type)
 
 
@@ -106,5 +108,7 @@ def build_graph(
     >>> result = g.compute(scheduler="sync")                       # doctest: +SKIP
     """
     the_plan = make_plan(input)
-    resources = in_process(config.resolve(threads_per_task, "threads-per-task") or 1, config.resolve(memory_per_task, "memory-per-task"))
+    resources = in_process(
+        config.resolve(threads_per_task, "threads-per-task") or 1, config.resolve(memory_per_task, "memory-per-task")
+    )
     return build(the_plan, task_config=resources.task_config(), ordering=config.resolve(ordering, "ordering")).result

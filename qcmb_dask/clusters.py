@@ -91,15 +91,19 @@ def open_session(
 @contextlib.contextmanager
 def _local_client(resources: res.Resources):
     from distributed import Client, LocalCluster
+
     # One thread per worker process: PySCF's thread count is process-wide, so concurrency comes from
     # processes and each fragment gets threads_per_task cores of its own.
-    with LocalCluster(
-        n_workers=resources.n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=dask.config.get("qcmb_dask.local.dashboard-address"),
-        silence_logs=dask.config.get("qcmb_dask.local.silence-logs"),
-    ) as local_cluster, Client(local_cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=resources.n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=dask.config.get("qcmb_dask.local.dashboard-address"),
+            silence_logs=dask.config.get("qcmb_dask.local.silence-logs"),
+        ) as local_cluster,
+        Client(local_cluster) as client,
+    ):
         yield client
 
 
@@ -112,8 +116,9 @@ def _given_client(cluster):
         return
     if isinstance(cluster, str) and cluster.lower() in BATCH_SYSTEMS:
         raise ValueError(
-            f"cluster={cluster!r}: batch schedulers through dask-jobqueue are not wired in yet. Start a dask-jobqueue "
-            f"cluster yourself and pass it: cluster=dask_jobqueue.SLURMCluster(cores=..., memory=...); cluster.scale(jobs=4)."
+            f"cluster={cluster!r}: batch schedulers through dask-jobqueue are not wired in yet. Start a "
+            "dask-jobqueue cluster yourself and pass it: "
+            "cluster = dask_jobqueue.SLURMCluster(cores=..., memory=...); cluster.scale(jobs=4)."
         )
     if (isinstance(cluster, str) and "://" in cluster) or hasattr(cluster, "scheduler_address"):
         with Client(cluster) as client:

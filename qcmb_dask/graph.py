@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from dask._task_spec import DataNode, List as TaskList, Task, TaskRef
+from dask._task_spec import DataNode, Task, TaskRef
+from dask._task_spec import List as TaskList
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
@@ -105,7 +106,12 @@ def build(plan: Plan, *, task_config: dict, ordering: str = "free", prioritize: 
         key = f"mbe-level-{nbody}-{token}"
         needed = [k for level, keys in keys_by_level.items() if level <= nbody for k in keys]
         dsk[key] = Task(
-            key, analysis.level_result, DataNode(None, plan.input), nbody, list(labels), TaskList(*[TaskRef(k) for k in needed])
+            key,
+            analysis.level_result,
+            DataNode(None, plan.input),
+            nbody,
+            list(labels),
+            TaskList(*[TaskRef(k) for k in needed]),
         )
         level_keys[nbody] = key
         priorities[key] = ANALYSIS_PRIORITY
@@ -125,6 +131,7 @@ def build(plan: Plan, *, task_config: dict, ordering: str = "free", prioritize: 
     annotations = {"priority": _Priority(priorities)} if priorities else None
     layer_name = f"qcmb-dask-mbe-{token}"
     hlg = HighLevelGraph({layer_name: MaterializedLayer(dsk, annotations=annotations)}, {layer_name: set()})
+
     def handle(key: str) -> Delayed:
         return Delayed(key, hlg, layer=layer_name)
 

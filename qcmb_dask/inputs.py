@@ -62,7 +62,7 @@ def fill_fragment_charges(data: dict) -> dict:
         if abs(total) > 1e-8:
             raise ValueError(
                 f"The molecule has a net charge of {total:g} but no fragment_charges: give the charge of each of its "
-                f"{len(fragments)} fragments (e.g. \"fragment_charges\": [1, 0, 0, ...]) and, for open shells, "
+                f'{len(fragments)} fragments (e.g. "fragment_charges": [1, 0, 0, ...]) and, for open shells, '
                 "fragment_multiplicities. Guessing them would be an exponential search over all distributions."
             )
         filled["fragment_charges"] = [0.0] * len(fragments)
@@ -94,7 +94,9 @@ def read_input_file(path: Path) -> dict:
     except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
         raise ValueError(f"Could not parse many-body input file {str(path)!r}: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"Many-body input file {str(path)!r} must hold one ManyBodyInput object, got {type(data).__name__}.")
+        raise ValueError(
+            f"Many-body input file {str(path)!r} must hold one ManyBodyInput object, got {type(data).__name__}."
+        )
     return data
 
 

@@ -130,25 +130,13 @@ def make_plan(data: InputLike) -> Plan:
     for k, labels in level_labels.items():
         for label in labels:
             first_level.setdefault(label, k)
-    molecule = computer.molecule
-    fragment_symbols = [[molecule.symbols[i] for i in atoms] for atoms in molecule.fragments]
-    fragment_atoms = {i + 1: len(atoms) for i, atoms in enumerate(molecule.fragments)}
-    nbf_per_fragment = {
-        mc: cost.fragment_basis_functions(spec["specification"]["model"]["basis"], fragment_symbols)
-        for mc, spec in specifications.items()
-    }
     driver = str(computer.driver.value)
-    costs: Dict[tuple, float] = {}  # CP calculations share one basis: cost it once
+    cost_of = _cost_estimator(computer.molecule, specifications, driver)
     tasks = []
     for mc, label, real, basis in iterate_calculations(core):
         # Calculations no truncation uses (supersystem, supersystem_ie_only) count by their real fragments.
         nbody = first_level.get(label, len(real))
         spec = specifications[mc]
-        method = spec["specification"]["model"]["method"]
-        if (mc, basis) not in costs:
-            nbf = sum(nbf_per_fragment[mc][i] for i in basis)
-            natoms = sum(fragment_atoms[i] for i in basis)
-            costs[mc, basis] = cost.estimate(nbf, natoms, method, driver)
         tasks.append(
             FragmentTask(
                 label=label,
@@ -157,10 +145,10 @@ def make_plan(data: InputLike) -> Plan:
                 real=real,
                 basis=basis,
                 program=spec["program"],
-                method=method,
+                method=spec["specification"]["model"]["method"],
                 basis_set=spec["specification"]["model"]["basis"],
                 driver=driver,
-                cost=costs[mc, basis],
+                cost=cost_of(mc, basis),
             )
         )
     return Plan(
@@ -175,6 +163,30 @@ def make_plan(data: InputLike) -> Plan:
         embedding_charges=computer.embedding_charges,
         token=hashlib.sha256(normalized.model.model_dump_json().encode()).hexdigest()[:12],
     )
+
+
+def _cost_estimator(molecule, specifications: Dict[str, dict], driver: str):
+    """(model chemistry, basis fragments) -> estimated seconds, from per-fragment basis-function counts.
+
+    Cached: every counterpoise calculation of a model chemistry shares one basis, costed once.
+    """
+    fragment_symbols = [[molecule.symbols[i] for i in atoms] for atoms in molecule.fragments]
+    fragment_atoms = {i + 1: len(atoms) for i, atoms in enumerate(molecule.fragments)}
+    nbf_per_fragment = {
+        mc: cost.fragment_basis_functions(spec["specification"]["model"]["basis"], fragment_symbols)
+        for mc, spec in specifications.items()
+    }
+    costs: Dict[tuple, float] = {}
+
+    def cost_of(mc: str, basis: Tuple[int, ...]) -> float:
+        if (mc, basis) not in costs:
+            nbf = sum(nbf_per_fragment[mc][i] for i in basis)
+            natoms = sum(fragment_atoms[i] for i in basis)
+            method = specifications[mc]["specification"]["model"]["method"]
+            costs[mc, basis] = cost.estimate(nbf, natoms, method, driver)
+        return costs[mc, basis]
+
+    return cost_of
 
 
 def qcmb_computer(normalized: NormalizedInput) -> QCMBComputer:

@@ -146,7 +146,8 @@ def nwchem_available() -> bool:
 
 
 requires_nwchem = pytest.mark.skipif(
-    not nwchem_available(), reason="nwchem executable or networkx missing (apt-get install nwchem; pip install networkx)"
+    not nwchem_available(),
+    reason="nwchem executable or networkx missing (apt-get install nwchem; pip install networkx)",
 )
 
 

@@ -33,9 +33,14 @@ ENERGY_CASES = {
 
 DERIVATIVE_CASES = {
     "gradient-cp": mbe_input(3, driver="gradient", keywords={"bsse_type": "cp"}),
-    "gradient-all-max2": mbe_input(3, driver="gradient", keywords={"bsse_type": ["nocp", "cp", "vmfc"], "max_nbody": 2}),
+    "gradient-all-max2": mbe_input(
+        3, driver="gradient", keywords={"bsse_type": ["nocp", "cp", "vmfc"], "max_nbody": 2}
+    ),
     "gradient-multilevel-ie": mbe_input(
-        3, driver="gradient", keywords={"bsse_type": ["cp"], "levels": {1: "mp2", 2: "hf"}, "return_total_data": False}, specs=MULTI
+        3,
+        driver="gradient",
+        keywords={"bsse_type": ["cp"], "levels": {1: "mp2", 2: "hf"}, "return_total_data": False},
+        specs=MULTI,
     ),
     "hessian-nocp-dimer": mbe_input(2, driver="hessian", keywords={"bsse_type": "nocp"}),
     "hessian-cp-vmfc-dimer": mbe_input(2, driver="hessian", keywords={"bsse_type": ["cp", "vmfc"]}),

@@ -28,7 +28,9 @@ def qcmanybody_loop_with_pyscf(data):
     specs = atomic_specifications(computer)
     component_properties = {}
     for mc, label, mol in computer.qcmb_core.iterate_molecules():
-        result = qcengine.compute(AtomicInput(molecule=mol, specification=specs[mc]["specification"]), "pyscf", raise_error=True)
+        result = qcengine.compute(
+            AtomicInput(molecule=mol, specification=specs[mc]["specification"]), "pyscf", raise_error=True
+        )
         component_properties[label] = {
             p: getattr(result.properties, f"return_{p}")
             for p in ("energy", "gradient", "hessian")
@@ -45,8 +47,23 @@ def test_embedding_sync_equals_qcmanybody_loop(embedding_enabled, driver):
     data = embedded_input(driver)
     ours = qcmb_dask.compute(data, "sync", progress=False)
     assert_same_result(ours, qcmanybody_loop_with_pyscf(data))
-    plain = qcmb_dask.compute(mbe_input(3, driver=driver, keywords={"bsse_type": "nocp", "return_total_data": True}, specs={"(auto)": ("hf", "6-31g")}), "sync", progress=False)
-    assert abs(ours.properties.nocp_corrected_total_energy_through_1_body - plain.properties.nocp_corrected_total_energy_through_1_body) > 1e-3
+    plain = qcmb_dask.compute(
+        mbe_input(
+            3,
+            driver=driver,
+            keywords={"bsse_type": "nocp", "return_total_data": True},
+            specs={"(auto)": ("hf", "6-31g")},
+        ),
+        "sync",
+        progress=False,
+    )
+    assert (
+        abs(
+            ours.properties.nocp_corrected_total_energy_through_1_body
+            - plain.properties.nocp_corrected_total_energy_through_1_body
+        )
+        > 1e-3
+    )
 
 
 @pytest.mark.slow

@@ -54,4 +54,6 @@ def test_charged_open_shell_fragments():
 
 
 def test_embedding_charges_in_extras(embedding_enabled):
-    check_identical(mbe_input(3, keywords={"bsse_type": "nocp", "return_total_data": True, "embedding_charges": EMBEDDING}))
+    check_identical(
+        mbe_input(3, keywords={"bsse_type": "nocp", "return_total_data": True, "embedding_charges": EMBEDDING})
+    )

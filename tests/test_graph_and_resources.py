@@ -46,7 +46,9 @@ def test_level_nodes_depend_on_every_fragment_of_their_level_and_below():
     for k, level in graph.levels.items():
         expected = {graph.fragments[t.label].key for t in plan if t.nbody <= k}
         assert deps(level.key) == expected
-    assert deps(graph.result.key) == {f.key for f in graph.fragments.values()} | {lv.key for lv in graph.levels.values()}
+    assert deps(graph.result.key) == {f.key for f in graph.fragments.values()} | {
+        lv.key for lv in graph.levels.values()
+    }
 
 
 def test_by_level_ordering_makes_level_k_wait_for_level_k_minus_1():
@@ -88,8 +90,11 @@ def test_few_calculations_get_the_spare_cores(monkeypatch):
 
 
 def test_most_expensive_fragments_get_the_highest_priority():
-    data = mbe_input(3, keywords={"bsse_type": ["nocp"], "levels": {1: "ccsd(t)", 2: "mp2", 3: "hf"}},
-                     specs={"ccsd(t)": ("ccsd(t)", "sto-3g"), "mp2": ("mp2", "sto-3g"), "hf": ("hf", "sto-3g")})
+    data = mbe_input(
+        3,
+        keywords={"bsse_type": ["nocp"], "levels": {1: "ccsd(t)", 2: "mp2", 3: "hf"}},
+        specs={"ccsd(t)": ("ccsd(t)", "sto-3g"), "mp2": ("mp2", "sto-3g"), "hf": ("hf", "sto-3g")},
+    )
     plan = qcmb_dask.plan(data)
     graph = build(plan, task_config={"ncores": 1})
     by_priority = sorted(plan, key=lambda t: -graph.priorities[graph.fragments[t.label].key])
@@ -106,7 +111,9 @@ def test_priorities_reach_the_scheduler(local_client):
     futures = local_client.compute([graph.result, *graph.fragments.values()])  # held: tasks stay on the scheduler
     futures[0].result()
     seen = local_client.run_on_scheduler(
-        lambda dask_scheduler, keys: {k: dask_scheduler.tasks[k].priority[0] for k in keys if k in dask_scheduler.tasks},
+        lambda dask_scheduler, keys: {
+            k: dask_scheduler.tasks[k].priority[0] for k in keys if k in dask_scheduler.tasks
+        },
         keys=[f.key for f in graph.fragments.values()],
     )
     del futures

@@ -71,7 +71,12 @@ def test_user_harness_is_registered_on_worker_processes_and_errors_travel(local_
     """The worker processes never imported the test module's harness: the plugin registers it there."""
     with pytest.raises(FragmentError, match=r"2-body, dimers-fail hf/sto-3g\) failed with convergence_error"):
         qcmb_dask.compute(failing_input(), local_client, harnesses=[DimersFailHarness()], progress=False)
-    ok = qcmb_dask.compute(mbe_input(2, keywords={"bsse_type": "nocp", "max_nbody": 1}, program="dimers-fail"), local_client, harnesses=[DimersFailHarness()], progress=False)
+    ok = qcmb_dask.compute(
+        mbe_input(2, keywords={"bsse_type": "nocp", "max_nbody": 1}, program="dimers-fail"),
+        local_client,
+        harnesses=[DimersFailHarness()],
+        progress=False,
+    )
     assert ok.properties.nocp_corrected_total_energy_through_1_body < 0
 
 

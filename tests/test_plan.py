@@ -15,7 +15,9 @@ CASES = {
     "vmfc": mbe_input(3, keywords={"bsse_type": "vmfc"}),
     "all": mbe_input(3, keywords={"bsse_type": ["cp", "nocp", "vmfc"]}),
     "multilevel": mbe_input(
-        3, keywords={"bsse_type": ["nocp", "cp"], "levels": {1: "mp2", 2: "hf"}}, specs={"mp2": ("mp2", "sto-3g"), "hf": ("hf", "sto-3g")}
+        3,
+        keywords={"bsse_type": ["nocp", "cp"], "levels": {1: "mp2", 2: "hf"}},
+        specs={"mp2": ("mp2", "sto-3g"), "hf": ("hf", "sto-3g")},
     ),
     "supersystem": mbe_input(
         3,
@@ -76,7 +78,15 @@ def test_fragment_tasks_carry_program_method_basis_driver():
 
 
 def test_embedding_with_a_program_that_cannot_take_charges_is_rejected(embedding_enabled):
-    data = mbe_input(2, keywords={"bsse_type": "nocp", "return_total_data": True, "embedding_charges": {1: [-0.8, 0.4, 0.4], 2: [-0.8, 0.4, 0.4]}}, program="nwchem")
+    data = mbe_input(
+        2,
+        keywords={
+            "bsse_type": "nocp",
+            "return_total_data": True,
+            "embedding_charges": {1: [-0.8, 0.4, 0.4], 2: [-0.8, 0.4, 0.4]},
+        },
+        program="nwchem",
+    )
     with pytest.raises(ValueError, match="nwchem"):
         qcmb_dask.plan(data)
 

@@ -8,9 +8,11 @@ from qcelemental.models.v2 import AtomicInput, Molecule
 
 import qcmb_dask  # noqa: F401  registers "pyscf"
 
-from .conftest import WATER_TRIMER_ANGSTROM, BOHR_PER_ANGSTROM, requires_nwchem
+from .conftest import BOHR_PER_ANGSTROM, WATER_TRIMER_ANGSTROM, requires_nwchem
 
-DIMER = [(s, x * BOHR_PER_ANGSTROM, y * BOHR_PER_ANGSTROM, z * BOHR_PER_ANGSTROM) for s, x, y, z in WATER_TRIMER_ANGSTROM[:6]]
+DIMER = [
+    (s, x * BOHR_PER_ANGSTROM, y * BOHR_PER_ANGSTROM, z * BOHR_PER_ANGSTROM) for s, x, y, z in WATER_TRIMER_ANGSTROM[:6]
+]
 GHOSTED = [True, True, True, False, False, False]  # second water as ghost atoms: a CP monomer
 
 
@@ -96,8 +98,12 @@ FD_COORDS = [(0, 2), (1, 0), (3, 1), (4, 2)]  # (atom, axis); atoms 3 and 4 are 
 
 
 def fd_gradient(method, index, axis, keywords=None, step=1e-3, real=GHOSTED, atoms=DIMER, mult=1):
-    plus = run(molecule(displaced(atoms, index, axis, step), real, molecular_multiplicity=mult), method, keywords=keywords)
-    minus = run(molecule(displaced(atoms, index, axis, -step), real, molecular_multiplicity=mult), method, keywords=keywords)
+    plus = run(
+        molecule(displaced(atoms, index, axis, step), real, molecular_multiplicity=mult), method, keywords=keywords
+    )
+    minus = run(
+        molecule(displaced(atoms, index, axis, -step), real, molecular_multiplicity=mult), method, keywords=keywords
+    )
     return (plus.return_result - minus.return_result) / (2 * step)
 
 
@@ -155,7 +161,9 @@ def test_open_shell_uhf_mp2_gradient_matches_finite_differences():
 
 
 def test_rhf_on_open_shell_is_an_input_error():
-    result = run(molecule(OH, [True, True], molecular_multiplicity=2), "hf", keywords={"reference": "rhf"}, raise_error=False)
+    result = run(
+        molecule(OH, [True, True], molecular_multiplicity=2), "hf", keywords={"reference": "rhf"}, raise_error=False
+    )
     assert result.error.error_type == "input_error"
     assert "multiplicity 2" in result.error.error_message
 
@@ -239,6 +247,8 @@ def test_agrees_with_nwchem_on_water_dimer_with_ghost_atoms(method):
     mol = molecule(fix_symmetry="c1")
     spec = {"driver": "gradient", "model": {"method": method, "basis": "6-31g"}, "keywords": {}}
     ours = run(mol, method, basis="6-31g", driver="gradient")
-    nwchem = qcengine.compute(AtomicInput(molecule=mol, specification=spec), "nwchem", raise_error=True, task_config={"ncores": 1})
+    nwchem = qcengine.compute(
+        AtomicInput(molecule=mol, specification=spec), "nwchem", raise_error=True, task_config={"ncores": 1}
+    )
     assert ours.properties.return_energy == pytest.approx(nwchem.properties.return_energy, abs=1e-6)
     np.testing.assert_allclose(ours.return_result, nwchem.return_result, atol=1e-5)

@@ -4,4 +4,4 @@ from .harness import PySCFHarness
 from .methods import SUPPORTED_DRIVERS
 from .options import PySCFOptions
 
-__all__ = ["PySCFHarness", "PySCFOptions", "SUPPORTED_DRIVERS"]
+__all__ = ["SUPPORTED_DRIVERS", "PySCFHarness", "PySCFOptions"]

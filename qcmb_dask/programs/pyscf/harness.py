@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Dict
 
-
 from qcelemental.models.v2 import AtomicInput, AtomicResult, Provenance
 from qcelemental.util import which_import
 from qcengine.config import TaskConfig
@@ -122,5 +121,3 @@ def _thread_counts() -> Dict[str, int]:
     for pool in threadpool_info():
         counts[f"{pool['internal_api']}:{pool.get('prefix', '')}"] = int(pool["num_threads"])
     return counts
-
-

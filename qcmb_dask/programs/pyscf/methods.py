@@ -50,7 +50,9 @@ def check_supported(family: str, driver: str, method: str, embedded: bool) -> No
         table = "; ".join(f"{fam}: {', '.join(drv)}" for fam, drv in SUPPORTED_DRIVERS.items())
         raise InputError(f"PySCF harness cannot run driver {driver!r} for method {method!r}. Supported: {table}.")
     if embedded and driver == "hessian":
-        raise InputError("PySCF harness: hessians with embedding point charges are not supported (energy, gradient are).")
+        raise InputError(
+            "PySCF harness: hessians with embedding point charges are not supported (energy, gradient are)."
+        )
 
 
 @dataclass
@@ -170,7 +172,10 @@ def _mp2(mf, options: PySCFOptions, props: Dict[str, Any]):
     pt.kernel()
     props["mp2_correlation_energy"] = float(pt.e_corr)
     props["mp2_total_energy"] = float(pt.e_tot)
-    for attr, key in (("e_corr_ss", "mp2_same_spin_correlation_energy"), ("e_corr_os", "mp2_opposite_spin_correlation_energy")):
+    for attr, key in (
+        ("e_corr_ss", "mp2_same_spin_correlation_energy"),
+        ("e_corr_os", "mp2_opposite_spin_correlation_energy"),
+    ):
         value = getattr(pt, attr, None)
         if value is not None:
             props[key] = float(value)

@@ -51,9 +51,7 @@ class PySCFOptions:
         lowered = {str(k).lower(): v for k, v in keywords.items()}
         unknown = sorted(set(lowered) - set(known))
         if unknown:
-            raise InputError(
-                f"Unknown PySCF keyword(s) {unknown}. Known keywords: {sorted(known)}."
-            )
+            raise InputError(f"Unknown PySCF keyword(s) {unknown}. Known keywords: {sorted(known)}.")
         values = {}
         for name, value in lowered.items():
             values[name] = _coerce(name, value, known[name].default)
