@@ -252,3 +252,27 @@ def test_agrees_with_nwchem_on_water_dimer_with_ghost_atoms(method):
     )
     assert ours.properties.return_energy == pytest.approx(nwchem.properties.return_energy, abs=1e-6)
     np.testing.assert_allclose(ours.return_result, nwchem.return_result, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_dft_hessian_matches_finite_differences_of_gradients():
+    keywords = {"grid_level": 5}
+    mono = molecule(DIMER[:3], [True] * 3)
+    hess = run(mono, "b3lyp", driver="hessian", keywords=keywords).return_result
+    assert hess.shape == (9, 9)
+    step = 1e-3
+    plus = run(molecule(displaced(DIMER[:3], 0, 2, step), [True] * 3), "b3lyp", driver="gradient", keywords=keywords)
+    minus = run(molecule(displaced(DIMER[:3], 0, 2, -step), [True] * 3), "b3lyp", driver="gradient", keywords=keywords)
+    column = ((plus.return_result - minus.return_result) / (2 * step)).ravel()
+    np.testing.assert_allclose(hess[:, 2], column, atol=5e-5)  # DFT grids limit the agreement
+
+
+def test_charged_molecule_equals_pyscf():
+    from pyscf import scf
+
+    hydroxide = molecule(OH, [True, True], molecular_charge=-1)
+    result = run(hydroxide, "hf", basis="6-31g")
+    mf = scf.RHF(pyscf_mole(OH, [True, True], basis="6-31g", charge=-1))
+    mf.conv_tol = 1e-10
+    assert result.return_result == pytest.approx(mf.kernel(), abs=1e-9)
+    assert (result.properties.calcinfo_nalpha, result.properties.calcinfo_nbeta) == (5, 5)
