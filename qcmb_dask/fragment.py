@@ -99,9 +99,7 @@ def atomic_input(job: FragmentJob, molecule):
 
 def run_fragment(parent, job: FragmentJob, after: Any = None) -> FragmentOutput:
     """Run one fragment. ``after`` only orders the graph (``ordering="by_level"``) and is ignored."""
-    import qcengine
-
-    import qcmb_dask  # noqa: F401  registers the shipped programs in a fresh worker process
+    import qcengine  # a worker that unpickles this function has imported qcmb_dask: PySCF is registered
 
     start = time.time()
     molecule = build_fragment_molecule(parent, job.real, job.basis, job.embedding_charges)

@@ -58,13 +58,13 @@ class PySCFHarness(ProgramHarness):
 
         ncores = max(1, int(config.ncores or 1))
         start = time.time()
-        with _limited_threads(ncores) as threads_seen:
+        with _limited_threads(ncores):
             mol = build_mole(input_data.molecule, spec.model.basis, options, memory_gib=config.memory)
             try:
                 outcome = methods.run(mol, spec.model.method, driver, options, embedding_charges(input_data.molecule))
             except MemoryError as err:
                 raise ResourceError(f"PySCF ran out of memory (task memory {config.memory} GiB): {err}") from err
-            threads_seen.update(_thread_counts())
+            threads_seen = _thread_counts()
         wall_time = time.time() - start
 
         properties = dict(outcome.properties)
@@ -96,14 +96,13 @@ class _limited_threads:
     def __init__(self, ncores: int):
         self.ncores = ncores
 
-    def __enter__(self) -> Dict[str, int]:
+    def __enter__(self) -> None:
         from pyscf import lib
         from threadpoolctl import threadpool_limits
 
         self._previous = lib.num_threads()
         self._limits = threadpool_limits(limits=self.ncores)
         lib.num_threads(self.ncores)
-        return {}
 
     def __exit__(self, *exc) -> None:
         from pyscf import lib
