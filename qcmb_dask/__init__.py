@@ -7,12 +7,13 @@ defaults into ``dask.config``.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import config as _config  # noqa: F401  loads defaults into dask.config
-from .analysis import LevelResult
+from .analysis import LevelResult, PartialResult
 from .api import build_graph, compute, plan
 from .computer import ManyBodyComputer
-from .errors import FragmentError
+from .errors import FragmentError, FragmentsFailed
 from .plan import FragmentTask, Plan
 from .programs import register_shipped as _register_shipped_programs
+from .store import ResultStore, StoreWarning
 
 try:
     __version__ = version("qcmb_dask")
@@ -23,10 +24,14 @@ _register_shipped_programs()
 
 __all__ = [
     "FragmentError",
+    "FragmentsFailed",
     "FragmentTask",
     "LevelResult",
     "ManyBodyComputer",
+    "PartialResult",
     "Plan",
+    "ResultStore",
+    "StoreWarning",
     "build_graph",
     "compute",
     "plan",

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-from .fragment import FragmentOutput
+from .errors import FragmentError
+from .fragment import FragmentFailure, FragmentOutput
 from .inputs import NormalizedInput
 from .plan import qcmb_computer, truncated_core
 
@@ -35,6 +36,73 @@ class LevelResult:
         return self.properties.get(f"{prefix}_interaction_energy_through_{self.nbody}_body")
 
 
+@dataclass
+class LevelIncomplete:
+    """The truncation at ``nbody`` cannot be assembled: some calculation it needs failed."""
+
+    nbody: int
+    ncalculations: int
+    failed: List[str]
+
+
+@dataclass
+class RunStats:
+    """Where the fragment results came from, and what went wrong with keeping them."""
+
+    computed: int = 0
+    from_store: int = 0
+    #: label -> the convergence fallback keywords that result needed
+    escalated: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: why results could not be stored (first few), and how many
+    store_errors: List[str] = field(default_factory=list)
+    store_error_count: int = 0
+
+
+@dataclass
+class Outcome:
+    """What the final node returns: the ManyBodyResult, or None and every failure."""
+
+    result: Any
+    failures: List[FragmentError]
+    stats: RunStats
+    levels: Dict[int, LevelResult]
+
+
+@dataclass
+class PartialResult:
+    """``on_error="partial"``: the highest n-body truncation that could be assembled, and what failed."""
+
+    #: the highest complete truncation; None when not even the 1-body level is complete
+    level: Optional[LevelResult]
+    levels: Dict[int, LevelResult]
+    failures: List[FragmentError]
+    stats: RunStats
+
+    @property
+    def nbody(self) -> int:
+        return self.level.nbody if self.level else 0
+
+
+def summarize(outputs: Iterable[Union[FragmentOutput, FragmentFailure]]) -> tuple:
+    """(RunStats, failures) over fragment outputs."""
+    stats, failures = RunStats(), []
+    for out in outputs:
+        if isinstance(out, FragmentFailure):
+            failures.append(out.error)
+            continue
+        if out.from_store:
+            stats.from_store += 1
+        else:
+            stats.computed += 1
+        if out.escalated:
+            stats.escalated[out.label] = out.escalated
+        if out.store_error:
+            stats.store_error_count += 1
+            if len(stats.store_errors) < 3:
+                stats.store_errors.append(out.store_error)
+    return stats, failures
+
+
 def component_properties(labels: Sequence[str], outputs: Iterable[FragmentOutput]) -> Dict[str, Dict[str, Any]]:
     """{label: {energy, gradient, hessian}} in ``labels`` order (QCManyBody's iteration order)."""
     by_label = {out.label: out.properties for out in outputs}
@@ -43,8 +111,11 @@ def component_properties(labels: Sequence[str], outputs: Iterable[FragmentOutput
 
 def level_result(
     normalized: NormalizedInput, nbody: int, labels: Sequence[str], outputs: List[FragmentOutput]
-) -> LevelResult:
+) -> Union[LevelResult, LevelIncomplete]:
     """Analyze the expansion truncated at ``nbody`` with the results of the calculations it needs."""
+    failed = [out.label for out in outputs if isinstance(out, FragmentFailure)]
+    if failed:
+        return LevelIncomplete(nbody, len(labels), failed)
     with _embedding_accepted(normalized):
         core = truncated_core(qcmb_computer(normalized), nbody)
     analyzed = core.analyze(component_properties(labels, outputs))
@@ -57,12 +128,17 @@ def level_result(
     )
 
 
-def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: List[FragmentOutput], levels: Any = None):
-    """The ManyBodyResult, assembled by QCManyBody's computer from the fragment results.
+def final_outcome(normalized: NormalizedInput, labels: Sequence[str], outputs: List, levels: Sequence = ()) -> Outcome:
+    """The ManyBodyResult and the run's statistics; with failed fragments, no result and every failure."""
+    stats, failures = summarize(outputs)
+    complete = {level.nbody: level for level in levels if isinstance(level, LevelResult)}
+    if failures:
+        return Outcome(None, failures, stats, complete)
+    return Outcome(final_result(normalized, labels, outputs), [], stats, complete)
 
-    ``levels`` (the truncated results) is accepted so that the level nodes are part of the graph the
-    user computes or visualizes; the full analysis does not need them.
-    """
+
+def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: List[FragmentOutput]):
+    """The ManyBodyResult, assembled by QCManyBody's computer from the fragment results."""
     with _embedding_accepted(normalized):
         computer = qcmb_computer(normalized)
     props = component_properties(labels, outputs)
@@ -72,6 +148,15 @@ def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: Li
     cluster_results = {label: atomic_results[label] for label in labels if label in atomic_results}
     result = computer.get_results(external_results=analyzed, component_results=cluster_results)
     return result.convert_v(1) if normalized.result_schema_version == 1 else result
+
+
+def answer(outcome: Outcome):
+    """The ManyBodyResult of an outcome, or :class:`FragmentsFailed` (``build_graph``'s last node)."""
+    from .errors import FragmentsFailed
+
+    if outcome.failures:
+        raise FragmentsFailed(outcome.failures, levels_done=sorted(outcome.levels))
+    return outcome.result
 
 
 @contextlib.contextmanager

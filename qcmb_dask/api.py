@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from . import config, programs
+from . import config, programs, store, validate
+from .analysis import Outcome, PartialResult
 from .clusters import open_session
+from .errors import FragmentsFailed
+from .fragment import RunPolicy
 from .graph import build
 from .inputs import InputLike
 from .plan import Plan, make_plan
 from .progress import ProgressArg, Reporter
 from .resources import in_process
+
+ON_ERROR = ("raise", "partial")
 
 
 def compute(
@@ -22,6 +27,10 @@ def compute(
     memory_per_task: Optional[float] = None,
     harnesses: Sequence = (),
     cache: Any = None,
+    retries: Optional[int] = None,
+    timeout_per_task: Optional[float] = None,
+    escalate: Optional[bool] = None,
+    on_error: Optional[str] = None,
     progress: ProgressArg = None,
     ordering: Optional[str] = None,
 ):
@@ -42,12 +51,29 @@ def compute(
     harnesses
         QCEngine ``ProgramHarness`` instances to register here and on every worker.
     cache
-        The on-disk fragment result store is not part of this version; only ``None``/``False`` are accepted.
+        The fragment result store: a directory, ``True`` (the default: ``~/.cache/qcmb_dask/results``) or
+        ``False``. Finished fragments are written there as they finish; a rerun of the same input (after a
+        crash, Ctrl-C or failure) computes only the missing ones, and other inputs reuse identical calculations.
+    retries
+        Reruns of a calculation that fails with a random (transient) error (QCEngine's ``RandomError``);
+        input and convergence errors are not retried. Default 2.
+    timeout_per_task
+        Seconds a fragment may run; a fragment over it has its worker ended (freeing the core) and is tried
+        again like a fragment whose worker was lost, up to ``allowed-failures`` times. Needs worker processes.
+    escalate
+        On a convergence failure, try once more with the program's documented fallback
+        (PySCF: ``max_cycle`` 200 and ``level_shift`` 0.2). Off by default.
+    on_error
+        ``"raise"`` (default): when fragments fail, the others still finish and are stored, then
+        :class:`~qcmb_dask.errors.FragmentsFailed` lists every failure. ``"partial"``: return a
+        :class:`~qcmb_dask.analysis.PartialResult` with the highest complete n-body level instead.
     progress
         ``True``, ``False``, ``"auto"`` (print when stderr is a terminal) or a callable receiving each
         k-body-truncated :class:`~qcmb_dask.analysis.LevelResult` as it completes.
     ordering
         ``"free"`` (default, every fragment independent) or ``"by_level"`` (level k waits for level k-1).
+
+    Every argument left as ``None`` comes from the ``qcmb_dask`` section of the Dask config.
 
     Examples
     --------
@@ -55,13 +81,27 @@ def compute(
     >>> result = qcmb_dask.compute("examples/water-trimer.json")          # doctest: +SKIP
     >>> result.properties.cp_corrected_interaction_energy                  # doctest: +SKIP
     """
-    if cache not in (None, False):
-        raise ValueError(
-            f"cache={cache!r}: the on-disk fragment result store is not available in this version of qcmb_dask; "
-            "use cache=False (or leave it out)."
-        )
+    on_error = config.resolve(on_error, "on-error")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR}.")
+    retries = int(config.resolve(retries, "retries"))
+    timeout_per_task = config.resolve(timeout_per_task, "timeout-per-task")
+    if timeout_per_task is not None and not float(timeout_per_task) > 0:
+        raise ValueError(f"timeout_per_task={timeout_per_task!r}: expected a positive number of seconds, or None.")
+    store_root = store.resolve(cache)
     programs.register(harnesses)
     the_plan = make_plan(input)  # validates everything before a single task is submitted
+    if cluster in (None, "local", "sync"):
+        # The programs run here: they must be installed here. (On a cluster you pass, they may live
+        # only on the workers, e.g. behind a module load in the job script.)
+        validate.check_programs(validate.plan_requests(the_plan), installed=True)
+    if store_root is not None:
+        store.prepare(store_root)
+    policy = RunPolicy(
+        store=str(store_root) if store_root else None,
+        timeout=float(timeout_per_task) if timeout_per_task else None,
+        escalate=bool(config.resolve(escalate, "escalate")),
+    )
     reporter = Reporter(config.resolve(progress, "progress"))
     with open_session(
         cluster,
@@ -70,15 +110,38 @@ def compute(
         memory_per_task=config.resolve(memory_per_task, "memory-per-task"),
         harnesses=harnesses,
         ncalculations=len(the_plan),
+        timeout_per_task=policy.timeout,
     ) as session:
         graph = build(
-            the_plan, task_config=session.resources.task_config(), ordering=config.resolve(ordering, "ordering")
+            the_plan,
+            task_config=session.resources.task_config(retries=retries),
+            policy=policy,
+            ordering=config.resolve(ordering, "ordering"),
         )
-        return session.run(graph, reporter, the_plan.bsse_type)
+        outcome = session.run(graph, reporter, the_plan.bsse_type)
+    return _finish(outcome, on_error, store_root, reporter)
 
 
-def plan(input: InputLike) -> Plan:
-    """What ``compute`` would run, without running it.
+def _finish(outcome: Outcome, on_error: str, store_root, reporter: Reporter):
+    """Report where results came from; the result, a PartialResult, or FragmentsFailed."""
+    reporter.stats(outcome.stats, store_root)
+    if not outcome.failures:
+        return outcome.result
+    if on_error == "partial":
+        highest = outcome.levels[max(outcome.levels)] if outcome.levels else None
+        partial = PartialResult(highest, outcome.levels, outcome.failures, outcome.stats)
+        reporter.say(
+            f"qcmb_dask: {len(outcome.failures)} fragment(s) failed; returning the expansion through "
+            f"{partial.nbody}-body (on_error='partial')"
+        )
+        return partial
+    raise FragmentsFailed(
+        outcome.failures, store=str(store_root) if store_root else False, levels_done=sorted(outcome.levels)
+    )
+
+
+def plan(input: InputLike, *, harnesses: Sequence = ()) -> Plan:
+    """What ``compute`` would run, without running it. ``harnesses``: programs of your own, as for ``compute``.
 
     Examples
     --------
@@ -86,6 +149,7 @@ def plan(input: InputLike) -> Plan:
     >>> len(p)       # number of QC calculations            # doctest: +SKIP
     >>> print(p)     # counts per model chemistry and n-body level  # doctest: +SKIP
     """
+    programs.register(harnesses)
     return make_plan(input)
 
 

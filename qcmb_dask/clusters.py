@@ -11,6 +11,9 @@ from typing import Any, Iterator, Optional, Sequence
 import dask
 
 from . import resources as res
+from . import watchdog
+from .analysis import LevelResult, Outcome, summarize
+from .fragment import fragment_error, worker_lost_error
 from .graph import MBEGraph
 from .progress import Reporter
 
@@ -23,36 +26,72 @@ class SyncSession:
     def __init__(self, resources: res.Resources):
         self.resources = resources
 
-    def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]):
-        result, *levels = dask.compute(graph.result, *graph.levels.values(), scheduler="sync")
+    def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
+        outcome, *levels = dask.compute(graph.outcome, *graph.levels.values(), scheduler="sync")
         for level in levels:
             reporter.level(level, bsse_types)
-        return result
+        return outcome
 
 
 class DistributedSession:
-    """A ``distributed.Client``: levels are reported as soon as their fragments are done."""
+    """A ``distributed.Client``: levels are reported as soon as their fragments are done.
+
+    Every fragment's future is held until the end, so that a fragment Dask gives up on (its worker
+    died on every try, or it timed out) does not cancel the others: they finish and are stored.
+    """
 
     def __init__(self, client, resources: res.Resources):
         self.client = client
         self.resources = resources
 
-    def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]):
-        from distributed import as_completed
+    def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
+        from distributed import as_completed, wait
 
         reporter.dashboard(self.client.dashboard_link)
-        level_nodes = list(graph.levels.values())
-        futures = self.client.compute([graph.result, *level_nodes])
-        result_future, level_futures = futures[0], futures[1:]
+        nlevels = len(graph.levels)
+        futures = self.client.compute([graph.outcome, *graph.levels.values(), *graph.fragments.values()])
+        outcome_future, level_futures, fragment_futures = futures[0], futures[1 : 1 + nlevels], futures[1 + nlevels :]
         try:
             for future in as_completed(level_futures):
                 if future.status == "finished":
                     reporter.level(future.result(), bsse_types)
-            return result_future.result()
+            wait([outcome_future])
+            if outcome_future.status == "finished":
+                return outcome_future.result()
+            wait(fragment_futures)
+            lost = {label: f for label, f in zip(graph.fragments, fragment_futures) if f.status == "error"}
+            if not lost:
+                return outcome_future.result()  # the analysis itself failed: raise its error
+            return self._outcome_with_lost_fragments(graph, lost, fragment_futures, level_futures)
         except BaseException:
             # On error or Ctrl-C, stop what is still queued: a shared cluster must not keep our work.
             self.client.cancel(futures)
             raise
+
+    def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, fragment_futures, level_futures) -> Outcome:
+        """Fragments Dask gave up on become failures beside those the fragments returned themselves."""
+        from distributed import KilledWorker
+
+        timeouts = watchdog.timeouts_seen(self.client)
+        failures = []
+        for label, future in lost.items():
+            error = future.exception()
+            job = graph.jobs[label]
+            if isinstance(error, KilledWorker) and error.task != future.key:
+                # ordering="by_level": it waited on a level that lost a fragment, and never ran.
+                failures.append(fragment_error(job, "not_run", f"not run: it waits on {error.task}, which failed"))
+            elif isinstance(error, KilledWorker):
+                failures.append(worker_lost_error(job, error.allowed_failures + 1, timeouts.get(label)))
+            else:
+                failures.append(fragment_error(job, type(error).__name__, str(error)))
+        finished = [f for f in fragment_futures if f.status == "finished"]
+        stats, returned_failures = self.client.submit(summarize, finished, pure=False).result()
+        levels = {
+            level.nbody: level
+            for level in self.client.gather([f for f in level_futures if f.status == "finished"])
+            if isinstance(level, LevelResult)
+        }
+        return Outcome(None, failures + returned_failures, stats, levels)
 
 
 def install_harnesses(client, harnesses: Sequence) -> None:
@@ -72,9 +111,15 @@ def open_session(
     memory_per_task: Optional[float],
     harnesses: Sequence = (),
     ncalculations: Optional[int] = None,
+    timeout_per_task: Optional[float] = None,
 ) -> Iterator[Any]:
     """Yield a session for ``cluster``; close what this call started, leave what the user gave running."""
     if cluster == "sync":
+        if timeout_per_task:
+            raise ValueError(
+                "timeout_per_task needs worker processes to stop (cluster=None, 'local' or a Dask cluster with "
+                "nannies); the in-process executor ('sync') cannot stop a calculation."
+            )
         yield SyncSession(res.in_process(threads_per_task, memory_per_task))
         return
     if cluster is None or cluster == "local":
@@ -84,8 +129,25 @@ def open_session(
             yield DistributedSession(client, resources)
         return
     with _given_client(cluster) as client:
+        if timeout_per_task:
+            _check_workers_have_nannies(client)
         install_harnesses(client, harnesses)
         yield DistributedSession(client, _given_resources(client, threads_per_task, memory_per_task))
+
+
+def scheduler_settings() -> dict:
+    """Dask settings for a scheduler qcmb_dask starts (it reads them when it starts, in this process).
+
+    - allowed-failures: tries of a fragment whose worker dies under it (a lost worker is rarely its fault);
+    - worker-saturation 1.0: a worker holds only the fragments it is running, none queued behind them. A
+      queued fragment would wait behind a long one instead of starting on the next free worker, and would
+      count as a suspect when that worker dies. The scheduler round trip this costs per fragment is
+      milliseconds; fragments take seconds to hours.
+    """
+    return {
+        "distributed.scheduler.allowed-failures": dask.config.get("qcmb_dask.allowed-failures"),
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
 
 
 @contextlib.contextmanager
@@ -95,6 +157,7 @@ def _local_client(resources: res.Resources):
     # One thread per worker process: PySCF's thread count is process-wide, so concurrency comes from
     # processes and each fragment gets threads_per_task cores of its own.
     with (
+        dask.config.set(scheduler_settings()),
         LocalCluster(
             n_workers=resources.n_workers,
             threads_per_worker=1,
@@ -128,6 +191,17 @@ def _given_client(cluster):
         f"cluster={cluster!r} is not understood. Use None (an embedded LocalCluster), 'sync' (in-process), "
         "a distributed.Client, a Dask cluster object, or a scheduler address such as 'tcp://host:8786'."
     )
+
+
+def _check_workers_have_nannies(client) -> None:
+    workers = client.scheduler_info().get("workers", {})
+    without = [addr for addr, w in workers.items() if not w.get("nanny")]
+    if without:
+        raise ValueError(
+            f"timeout_per_task stops a fragment by ending its worker process, which needs a nanny to restart it; "
+            f"{len(without)} worker(s) of this cluster have none (e.g. {without[0]}): start them with a nanny "
+            "(the default of dask-worker and of LocalCluster with processes=True), or leave timeout_per_task out."
+        )
 
 
 def _given_resources(client, threads_per_task, memory_per_task) -> res.Resources:

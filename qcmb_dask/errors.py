@@ -28,3 +28,40 @@ class FragmentError(RuntimeError):
             type(self),
             (self.label, self.nbody, self.program, self.method, self.basis, self.error_type, self.message),
         )
+
+
+class FragmentsFailed(RuntimeError):
+    """One or more fragment calculations failed; every other fragment finished (and is stored).
+
+    ``failures`` lists a :class:`FragmentError` per failed fragment; ``levels_done`` the n-body
+    truncations that could still be assembled (``compute(..., on_error="partial")`` returns them).
+    """
+
+    #: failures listed in the message; all of them are in ``failures``
+    SHOWN = 20
+
+    def __init__(self, failures, store=None, levels_done=()):
+        # store: the store's path; False when it was off; None when unknown (build_graph)
+        self.failures = list(failures)
+        self.store = store
+        self.levels_done = list(levels_done)
+        lines = [f"{len(self.failures)} fragment calculation(s) failed:"]
+        lines += [f"  - {f}" for f in self.failures[: self.SHOWN]]
+        if len(self.failures) > self.SHOWN:
+            lines.append(f"  ... and {len(self.failures) - self.SHOWN} more (all in .failures)")
+        if store:
+            lines.append(
+                f"Every other fragment finished and is stored in {store}. Fix the cause and run the same input "
+                "again with the same cache: only the missing fragments are computed."
+            )
+        elif store is False:
+            lines.append("The result store was off (cache=False): a rerun computes every fragment again.")
+        if self.levels_done:
+            lines.append(
+                f"The expansion is complete through {max(self.levels_done)}-body: on_error='partial' returns it "
+                "with this list instead of raising."
+            )
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):
+        return (type(self), (self.failures, self.store, self.levels_done))

@@ -6,13 +6,31 @@ Knows nothing about clusters; runs the same under the synchronous scheduler and 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import watchdog
 from .errors import FragmentError
+from .store import DRIVER_RANK, ResultStore, calculation_key
+
+logger = logging.getLogger("qcmb_dask")
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """How hard to try, and where finished work is kept: the same for every fragment of a run."""
+
+    #: the result store's directory; None: no store
+    store: Optional[str] = None
+    #: stop a fragment after this many seconds (on a worker with a nanny; see :mod:`qcmb_dask.watchdog`)
+    timeout: Optional[float] = None
+    #: on a convergence failure, try once more with the program's ``escalation_keywords``
+    escalate: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,6 +49,7 @@ class FragmentJob:
     task_config: dict
     #: keep the whole AtomicResult (ManyBody protocol ``cluster_results: all``)
     keep_atomic_result: bool
+    policy: RunPolicy = RunPolicy()
 
 
 @dataclass
@@ -43,6 +62,21 @@ class FragmentOutput:
     wall_time: float
     provenance: Dict[str, Any] = field(default_factory=dict)
     atomic_result: Any = None
+    #: taken from the result store, not computed in this run
+    from_store: bool = False
+    #: the convergence fallback keywords this result needed, if any
+    escalated: Optional[Dict[str, Any]] = None
+    #: why the result could not be written to the store (disk full, permissions), if it could not
+    store_error: Optional[str] = None
+
+
+@dataclass
+class FragmentFailure:
+    """A fragment whose calculation failed: a value, so that one failure does not stop the others."""
+
+    label: str
+    nbody: int
+    error: FragmentError
 
 
 def prepare_parent(parent):
@@ -83,11 +117,14 @@ def build_fragment_molecule(parent, real: Sequence[int], basis: Sequence[int], e
     return mol
 
 
-def atomic_input(job: FragmentJob, molecule):
+def atomic_input(job: FragmentJob, molecule, extra_keywords: Optional[Dict[str, Any]] = None):
     """The AtomicInput for a fragment; embedding charges go where the program expects them."""
     from qcelemental.models.v2 import AtomicInput
 
-    inp = AtomicInput(molecule=molecule, specification=copy.deepcopy(job.specification))
+    specification = copy.deepcopy(job.specification)
+    if extra_keywords:
+        specification["keywords"] = {**specification.get("keywords", {}), **extra_keywords}
+    inp = AtomicInput(molecule=molecule, specification=specification)
     charges = molecule.extras.get("embedding_charges")
     if charges and job.program.lower() == "psi4":
         # As QCManyBody's computer does: Psi4 takes them as external potentials.
@@ -97,38 +134,129 @@ def atomic_input(job: FragmentJob, molecule):
     return inp
 
 
-def run_fragment(parent, job: FragmentJob, after: Any = None) -> FragmentOutput:
-    """Run one fragment. ``after`` only orders the graph (``ordering="by_level"``) and is ignored."""
+def run_fragment(parent, job: FragmentJob, after: Any = None) -> Union[FragmentOutput, FragmentFailure]:
+    """Run one fragment, or take it from the store. ``after`` only orders the graph and is ignored.
+
+    A failed calculation is returned as a :class:`FragmentFailure`, not raised: the other fragments
+    go on, and the analysis lists every failure at once.
+    """
     import qcengine  # a worker that unpickles this function has imported qcmb_dask: PySCF is registered
 
     start = time.time()
     molecule = build_fragment_molecule(parent, job.real, job.basis, job.embedding_charges)
-    result = qcengine.compute(atomic_input(job, molecule), job.program, raise_error=False, task_config=job.task_config)
+    inp = atomic_input(job, molecule)
+    driver = inp.specification.driver.value
+    store, key = _store_and_key(job, inp)
+    if store is not None:
+        stored = _as_this_run_asked(store.load(key, driver, exact_driver=job.keep_atomic_result), inp, job)
+        if stored is not None:
+            return _output(job, stored, driver, start, from_store=True)
+
+    with watchdog.limit(job.policy.timeout, job.label):
+        result = qcengine.compute(inp, job.program, raise_error=False, task_config=job.task_config)
+        escalated = None
+        if not result.success and job.policy.escalate and result.error.error_type == "convergence_error":
+            escalated = escalation_keywords(job.program)
+            if escalated:
+                logger.warning("qcmb_dask: fragment %s did not converge; retrying once with %s", job.label, escalated)
+                retry = atomic_input(job, molecule, extra_keywords=escalated)
+                result = qcengine.compute(retry, job.program, raise_error=False, task_config=job.task_config)
     if not result.success:
-        model = job.specification.get("model", {})
-        raise FragmentError(
-            job.label,
-            job.nbody,
-            job.program,
-            model.get("method", "?"),
-            model.get("basis", "?"),
-            result.error.error_type,
-            result.error.error_message,
-        )
-    return FragmentOutput(
-        label=job.label,
-        nbody=job.nbody,
-        properties=return_properties(result),
-        wall_time=time.time() - start,
-        provenance=result.provenance.model_dump(),
-        atomic_result=result if job.keep_atomic_result else None,
+        message = result.error.error_message
+        if escalated:
+            message = f"{message} (also with the convergence fallback {escalated})"
+        return FragmentFailure(job.label, job.nbody, fragment_error(job, result.error.error_type, message))
+
+    output = _output(job, result, driver, start, from_store=False, escalated=escalated)
+    if store is not None:
+        try:
+            store.save(key, driver, result.model_dump_json())
+        except OSError as err:
+            output.store_error = f"{store.path(key, driver)}: {err}"
+            logger.warning("qcmb_dask: could not store the result of %s: %s", job.label, output.store_error)
+    return output
+
+
+def _store_and_key(job: FragmentJob, inp) -> Tuple[Optional[ResultStore], Optional[str]]:
+    if not job.policy.store:
+        return None, None
+    import qcengine
+
+    version = qcengine.get_program(job.program).get_version() or "unknown"
+    return ResultStore(Path(job.policy.store)), calculation_key(inp, job.program, version)
+
+
+def _as_this_run_asked(stored: Optional[dict], inp, job: FragmentJob):
+    """A stored result as this run's AtomicResult, or None where it cannot stand in for the calculation.
+
+    Only the whole AtomicResult (``cluster_results: all``) shows protocols: it gets this run's input, and
+    stdout only when asked for; a stored result without the stdout this run asks for is recomputed.
+    """
+    if stored is None:
+        return None
+    from qcelemental.models.v2 import AtomicResult
+
+    if job.keep_atomic_result:
+        if not inp.specification.protocols.stdout:
+            stored["stdout"] = None
+        elif stored.get("stdout") is None:
+            return None
+        stored["input_data"] = inp.model_dump()
+    return AtomicResult.model_validate(stored)
+
+
+def escalation_keywords(program: str) -> Optional[Dict[str, Any]]:
+    """The harness's documented convergence fallback (``escalation_keywords``), None if it has none."""
+    import qcengine
+
+    return getattr(qcengine.get_program(program, check=False), "escalation_keywords", None)
+
+
+def fragment_error(job: FragmentJob, error_type: str, message: str) -> FragmentError:
+    model = job.specification.get("model", {})
+    return FragmentError(
+        job.label, job.nbody, job.program, model.get("method", "?"), model.get("basis", "?"), error_type, message
     )
 
 
-def return_properties(result) -> Dict[str, Any]:
-    """energy/gradient/hessian, picked exactly as QCManyBody's computer picks them from an AtomicResult."""
+def worker_lost_error(job: FragmentJob, attempts: Optional[int], timeout: Optional[float]) -> FragmentError:
+    """The error for a fragment whose worker died under it (``KilledWorker``), or that ran out of time."""
+    tries = f"{attempts} tries" if attempts else "every try"
+    if timeout:
+        return fragment_error(
+            job,
+            "timeout",
+            f"ran longer than timeout_per_task={timeout:g} s on {tries}; its worker was stopped each time",
+        )
+    return fragment_error(
+        job,
+        "worker_lost",
+        f"its worker process died while running it on {tries} (killed, crashed, or out of memory: see the worker "
+        "logs; a batch job that reached its walltime also ends this way)",
+    )
+
+
+def _output(job: FragmentJob, result, driver: str, start: float, from_store: bool, escalated=None) -> FragmentOutput:
+    return FragmentOutput(
+        label=job.label,
+        nbody=job.nbody,
+        properties=return_properties(result, driver),
+        wall_time=time.time() - start,
+        provenance=result.provenance.model_dump(),
+        atomic_result=result if job.keep_atomic_result else None,
+        from_store=from_store,
+        escalated=escalated,
+    )
+
+
+def return_properties(result, driver: str = "hessian") -> Dict[str, Any]:
+    """energy/gradient/hessian, picked exactly as QCManyBody's computer picks them from an AtomicResult.
+
+    Only what ``driver`` asks for: a stored gradient result serving an energy run gives its energy alone,
+    as the energy calculation itself would have.
+    """
     props = {}
-    for p in ("energy", "gradient", "hessian"):
+    for p in ("energy", "gradient", "hessian")[: DRIVER_RANK[driver] + 1]:
         value = getattr(result.properties, f"return_{p}", None)
         if value is not None:
             props[p] = np.asarray(value) if p != "energy" else value

@@ -17,7 +17,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from . import analysis
-from .fragment import FragmentJob, prepare_parent, run_fragment
+from .fragment import FragmentJob, RunPolicy, prepare_parent, run_fragment
 from .plan import Plan
 
 ORDERINGS = ("free", "by_level")
@@ -33,23 +33,37 @@ def nbody_word(nbody: int) -> str:
 
 @dataclass
 class MBEGraph:
-    """Delayed handles into one graph. ``result.compute()`` gives the ManyBodyResult."""
+    """Delayed handles into one graph. ``result.compute()`` gives the ManyBodyResult (or raises
+    :class:`~qcmb_dask.errors.FragmentsFailed`); ``outcome`` gives an :class:`~qcmb_dask.analysis.Outcome`
+    that never raises for failed calculations."""
 
     result: Delayed
+    outcome: Delayed
     levels: Dict[int, Delayed]
     fragments: Dict[str, Delayed]
+    #: label -> what its fragment node runs (names failures the client learns of from Dask)
+    jobs: Dict[str, FragmentJob]
     parent: Delayed
     #: key -> Dask priority (higher runs first); fragments ranked by estimated cost
     priorities: Dict[str, int]
 
 
-def build(plan: Plan, *, task_config: dict, ordering: str = "free", prioritize: bool = True) -> MBEGraph:
-    """Build the graph of ``plan``; ``task_config`` is QCEngine's per-fragment cores/memory.
+def build(
+    plan: Plan,
+    *,
+    task_config: dict,
+    policy: Optional[RunPolicy] = None,
+    ordering: str = "free",
+    prioritize: bool = True,
+) -> MBEGraph:
+    """Build the graph of ``plan``; ``task_config`` is QCEngine's per-fragment cores/memory/retries,
+    ``policy`` the store, timeout and escalation every fragment follows.
 
     ``prioritize=False`` leaves the order to Dask (used by the makespan benchmark for comparison).
     """
     if ordering not in ORDERINGS:
         raise ValueError(f"ordering={ordering!r}: expected one of {ORDERINGS}.")
+    policy = policy or RunPolicy()
     token = plan.token
     model = plan.input.model
     keep_atomic = model.specification.protocols.cluster_results.value == "all"
@@ -84,9 +98,10 @@ def build(plan: Plan, *, task_config: dict, ordering: str = "free", prioritize: 
             barrier_of_level[nbody] = barrier
             priorities[barrier] = ANALYSIS_PRIORITY
 
+    jobs: Dict[str, FragmentJob] = {}
     for task in plan.tasks:
         key = fragment_keys[task.label]
-        job = FragmentJob(
+        job = jobs[task.label] = FragmentJob(
             label=task.label,
             nbody=task.nbody,
             real=task.real,
@@ -96,10 +111,16 @@ def build(plan: Plan, *, task_config: dict, ordering: str = "free", prioritize: 
             embedding_charges=plan.embedding_charges,
             task_config=task_config,
             keep_atomic_result=keep_atomic,
+            policy=policy,
         )
         previous = barrier_of_level.get(_previous_level(keys_by_level, task.nbody))
         after = TaskRef(previous) if previous else None
-        dsk[key] = Task(key, run_fragment, TaskRef(parent_key), DataNode(None, job), after)
+        # A data producer is "root-ish" to the scheduler whatever its group's size: it waits in the scheduler's
+        # queue and goes to a worker only when a thread is free, in priority order. Assigned eagerly instead
+        # (Dask's choice for groups smaller than twice the thread count), fragments would ignore priorities, and
+        # every fragment assigned to a worker that dies counts as a suspect, so one fragment that crashes its
+        # worker would fail innocent ones queued behind it.
+        dsk[key] = Task(key, run_fragment, TaskRef(parent_key), DataNode(None, job), after, _data_producer=True)
 
     level_keys: Dict[int, str] = {}
     for nbody, labels in plan.level_labels.items():
@@ -116,17 +137,18 @@ def build(plan: Plan, *, task_config: dict, ordering: str = "free", prioritize: 
         level_keys[nbody] = key
         priorities[key] = ANALYSIS_PRIORITY
 
-    result_key = f"mbe-result-{token}"
-    dsk[result_key] = Task(
-        result_key,
-        analysis.final_result,
+    outcome_key = f"mbe-outcome-{token}"
+    dsk[outcome_key] = Task(
+        outcome_key,
+        analysis.final_outcome,
         DataNode(None, plan.input),
         [t.label for t in plan.tasks],
         TaskList(*[TaskRef(k) for k in fragment_keys.values()]),
-        # The level nodes are inputs only so that they belong to the graph users compute or visualize.
         TaskList(*[TaskRef(k) for k in level_keys.values()]),
     )
-    priorities[result_key] = ANALYSIS_PRIORITY
+    result_key = f"mbe-result-{token}"
+    dsk[result_key] = Task(result_key, analysis.answer, TaskRef(outcome_key))
+    priorities[outcome_key] = priorities[result_key] = ANALYSIS_PRIORITY
 
     annotations = {"priority": _Priority(priorities)} if priorities else None
     layer_name = f"qcmb-dask-mbe-{token}"
@@ -137,8 +159,10 @@ def build(plan: Plan, *, task_config: dict, ordering: str = "free", prioritize: 
 
     return MBEGraph(
         result=handle(result_key),
+        outcome=handle(outcome_key),
         levels={nbody: handle(key) for nbody, key in level_keys.items()},
         fragments={label: handle(key) for label, key in fragment_keys.items()},
+        jobs=jobs,
         parent=handle(parent_key),
         priorities=priorities,
     )

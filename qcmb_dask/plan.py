@@ -16,7 +16,7 @@ from qcmanybody import ManyBodyCore
 from qcmanybody.utils import labeler
 from qcmanybody.v2 import ManyBodyComputer as QCMBComputer
 
-from . import cost
+from . import cost, validate
 from .inputs import InputLike, NormalizedInput, normalize
 
 # Programs that can take QCManyBody's embedding point charges, and how they receive them.
@@ -118,12 +118,21 @@ def _duration(seconds: float) -> str:
 
 
 def make_plan(data: InputLike) -> Plan:
-    """Plan an MBE: validate the input once, enumerate its unique calculations and their n-body levels."""
-    normalized = data if isinstance(data, NormalizedInput) else normalize(data)
-    computer = qcmb_computer(normalized)
+    """Plan an MBE: validate the input once, enumerate its unique calculations and their n-body levels.
+
+    Every problem QCManyBody, QCElemental or qcmb_dask finds in the input is an
+    :class:`~qcmb_dask.validate.InvalidInput`; programs are checked to be known to QCEngine and able to run
+    the method and driver (whether they are installed is ``compute``'s check, where they run).
+    """
+    with validate.input_errors():
+        normalized = data if isinstance(data, NormalizedInput) else normalize(data)
+        validate.check_fragmentation(normalized.model)
+        computer = qcmb_computer(normalized)
+        specifications = atomic_specifications(computer)
+        validate.check_levels_are_specified(computer.levels, specifications)
+        validate.check_duplicate_model_chemistries(specifications)
+        _check_embedding_programs(computer, specifications)
     core: ManyBodyCore = computer.qcmb_core
-    specifications = atomic_specifications(computer)
-    _check_embedding_programs(computer, specifications)
 
     level_labels = _truncated_level_labels(computer)
     first_level: Dict[str, int] = {}
@@ -151,7 +160,7 @@ def make_plan(data: InputLike) -> Plan:
                 cost=cost_of(mc, basis),
             )
         )
-    return Plan(
+    plan = Plan(
         input=normalized,
         tasks=tasks,
         level_labels=level_labels,
@@ -163,6 +172,8 @@ def make_plan(data: InputLike) -> Plan:
         embedding_charges=computer.embedding_charges,
         token=hashlib.sha256(normalized.model.model_dump_json().encode()).hexdigest()[:12],
     )
+    validate.check_programs(validate.plan_requests(plan), installed=False)
+    return plan
 
 
 def _cost_estimator(molecule, specifications: Dict[str, dict], driver: str):

@@ -34,6 +34,12 @@ class Reporter:
             self.say(f"qcmb_dask: Dask dashboard at {link}")
 
     def level(self, level, bsse_types) -> None:
+        if not hasattr(level, "interaction_energy"):  # LevelIncomplete
+            self.say(
+                f"qcmb_dask: the {level.nbody}-body level cannot be assembled: {len(level.failed)} of its "
+                f"{level.ncalculations} calculations failed"
+            )
+            return
         if self.callback is not None:
             self.callback(level)
         parts = []
@@ -43,6 +49,33 @@ class Reporter:
                 parts.append(f"{bt.upper()} IE {value:.10f} Eh ({value * HARTREE_TO_KCAL:.4f} kcal/mol)")
         summary = "; ".join(parts) or f"energy {level.return_energy:.10f} Eh"
         self.say(f"qcmb_dask: {level.nbody}-body result ready ({level.ncalculations} calculations): {summary}")
+
+    def stats(self, stats, store_root) -> None:
+        """Where the fragment results came from; a loud warning when the store could not keep them."""
+        if stats is None:
+            return
+        if store_root is not None:
+            self.say(
+                f"qcmb_dask: {stats.computed} fragment(s) computed, {stats.from_store} taken from the store "
+                f"at {store_root}"
+            )
+        if stats.escalated:
+            self.say(
+                f"qcmb_dask: {len(stats.escalated)} fragment(s) converged only with the convergence fallback: "
+                + ", ".join(list(stats.escalated)[:5])
+            )
+        if stats.store_error_count:
+            import warnings
+
+            from .store import StoreWarning
+
+            warnings.warn(
+                f"qcmb_dask: {stats.store_error_count} fragment result(s) could not be written to the store "
+                f"({'; '.join(stats.store_errors)}). This run's answer is complete and unaffected, but a rerun "
+                "would compute those fragments again: free space or pass cache=<another directory>.",
+                StoreWarning,
+                stacklevel=3,
+            )
 
 
 def _isatty(stream) -> bool:

@@ -17,9 +17,12 @@ class Resources:
     threads_per_task: int
     memory_per_task: Optional[float]
 
-    def task_config(self) -> dict:
-        """QCEngine's task_config; without it QCEngine gives every call all cores and most memory."""
-        config = {"ncores": self.threads_per_task, "nnodes": 1, "retries": 0}
+    def task_config(self, retries: int = 0) -> dict:
+        """QCEngine's task_config; without it QCEngine gives every call all cores and most memory.
+
+        ``retries``: QCEngine reruns a calculation that fails with a ``RandomError`` this many times.
+        """
+        config = {"ncores": self.threads_per_task, "nnodes": 1, "retries": retries}
         if self.memory_per_task:
             config["memory"] = self.memory_per_task
         return config

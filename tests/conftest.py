@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import shutil
-from typing import Dict, Optional
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -168,9 +170,86 @@ def embedding_enabled(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _random_dashboard_port():
-    """Tests never fight over the dashboard's default port 8787."""
+def _random_dashboard_port_and_no_store():
+    """Tests never fight over the dashboard's default port 8787, and never read or fill the user's result
+    store: every test computes what it checks unless it passes a ``cache`` of its own."""
     import dask
 
-    with dask.config.set({"qcmb_dask.local.dashboard-address": ":0"}):
+    with dask.config.set({"qcmb_dask.local.dashboard-address": ":0", "qcmb_dask.cache": False}):
         yield
+
+
+# Faults and the result store: the nocp water trimer through the test-only "faulty" program (PySCF underneath).
+
+NOCP = {"bsse_type": "nocp"}
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """QCManyBody's answer for the (H2O)3 nocp HF/STO-3G energy every test here runs."""
+    return qcmanybody_reference(mbe_input(3, keywords=NOCP))
+
+
+@pytest.fixture(autouse=True)
+def _faulty_program_known_here():
+    """plan() checks programs: the faulty one must be registered in this process, as compute() does."""
+    import qcmb_dask
+
+    from .fake_programs import FaultyHarness
+
+    qcmb_dask.programs.register([FaultyHarness()])
+
+
+def faulty_input(nwaters=3, keywords=NOCP, driver="energy"):
+    return mbe_input(nwaters, keywords=keywords, program="faulty", driver=driver)
+
+
+def assert_same_answer(ours, ref) -> float:
+    """Same numbers as QCManyBody on PySCF (the faulty program is PySCF, so its name is the only difference).
+
+    Returns the largest difference in any energy (Eh).
+    """
+    assert ours.return_result == pytest.approx(ref.return_result, abs=1e-9)
+    ours_props, ref_props = ours.properties.model_dump(), ref.properties.model_dump()
+    largest = abs(ours.return_result - ref.return_result)
+    for key, value in ref_props.items():
+        if isinstance(value, (float, int)) and not isinstance(value, bool):
+            assert ours_props[key] == pytest.approx(value, abs=1e-9), key
+            largest = max(largest, abs(ours_props[key] - value))
+    return largest
+
+
+#: (scenario, what happened, QC calls made, results in the store, answer, seconds), printed after the run.
+SCENARIOS: List[tuple] = []
+
+
+class Scenario:
+    """A never-lose-work test's measured figures, for the table printed at the end of the run (README copies it)."""
+
+    def __init__(self, test_name: str):
+        self.test_name = test_name
+        self.start = time.perf_counter()
+
+    def record(self, scenario: str, outcome: str, *, calls: int, stored="-", answer="-") -> None:
+        if isinstance(answer, float):
+            answer = f"= QCManyBody (max diff {answer:.0e} Eh)"
+        SCENARIOS.append((scenario, outcome, calls, stored, answer, time.perf_counter() - self.start))
+
+
+@pytest.fixture
+def scenario(request):
+    return Scenario(request.node.name)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not SCENARIOS:
+        return
+    terminalreporter.section("never-lose-work scenarios, measured in this run")
+    terminalreporter.write_line("| scenario | what happened | QC calls | stored | answer | wall s |")
+    terminalreporter.write_line("|---|---|---|---|---|---|")
+    for name, outcome, calls, stored, answer, seconds in SCENARIOS:
+        terminalreporter.write_line(f"| {name} | {outcome} | {calls} | {stored} | {answer} | {seconds:.1f} |")
+
+
+def entries(root):
+    return sorted(Path(root).glob("??/*.json"))

@@ -17,3 +17,69 @@ class DimersFailHarness(PySCFHarness):
         if nreal == 2:
             raise ConvergenceError("injected: this dimer never converges")
         return super().compute(input_data, config)
+
+
+#: One random sequence per seed and process: a seeded run fails the same calls every time.
+_RNGS: Dict[Any, Any] = {}
+
+
+class FaultyHarness(PySCFHarness):
+    """PySCF with faults injected, for tests that break things on purpose. Configured through ``extras``:
+
+    - ``log``: a file that gets one line per call, ``<nreal> <event> <pid>`` (events: start, done), so
+      tests count calculations across worker processes (appends of one short line are atomic);
+    - ``sleep``: seconds every call sleeps first (keeps a run going long enough to be interrupted);
+    - ``hang_nreal``: calculations with this many real waters sleep for an hour (a hung program);
+    - ``crash_nreal``: calculations with this many real waters end their process (``os._exit``);
+    - ``fail_nreal``: calculations with this many real waters fail with an InputError (deterministic);
+    - ``random_failure``, ``seed``: every call fails with a RandomError with this probability;
+    - ``fallback_nreal``: calculations with this many real waters do not converge unless a level shift is set.
+    """
+
+    _defaults: ClassVar[Dict[str, Any]] = {**PySCFHarness._defaults, "name": "faulty"}
+
+    def compute(self, input_data, config):
+        import os
+        import random
+        import time
+
+        from qcengine.exceptions import InputError, RandomError
+
+        rules = self.extras or {}
+        nreal = sum(input_data.molecule.real) // 3
+        self._log(rules, nreal, "start")
+        time.sleep(rules.get("sleep", 0))
+        if nreal == rules.get("hang_nreal"):
+            time.sleep(3600)
+        if nreal == rules.get("crash_nreal"):
+            os._exit(13)
+        if nreal == rules.get("fail_nreal"):
+            raise InputError(f"injected: {nreal}-water calculations always fail")
+        if rules.get("random_failure"):
+            rng = _RNGS.setdefault(rules.get("seed", 0), random.Random(rules.get("seed", 0)))
+            if rng.random() < rules["random_failure"]:
+                self._log(rules, nreal, "random_error")
+                raise RandomError("injected: transient failure")
+        if nreal == rules.get("fallback_nreal") and not input_data.specification.keywords.get("level_shift"):
+            raise ConvergenceError("injected: converges only with a level shift")
+        result = super().compute(input_data, config)
+        self._log(rules, nreal, "done")
+        return result
+
+    @staticmethod
+    def _log(rules, nreal, event):
+        import os
+
+        if rules.get("log"):
+            with open(rules["log"], "a") as f:
+                f.write(f"{nreal} {event} {os.getpid()}\n")
+
+
+def calls(log, event="start"):
+    """How many calculations a FaultyHarness log shows (``event`` "start": begun, "done": finished)."""
+    import pathlib
+
+    path = pathlib.Path(log)
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if line.split()[1] == event)

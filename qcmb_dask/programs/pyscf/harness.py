@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Dict
+from typing import Any, ClassVar, Dict, Sequence
 
 from qcelemental.models.v2 import AtomicInput, AtomicResult, Provenance
 from qcelemental.util import which_import
@@ -12,7 +12,7 @@ from qcengine.exceptions import InputError, ResourceError
 from qcengine.programs.model import ProgramHarness
 
 from . import methods
-from .molecule import build_mole, embedding_charges
+from .molecule import build_mole, check_basis, embedding_charges
 from .options import PySCFOptions
 
 
@@ -24,6 +24,11 @@ class PySCFHarness(ProgramHarness):
     >>> import qcengine, qcmb_dask  # importing qcmb_dask registers "pyscf"
     >>> result = qcengine.compute(atomic_input, "pyscf", task_config={"ncores": 2, "memory": 4})
     """
+
+    #: ``compute(..., escalate=True)``: tried once after a convergence failure. More cycles and a level shift,
+    #: which changes the path to the solution, not the converged energy. (Not the "atom" guess: with ghost
+    #: atoms PySCF takes a deprecated linear-dependency path for it.)
+    escalation_keywords: ClassVar[Dict[str, Any]] = {"max_cycle": 200, "level_shift": 0.2}
 
     _defaults: ClassVar[Dict[str, Any]] = {
         "name": "pyscf",
@@ -45,6 +50,15 @@ class PySCFHarness(ProgramHarness):
         import pyscf
 
         return pyscf.__version__
+
+    def check_request(
+        self, method: str, basis: str, driver: str, keywords: dict, embedded: bool, elements: Sequence[str]
+    ) -> None:
+        """Refuse, before anything runs, what :meth:`compute` would refuse: unknown keywords or methods,
+        drivers a method lacks, a basis set PySCF lacks for an element (raises QCEngine's InputError)."""
+        PySCFOptions.from_keywords(keywords)
+        methods.check_supported(methods.method_family(method), driver, method, embedded)
+        check_basis(basis, elements)
 
     def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
         self.found(raise_error=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from typing import List, Optional, Tuple
+import warnings
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from qcengine.exceptions import InputError
@@ -50,6 +51,27 @@ def build_mole(molecule, basis: str, options: PySCFOptions, *, memory_gib: Optio
         # PySCF reports an impossible electron count / spin this way.
         raise InputError(f"PySCF could not build the molecule: {err}") from err
     return mol
+
+
+def check_basis(basis: str, elements: Sequence[str]) -> None:
+    """InputError unless PySCF's basis library has ``basis`` for every element (ghosts need it too)."""
+    from pyscf import gto
+    from pyscf.lib.exceptions import BasisNotFoundError
+
+    missing = []
+    for element in elements:
+        with warnings.catch_warnings():
+            # PySCF suggests basis-set-exchange for every unknown name; our message says what is wrong.
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                gto.basis.load(basis, element)
+            except BasisNotFoundError:
+                missing.append(element)
+    if missing:
+        raise InputError(
+            f"Basis set {basis!r} is not in PySCF's basis library for {', '.join(missing)}: check the spelling "
+            "(e.g. 6-31g*, cc-pvdz, def2-svp) or see pyscf.gto.basis for the names it knows."
+        )
 
 
 def embedding_charges(molecule) -> Optional[Tuple[np.ndarray, np.ndarray]]:

@@ -1,0 +1,210 @@
+"""A content-addressed store of fragment results on disk: what makes a crash cost minutes, not the run.
+
+One file per (calculation, driver). The key is a SHA-256 of everything that changes the answer: the
+fragment molecule with its ghosts, charge and multiplicity, the program and its version, method,
+basis, keywords. It does not depend on dictionary order (canonical JSON), the fragment's label or
+the run it came from, so a nocp run reuses the identical calculations of an earlier cp run, and a
+larger cluster reuses the dimers of a smaller one at the same geometry.
+
+Entries are written by the worker right after its fragment finishes, to a temporary file in the
+same directory and renamed into place (atomic on POSIX filesystems, NFS and Lustre included), so a
+reader sees a whole entry or none. Each entry carries a checksum of its payload; a torn or corrupt
+entry is reported and recomputed, never used. Several runs and many workers may share one store:
+two writers of one key write the same answer and the last rename wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+FORMAT = "qcmb-dask-store-1"
+#: A stored result serves any driver at or below its own: a hessian run also holds energy and gradient.
+DRIVER_RANK = {"energy": 0, "gradient": 1, "hessian": 2}
+#: Geometry is keyed to 1e-10 Bohr: far below any physical difference, above float noise from unit conversion.
+GEOMETRY_DECIMALS = 10
+
+
+class StoreWarning(UserWarning):
+    """The store could not be read or written; the run goes on and its answer is unaffected."""
+
+
+def default_location() -> Path:
+    """``$XDG_CACHE_HOME/qcmb_dask/results``, else ``~/.cache/qcmb_dask/results``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "qcmb_dask" / "results"
+
+
+def resolve(cache: Any) -> Optional[Path]:
+    """``cache=`` -> the store's directory, or None when turned off.
+
+    ``None`` takes ``qcmb_dask.cache`` from dask config; there ``True``/``"default"`` mean
+    :func:`default_location` and ``False`` turns the store off.
+    """
+    if cache is None:
+        import dask.config
+
+        cache = dask.config.get("qcmb_dask.cache", True)
+    if cache is False:
+        return None
+    if cache is True or cache == "default":
+        return default_location()
+    if isinstance(cache, (str, os.PathLike)):
+        return Path(cache).expanduser().absolute()
+    raise ValueError(f"cache={cache!r}: expected a directory path, True (the default location) or False (no store).")
+
+
+def prepare(root: Path) -> None:
+    """Create the store's directory and prove it writable, before anything is submitted."""
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"The result store {str(root)!r} cannot be written ({err}). Pass cache=<a writable directory> "
+            "(on a cluster: one every worker can reach), or cache=False to run without a store."
+        ) from err
+
+
+def calculation_key(atomic_input, program: str, program_version: str) -> str:
+    """The content key of one calculation, independent of its driver (the driver is part of the file name)."""
+    spec = atomic_input.specification
+    mol = atomic_input.molecule
+    content = {
+        "format": FORMAT,
+        "program": program.lower(),
+        "program_version": program_version,
+        "method": spec.model.method.lower(),
+        "basis": (spec.model.basis or "").lower(),
+        "keywords": spec.keywords,
+        "extras": spec.extras,
+        "molecule": {
+            "symbols": list(mol.symbols),
+            "geometry": [round(float(x), GEOMETRY_DECIMALS) + 0.0 for x in mol.geometry.ravel()],
+            "real": [bool(r) for r in mol.real],
+            "molecular_charge": float(mol.molecular_charge),
+            "molecular_multiplicity": float(mol.molecular_multiplicity),
+            # The frame of derivatives and NWChem's symmetry handling depend on these.
+            "fix_com": bool(mol.fix_com),
+            "fix_orientation": bool(mol.fix_orientation),
+            "fix_symmetry": mol.fix_symmetry,
+            "embedding_charges": mol.extras.get("embedding_charges"),
+        },
+    }
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace, numpy values as lists: equal content gives equal text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_to_builtin)
+
+
+def _to_builtin(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    raise TypeError(f"{type(value).__name__} is not storable in a store key")
+
+
+@dataclass(frozen=True)
+class ResultStore:
+    """A directory of entries ``<root>/<key[:2]>/<key>.<driver>.json``."""
+
+    root: Path
+
+    def path(self, key: str, driver: str) -> Path:
+        return Path(self.root) / key[:2] / f"{key}.{driver}.json"
+
+    def load(self, key: str, driver: str, exact_driver: bool = False) -> Optional[Dict[str, Any]]:
+        """The stored AtomicResult (as a dict) that serves ``driver``, or None.
+
+        A result of a higher driver serves a lower one (its energy is the same calculation's) unless
+        ``exact_driver``. Unreadable or corrupt entries give a :class:`StoreWarning` and count as absent.
+        """
+        drivers = [driver] if exact_driver else [d for d, r in DRIVER_RANK.items() if r >= DRIVER_RANK[driver]]
+        for candidate in drivers:
+            path = self.path(key, candidate)
+            try:
+                blob = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                warnings.warn(f"qcmb_dask store: cannot read {path}: {err}; recomputing.", StoreWarning, stacklevel=2)
+                continue
+            payload = _verified_payload(blob, key, candidate)
+            if payload is None:
+                warnings.warn(
+                    f"qcmb_dask store: entry {path} is torn or corrupt (checksum or format mismatch); "
+                    "it is ignored and the calculation recomputed.",
+                    StoreWarning,
+                    stacklevel=2,
+                )
+                continue
+            return payload
+        return None
+
+    def save(self, key: str, driver: str, result_json: str) -> Path:
+        """Write one entry atomically (temp file in the same directory + rename). Raises OSError."""
+        payload = result_json.encode()
+        header = {"format": FORMAT, "key": key, "driver": driver, "sha256": hashlib.sha256(payload).hexdigest()}
+        path = self.path(key, driver)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _write_bytes(f, json.dumps(header).encode() + b"\n" + payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return path
+
+    def entries(self) -> Iterable[Path]:
+        return Path(self.root).glob("??/*.json")
+
+    def info(self) -> Dict[str, Any]:
+        """Entry count and bytes on disk."""
+        files = list(self.entries())
+        return {"root": str(self.root), "entries": len(files), "bytes": sum(f.stat().st_size for f in files)}
+
+    def clear(self) -> int:
+        """Delete every entry (and leftover temporary files); returns how many entries were removed."""
+        removed = 0
+        for path in list(self.entries()):
+            path.unlink(missing_ok=True)
+            removed += 1
+        for tmp in Path(self.root).glob("??/.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        return removed
+
+
+def _write_bytes(f, data: bytes) -> None:
+    """One place for the write, so that tests can make the disk full."""
+    f.write(data)
+
+
+def _verified_payload(blob: bytes, key: str, driver: str) -> Optional[Dict[str, Any]]:
+    head, sep, payload = blob.partition(b"\n")
+    if not sep:
+        return None
+    try:
+        header = json.loads(head)
+        if (header.get("format"), header.get("key"), header.get("driver")) != (FORMAT, key, driver):
+            return None
+        if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+            return None
+        return json.loads(payload)
+    except (ValueError, AttributeError):
+        return None

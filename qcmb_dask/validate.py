@@ -1,0 +1,160 @@
+"""Bad input is refused before anything is submitted, with a message that names the problem.
+
+Two stages: :func:`normalized_input` turns the validation errors of QCElemental, QCManyBody and
+pydantic into one :class:`InvalidInput` and adds the checks they lack (a single fragment,
+duplicate model chemistries); :func:`check_programs` asks each QCEngine harness whether it exists,
+is installed, and can run the method and driver asked of it. Neither runs a QC calculation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterable, List
+
+#: How to get the programs users ask for most; QCEngine's overview lists the rest.
+INSTALL_HINTS = {
+    "pyscf": "pip install pyscf",
+    "nwchem": "apt-get install nwchem (Debian/Ubuntu) or conda install -c conda-forge nwchem, and pip install networkx",
+    "psi4": "conda install -c conda-forge psi4",
+    "xtb": "conda install -c conda-forge xtb-python",
+}
+PROGRAMS_OVERVIEW = "https://molssi.github.io/QCEngine/program_overview.html"
+
+
+class InvalidInput(ValueError):
+    """The many-body input cannot be run; nothing was submitted."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"Invalid many-body input: {problem}")
+
+
+@contextlib.contextmanager
+def input_errors():
+    """Re-raise the validation errors of the model libraries as :class:`InvalidInput` naming the problem."""
+    from pydantic import ValidationError
+    from qcelemental.exceptions import ValidationError as MoleculeError
+
+    try:
+        yield
+    except InvalidInput:
+        raise
+    except MoleculeError as err:  # atoms on top of each other, impossible charge/multiplicity
+        raise InvalidInput(f"molecule: {err.message}") from err
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors(include_url=False)
+        )
+        raise InvalidInput(problems) from err
+    except (ValueError, TypeError, KeyError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise InvalidInput(str(err)) from err
+
+
+def check_fragmentation(model) -> None:
+    """An MBE needs at least two fragments; QCManyBody's message for one fragment talks of none."""
+    fragments = model.molecule.fragments or []
+    if len(fragments) < 2:
+        raise InvalidInput(
+            f"the molecule has {len(fragments)} fragment(s); a many-body expansion needs at least two. Give "
+            '"fragments": a list of atom-index lists, one per monomer (e.g. [[0, 1, 2], [3, 4, 5]] for two waters).'
+        )
+
+
+def check_levels_are_specified(levels: Dict[int, str], specifications: Dict[str, dict]) -> None:
+    """Every model chemistry the levels name needs a specification (QCManyBody fails later with a KeyError).
+
+    Without ``levels`` QCManyBody looks for one specification named ``"(auto)"``.
+    """
+    missing = sorted(set(levels.values()) - set(specifications))
+    if missing:
+        named = ", ".join(repr(m) for m in missing)
+        given = ", ".join(repr(s) for s in specifications)
+        fix = (
+            'name the specification "(auto)", or give keywords.levels (e.g. {"2": "'
+            + next(iter(specifications))
+            + '"})'
+            if missing == ["(auto)"]
+            else "add a specification under each of these names, or change keywords.levels"
+        )
+        raise InvalidInput(
+            f"the n-body levels use model chemistry {named}, but the specification names only {given}: {fix}."
+        )
+
+
+def check_duplicate_model_chemistries(specifications: Dict[str, dict]) -> None:
+    """Two names for one model chemistry would compute every fragment twice, or mislabel levels."""
+    from .store import canonical_json
+
+    seen: Dict[str, str] = {}
+    for name, spec in specifications.items():
+        content = canonical_json({"program": spec["program"].lower(), **_comparable(spec["specification"])})
+        if content in seen:
+            raise InvalidInput(
+                f"model chemistries {seen[content]!r} and {name!r} are the same calculation "
+                f"({spec['program']} {spec['specification']['model']['method']}/"
+                f"{spec['specification']['model']['basis']}): give each level a different one, or one name to both."
+            )
+        seen[content] = name
+
+
+def _comparable(spec: dict) -> dict:
+    model = spec.get("model", {})
+    return {
+        "method": str(model.get("method", "")).lower(),
+        "basis": str(model.get("basis", "")).lower(),
+        "keywords": spec.get("keywords", {}),
+    }
+
+
+def program_problems(requests: Iterable[tuple], installed: bool = True) -> List[str]:
+    """Problems with :func:`plan_requests` requests, in the words users need.
+
+    A harness that has a ``check_request(method, basis, driver, keywords, embedded, elements)`` method (the
+    shipped PySCF one does) is asked whether it can run each request; it raises QCEngine's InputError if not.
+
+    ``installed=False`` only asks QCEngine whether it knows the program (where the programs live on the
+    workers, not here).
+    """
+    import qcengine
+
+    problems = []
+    known = set(qcengine.list_all_programs())
+    for program, method, basis, driver, keywords, embedded, elements in requests:
+        name = program.lower()
+        hint = INSTALL_HINTS.get(name, f"see {PROGRAMS_OVERVIEW}")
+        if name not in known:
+            problems.append(
+                f"program {program!r} is unknown to QCEngine (known: {', '.join(sorted(known))}); for a program "
+                f"of your own, pass its harness: compute(..., harnesses=[MyHarness()])"
+            )
+            continue
+        harness = qcengine.get_program(name, check=False)
+        if installed and not harness.found():
+            problems.append(f"program {program!r} is not installed here: {hint}")
+            continue
+        check = getattr(harness, "check_request", None)
+        if check is not None and harness.found():
+            try:
+                check(method, basis, driver, keywords, embedded, elements)
+            except Exception as err:  # the harness's InputError, with its own words
+                problems.append(str(err))
+    return problems
+
+
+def plan_requests(plan) -> List[tuple]:
+    """(program, method, basis, driver, keywords, embedded, elements) for every model chemistry of a plan."""
+    embedded = bool(plan.embedding_charges)
+    elements = tuple(sorted({s.capitalize() for s in plan.input.model.molecule.symbols}))
+    requests = []
+    for spec in plan.specifications.values():
+        model = spec["specification"]["model"]
+        keywords = spec["specification"]["keywords"]
+        requests.append((spec["program"], model["method"], model["basis"], plan.driver, keywords, embedded, elements))
+    return requests
+
+
+def check_programs(requests: Iterable[tuple], installed: bool = True) -> None:
+    problems = program_problems(requests, installed)
+    if problems:
+        raise InvalidInput("; ".join(dict.fromkeys(problems)))

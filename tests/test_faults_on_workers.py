@@ -1,0 +1,182 @@
+"""Faults with real worker processes: a worker SIGKILLed mid-run, a fragment that kills its worker every
+time, a hung fragment stopped by timeout_per_task, workers that retire on a short lifetime. Each run is
+checked against QCManyBody's answer and counts the calculations the (PySCF-backed) faulty program ran."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dask
+import pytest
+
+import qcmb_dask
+from qcmb_dask.errors import FragmentsFailed
+
+from .conftest import assert_same_answer, entries, faulty_input
+from .fake_programs import FaultyHarness, calls
+
+pytestmark = pytest.mark.slow
+
+
+def local_cluster(**kwargs):
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", **kwargs)
+
+
+def test_a_worker_sigkilled_mid_run_costs_only_its_fragment(scenario, tmp_path, reference):
+    from distributed import Client
+
+    log = tmp_path / "calls.log"
+    harness = FaultyHarness(extras={"log": str(log), "sleep": 1.0})
+    n = len(qcmb_dask.plan(faulty_input()))
+    with local_cluster() as cluster, Client(cluster) as client:
+        outcome = {}
+        runner = threading.Thread(
+            target=lambda: outcome.setdefault(
+                "result",
+                qcmb_dask.compute(
+                    faulty_input(), client, harnesses=[harness], cache=tmp_path / "store", progress=False
+                ),
+            )
+        )
+        runner.start()
+        deadline = time.time() + 120
+        while calls(log) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        victim = int(log.read_text().split()[2])  # the pid of a worker inside a calculation
+        os.kill(victim, signal.SIGKILL)
+        runner.join(timeout=300)
+    assert calls(log, "done") >= n
+    assert calls(log) >= n + 1  # the killed calculation ran again on the restarted worker
+    assert len(entries(tmp_path / "store")) == n
+    scenario.record(
+        "a worker SIGKILLed inside a calculation",
+        "its calculation reran on the restarted worker",
+        calls=calls(log),
+        stored=n,
+        answer=assert_same_answer(outcome["result"], reference),
+    )
+
+
+def test_a_fragment_that_kills_its_worker_every_time_fails_alone(scenario, tmp_path, reference):
+    log = tmp_path / "calls.log"
+    harness = FaultyHarness(extras={"log": str(log), "crash_nreal": 3})
+    n = len(qcmb_dask.plan(faulty_input()))
+    with dask.config.set({"qcmb_dask.allowed-failures": 1}):
+        partial = qcmb_dask.compute(
+            faulty_input(), harnesses=[harness], cache=tmp_path / "store", on_error="partial", progress=False
+        )
+    [failure] = partial.failures
+    assert (failure.nbody, failure.error_type) == (3, "worker_lost")
+    assert "2 tries" in failure.message and "worker process died" in failure.message
+    assert calls(log) == n - 1 + 2  # the trimer tried twice (allowed-failures 1), everything else once
+    assert len(entries(tmp_path / "store")) == n - 1
+    assert partial.level.interaction_energy("nocp") == pytest.approx(
+        reference.properties.nocp_corrected_interaction_energy_through_2_body, abs=1e-9
+    )
+    scenario.record(
+        "the trimer kills its worker every time (allowed-failures 1)",
+        "only the trimer fails (worker_lost, 2 tries); partial through 2-body",
+        calls=calls(log),
+        stored=n - 1,
+        answer="2-body IE = QCManyBody's 2-body IE",
+    )
+
+
+def test_timeout_per_task_stops_a_hung_fragment_and_names_it(scenario, tmp_path):
+    log = tmp_path / "calls.log"
+    harness = FaultyHarness(extras={"log": str(log), "hang_nreal": 3})
+    n = len(qcmb_dask.plan(faulty_input()))
+    start = time.time()
+    with dask.config.set({"qcmb_dask.allowed-failures": 1}), pytest.raises(FragmentsFailed) as info:
+        qcmb_dask.compute(
+            faulty_input(), harnesses=[harness], cache=tmp_path / "store", timeout_per_task=4, progress=False
+        )
+    elapsed = time.time() - start
+    [failure] = info.value.failures
+    assert (failure.nbody, failure.error_type) == (3, "timeout")
+    assert "timeout_per_task=4 s" in str(info.value)
+    assert elapsed < 120  # not the hour the fragment would hang
+    assert calls(log) == n - 1 + 2
+    assert len(entries(tmp_path / "store")) == n - 1
+    scenario.record(
+        "the trimer hangs; timeout_per_task=4 s (allowed-failures 1)",
+        "worker ended twice; FragmentsFailed names the trimer (timeout)",
+        calls=calls(log),
+        stored=n - 1,
+    )
+
+
+def test_timeout_per_task_is_refused_where_it_cannot_stop_anything(tmp_path):
+    with pytest.raises(ValueError, match="needs worker processes"):
+        qcmb_dask.compute(faulty_input(), "sync", harnesses=[FaultyHarness()], timeout_per_task=5, cache=False)
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
+        with pytest.raises(ValueError, match="needs a nanny"):
+            qcmb_dask.compute(faulty_input(), client, harnesses=[FaultyHarness()], timeout_per_task=5, cache=False)
+
+
+@contextlib.contextmanager
+def batch_system(scheduler_address, jobs=2, lifetime="4s", stagger="1s"):
+    """A stand-in for a batch system whose jobs reach their walltime: it keeps ``jobs`` worker processes alive,
+    each ``dask worker --lifetime`` that retires on its own, and starts a new one whenever one ends (as
+    dask-jobqueue's adapt does). LocalCluster's own ``lifetime_restart`` is not used: in distributed 2026.8 its
+    nannies did not bring workers back, leaving none."""
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "distributed.cli.dask_worker", scheduler_address, "--nthreads", "1"]
+    command += ["--lifetime", lifetime, "--lifetime-stagger", stagger, "--no-dashboard"]
+    procs, stop = [], threading.Event()
+
+    def keep_jobs_running():
+        while not stop.is_set():
+            for _ in range(jobs - sum(p.poll() is None for p in procs)):
+                procs.append(subprocess.Popen(command, cwd=root, stderr=subprocess.DEVNULL))
+            time.sleep(0.2)
+
+    runner = threading.Thread(target=keep_jobs_running, daemon=True)
+    runner.start()
+    try:
+        yield procs
+    finally:
+        stop.set()
+        runner.join()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_workers_that_retire_at_their_walltime_still_finish_the_run(scenario, tmp_path, reference):
+    """Workers leave mid-run and take the results they held with them (no other worker is free to receive
+    them); the store makes the recomputation of those a read, so the run finishes with the right answer."""
+    from distributed import Client, LocalCluster
+
+    log = tmp_path / "calls.log"
+    harness = FaultyHarness(extras={"log": str(log), "sleep": 1.0})
+    n = len(qcmb_dask.plan(faulty_input()))
+    with (
+        LocalCluster(n_workers=0, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+        batch_system(cluster.scheduler_address) as jobs,
+    ):
+        result = qcmb_dask.compute(
+            faulty_input(), client, harnesses=[harness], cache=tmp_path / "store", progress=False
+        )
+        started_jobs = len(jobs)
+    pids = {line.split()[2] for line in Path(log).read_text().splitlines()}
+    assert len(pids) > 2 and started_jobs > 2  # workers were replaced during the run
+    assert calls(log, "done") == n  # nothing computed twice: what retiring workers lost came from the store
+    assert len(entries(tmp_path / "store")) == n
+    scenario.record(
+        "workers retire at a 4±1 s walltime and are replaced",
+        f"{started_jobs} worker processes; lost results reread from the store",
+        calls=calls(log),
+        stored=n,
+        answer=assert_same_answer(result, reference),
+    )
