@@ -139,14 +139,15 @@ def scheduler_settings() -> dict:
     """Dask settings for a scheduler qcmb_dask starts (it reads them when it starts, in this process).
 
     - allowed-failures: tries of a fragment whose worker dies under it (a lost worker is rarely its fault);
-    - worker-saturation 1.0: a worker holds only the fragments it is running, none queued behind them. A
-      queued fragment would wait behind a long one instead of starting on the next free worker, and would
-      count as a suspect when that worker dies. The scheduler round trip this costs per fragment is
-      milliseconds; fragments take seconds to hours.
+    - worker-saturation (default 1.0): a worker holds only the fragments it is running, none queued behind
+      them. A queued fragment would wait behind a long one instead of starting on the next free worker, and
+      would count as a suspect each time that worker dies: behind a fragment that crashes its worker every
+      time, the same next-in-priority fragment would fail with it. The scheduler round trip this costs is
+      about 1 ms per fragment on 2 cores (benchmarks/overhead.py); fragments take seconds to hours.
     """
     return {
         "distributed.scheduler.allowed-failures": dask.config.get("qcmb_dask.allowed-failures"),
-        "distributed.scheduler.worker-saturation": 1.0,
+        "distributed.scheduler.worker-saturation": dask.config.get("qcmb_dask.worker-saturation"),
     }
 
 
