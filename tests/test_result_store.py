@@ -112,6 +112,15 @@ def test_a_nocp_run_after_a_cp_run_computes_only_what_cp_did_not(scenario, tmp_p
     )
 
 
+def test_a_larger_cluster_at_the_same_geometry_reuses_the_smaller_ones_nocp_calculations(tmp_path, reference):
+    """The dimer's monomers and the dimer itself are the same calculations inside the trimer (nocp: no ghosts)."""
+    run(tmp_path, data=faulty_input(2))
+    assert calls(tmp_path / "calls.log") == 3
+    trimer = run(tmp_path)
+    assert calls(tmp_path / "calls.log") == 3 + len(qcmb_dask.plan(faulty_input())) - 3
+    assert_same_answer(trimer, reference)
+
+
 def test_an_energy_run_reuses_a_gradient_run_but_a_gradient_run_needs_gradients(scenario, tmp_path, reference):
     n = len(qcmb_dask.plan(faulty_input()))
     gradient = run(tmp_path, data=faulty_input(driver="gradient"))
