@@ -34,9 +34,13 @@ def median(values: List[float]) -> float:
 @contextlib.contextmanager
 def warm_client(n_workers: int, threads_per_worker: int = 1):
     """A LocalCluster with worker processes, as compute(cluster=None) would start, kept across repetitions."""
+    import dask
     from distributed import Client, LocalCluster
 
+    from qcmb_dask.clusters import scheduler_settings
+
     with (
+        dask.config.set(scheduler_settings()),
         LocalCluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
