@@ -49,12 +49,18 @@ class DistributedSession:
 
         reporter.dashboard(self.client.dashboard_link)
         nlevels = len(graph.levels)
-        futures = self.client.compute([graph.outcome, *graph.levels.values(), *graph.fragments.values()])
+        levels = [graph.levels[nbody] for nbody in sorted(graph.levels)]
+        futures = self.client.compute([graph.outcome, *levels, *graph.fragments.values()])
         outcome_future, level_futures, fragment_futures = futures[0], futures[1 : 1 + nlevels], futures[1 + nlevels :]
         try:
+            # Levels k and k+1 often finish together (the last monomer completes both): report them in order.
+            done, reported = set(), 0
             for future in as_completed(level_futures):
-                if future.status == "finished":
-                    reporter.level(future.result(), bsse_types)
+                done.add(future.key)
+                while reported < nlevels and level_futures[reported].key in done:
+                    if level_futures[reported].status == "finished":
+                        reporter.level(level_futures[reported].result(), bsse_types)
+                    reported += 1
             wait([outcome_future])
             if outcome_future.status == "finished":
                 return outcome_future.result()
