@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-from .errors import FragmentError
+from .errors import FragmentError, FragmentsFailed
 from .fragment import FragmentFailure, FragmentOutput
 from .inputs import NormalizedInput
 from .plan import qcmb_computer, truncated_core
@@ -152,8 +152,6 @@ def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: Li
 
 def answer(outcome: Outcome):
     """The ManyBodyResult of an outcome, or :class:`FragmentsFailed` (``build_graph``'s last node)."""
-    from .errors import FragmentsFailed
-
     if outcome.failures:
         raise FragmentsFailed(outcome.failures, levels_done=sorted(outcome.levels))
     return outcome.result

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Callable, Optional, TextIO, Union
+
+from .analysis import LevelIncomplete
+from .store import StoreWarning
 
 logger = logging.getLogger("qcmb_dask")
 
@@ -34,7 +38,7 @@ class Reporter:
             self.say(f"qcmb_dask: Dask dashboard at {link}")
 
     def level(self, level, bsse_types) -> None:
-        if not hasattr(level, "interaction_energy"):  # LevelIncomplete
+        if isinstance(level, LevelIncomplete):
             self.say(
                 f"qcmb_dask: the {level.nbody}-body level cannot be assembled: {len(level.failed)} of its "
                 f"{level.ncalculations} calculations failed"
@@ -52,8 +56,6 @@ class Reporter:
 
     def stats(self, stats, store_root) -> None:
         """Where the fragment results came from; a loud warning when the store could not keep them."""
-        if stats is None:
-            return
         if store_root is not None:
             self.say(
                 f"qcmb_dask: {stats.computed} fragment(s) computed, {stats.from_store} taken from the store "
@@ -65,10 +67,6 @@ class Reporter:
                 + ", ".join(list(stats.escalated)[:5])
             )
         if stats.store_error_count:
-            import warnings
-
-            from .store import StoreWarning
-
             warnings.warn(
                 f"qcmb_dask: {stats.store_error_count} fragment result(s) could not be written to the store "
                 f"({'; '.join(stats.store_errors)}). This run's answer is complete and unaffected, but a rerun "
