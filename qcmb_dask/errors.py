@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class FragmentError(RuntimeError):
     """One fragment calculation failed.
@@ -10,7 +12,17 @@ class FragmentError(RuntimeError):
     ``random_error``, ``unknown_error``, ...) so callers can decide what is worth retrying.
     """
 
-    def __init__(self, label: str, nbody: int, program: str, method: str, basis: str, error_type: str, message: str):
+    def __init__(
+        self,
+        label: str,
+        nbody: int,
+        program: str,
+        method: str,
+        basis: str,
+        error_type: str,
+        message: str,
+        record: Optional[str] = None,
+    ):
         self.label = label
         self.nbody = nbody
         self.program = program
@@ -18,15 +30,18 @@ class FragmentError(RuntimeError):
         self.basis = basis
         self.error_type = error_type
         self.message = message
+        #: the file with QCEngine's whole FailedOperation (input, error, traceback), when a store was on
+        self.record = record
+        where = f" [input and full error: {record}]" if record else ""
         super().__init__(
-            f"Fragment {label} ({nbody}-body, {program} {method}/{basis}) failed with {error_type}: {message}"
+            f"Fragment {label} ({nbody}-body, {program} {method}/{basis}) failed with {error_type}: {message}{where}"
         )
 
     def __reduce__(self):
         # Keep every field through pickling: the error travels from a worker to the client.
         return (
             type(self),
-            (self.label, self.nbody, self.program, self.method, self.basis, self.error_type, self.message),
+            (self.label, self.nbody, self.program, self.method, self.basis, self.error_type, self.message, self.record),
         )
 
 

@@ -165,12 +165,14 @@ def run_fragment(parent, job: FragmentJob, after: Any = None) -> Union[FragmentO
         message = result.error.error_message
         if escalated:
             message = f"{message} (also with the convergence fallback {escalated})"
-        return FragmentFailure(job.label, job.nbody, fragment_error(job, result.error.error_type, message))
+        record = _keep_failure(store, key, driver, result, job.label)
+        return FragmentFailure(job.label, job.nbody, fragment_error(job, result.error.error_type, message, record))
 
     output = _output(job, result, driver, start, from_store=False, escalated=escalated)
     if store is not None:
         try:
             store.save(key, driver, result.model_dump_json())
+            store.forget_failure(key, driver)
         except OSError as err:
             output.store_error = f"{store.path(key, driver)}: {err}"
             logger.warning("qcmb_dask: could not store the result of %s: %s", job.label, output.store_error)
@@ -184,6 +186,17 @@ def _store_and_key(job: FragmentJob, inp) -> Tuple[Optional[ResultStore], Option
 
     version = qcengine.get_program(job.program).get_version() or "unknown"
     return ResultStore(Path(job.policy.store)), calculation_key(inp, job.program, version)
+
+
+def _keep_failure(store: Optional[ResultStore], key: str, driver: str, failed, label: str) -> Optional[str]:
+    """Write QCEngine's FailedOperation (input, error, traceback) beside the store; its path, or None."""
+    if store is None:
+        return None
+    try:
+        return str(store.save_failure(key, driver, failed.model_dump_json()))
+    except OSError as err:
+        logger.warning("qcmb_dask: could not keep the failure record of %s: %s", label, err)
+        return None
 
 
 def _as_this_run_asked(stored: Optional[dict], inp, job: FragmentJob):
@@ -212,10 +225,17 @@ def escalation_keywords(program: str) -> Optional[Dict[str, Any]]:
     return getattr(qcengine.get_program(program, check=False), "escalation_keywords", None)
 
 
-def fragment_error(job: FragmentJob, error_type: str, message: str) -> FragmentError:
+def fragment_error(job: FragmentJob, error_type: str, message: str, record: Optional[str] = None) -> FragmentError:
     model = job.specification.get("model", {})
     return FragmentError(
-        job.label, job.nbody, job.program, model.get("method", "?"), model.get("basis", "?"), error_type, message
+        job.label,
+        job.nbody,
+        job.program,
+        model.get("method", "?"),
+        model.get("basis", "?"),
+        error_type,
+        message,
+        record=record,
     )
 
 

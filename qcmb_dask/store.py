@@ -156,20 +156,19 @@ class ResultStore:
         """Write one entry atomically (temp file in the same directory + rename). Raises OSError."""
         payload = result_json.encode()
         header = {"format": FORMAT, "key": key, "driver": driver, "sha256": hashlib.sha256(payload).hexdigest()}
-        path = self.path(key, driver)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                _write_bytes(f, json.dumps(header).encode() + b"\n" + payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+        return _write_atomically(self.path(key, driver), json.dumps(header).encode() + b"\n" + payload)
+
+    def failure_path(self, key: str, driver: str) -> Path:
+        return Path(self.root) / "failed" / f"{key}.{driver}.json"
+
+    def save_failure(self, key: str, driver: str, failed_json: str) -> Path:
+        """Keep a failed calculation's whole record (QCEngine's FailedOperation: its input, the error, the
+        traceback) where the user can read it; never read back as a result. Raises OSError."""
+        return _write_atomically(self.failure_path(key, driver), failed_json.encode())
+
+    def forget_failure(self, key: str, driver: str) -> None:
+        """The calculation succeeded: an earlier failure record would only mislead."""
+        self.failure_path(key, driver).unlink(missing_ok=True)
 
     def entries(self) -> Iterable[Path]:
         return Path(self.root).glob("??/*.json")
@@ -180,14 +179,31 @@ class ResultStore:
         return {"root": str(self.root), "entries": len(files), "bytes": sum(f.stat().st_size for f in files)}
 
     def clear(self) -> int:
-        """Delete every entry (and leftover temporary files); returns how many entries were removed."""
+        """Delete every entry (and failure records, leftover temporary files); returns how many entries were removed."""
         removed = 0
         for path in list(self.entries()):
             path.unlink(missing_ok=True)
             removed += 1
-        for tmp in Path(self.root).glob("??/.*.tmp"):
-            tmp.unlink(missing_ok=True)
+        for leftover in [*Path(self.root).glob("??/.*.tmp"), *Path(self.root).glob("failed/*")]:
+            leftover.unlink(missing_ok=True)
         return removed
+
+
+def _write_atomically(path: Path, data: bytes) -> Path:
+    """A temporary file in the same directory, fsync, rename: readers see the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_bytes(f, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def _write_bytes(f, data: bytes) -> None:

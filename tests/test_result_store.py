@@ -3,6 +3,7 @@ leave the others stored, retries, escalation, partial results. In-process runs o
 injected faults (``FaultyHarness``), counting every calculation it is asked for."""
 
 import errno
+import json
 import subprocess
 import sys
 import textwrap
@@ -216,10 +217,16 @@ def test_a_deterministic_failure_is_not_retried_and_every_other_fragment_is_stor
     for failure in err.failures:
         assert failure.label in str(err)
     assert "run the same input again" in str(err) and str(tmp_path / "store") in str(err)
+    for failure in err.failures:  # the whole FailedOperation is kept, and the message says where
+        assert f"input and full error: {failure.record}" in str(err)
+        record = json.loads(Path(failure.record).read_text())
+        assert "injected: 2-water calculations always fail" in record["error"]["error_message"]
+        assert sum(record["input_data"]["molecule"]["real"]) == 6
     assert calls(tmp_path / "calls.log") == n  # each dimer tried once: input errors are not retried
     assert len(entries(tmp_path / "store")) == n - 3
     fixed = run(tmp_path)  # the cause fixed: only the three dimers run
     assert calls(tmp_path / "calls.log") == n + 3
+    assert not list((tmp_path / "store" / "failed").iterdir())  # the records of fixed failures are gone
     scenario.record(
         "3 dimers fail with an input error (retries=5), then a fixed rerun",
         "FragmentsFailed lists all 3, not retried; rerun computes only those 3",
