@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -62,6 +63,74 @@ def test_a_worker_sigkilled_mid_run_costs_only_its_fragment(scenario, tmp_path, 
         stored=n,
         answer=assert_same_answer(outcome["result"], reference),
     )
+
+
+def test_ctrl_c_on_the_embedded_cluster_stops_it_and_a_rerun_computes_only_the_rest(scenario, tmp_path, reference):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the client and its workers."""
+    n = len(qcmb_dask.plan(faulty_input()))
+    log, store = tmp_path / "calls.log", tmp_path / "store"
+    script = textwrap.dedent(
+        f"""
+        import qcmb_dask
+        from tests.conftest import faulty_input
+        from tests.fake_programs import FaultyHarness
+        if __name__ == "__main__":
+            harness = FaultyHarness(extras={{"log": {str(log)!r}, "sleep": 1.0}})
+            qcmb_dask.compute(faulty_input(), harnesses=[harness], cache={str(store)!r}, progress=False)
+        """
+    )
+    (tmp_path / "run.py").write_text(script)
+
+    def as_a_terminal_would():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background shell may have set it to "ignore"
+        os.setpgrp()
+
+    root = Path(__file__).resolve().parent.parent
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, str(tmp_path / "run.py")],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stderr=stderr,
+            preexec_fn=as_a_terminal_would,
+        )
+    deadline = time.time() + 120
+    while len(entries(store)) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+    os.killpg(proc.pid, signal.SIGINT)
+    interrupted = time.time()
+    assert proc.wait(timeout=60) != 0
+    stopped_after = time.time() - interrupted
+    assert stopped_after < 30
+    assert "KeyboardInterrupt" in (tmp_path / "stderr.txt").read_text()
+    deadline = time.time() + 30
+    while _group_alive(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _group_alive(proc.pid), "worker processes outlived the interrupted client"
+    stored = len(entries(store))
+    assert 2 <= stored < n
+    before = calls(log)
+    result = qcmb_dask.compute(
+        faulty_input(), "sync", harnesses=[FaultyHarness(extras={"log": str(log)})], cache=store, progress=False
+    )
+    assert calls(log) - before == n - stored
+    scenario.record(
+        "Ctrl-C (SIGINT to the client and its workers) on the embedded cluster, then rerun",
+        f"client stopped {stopped_after:.1f} s after SIGINT, no process left; {stored} of {n} were stored, "
+        f"the rerun computed the other {n - stored}",
+        calls=calls(log),
+        stored=n,
+        answer=assert_same_answer(result, reference),
+    )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_fragment_that_kills_its_worker_every_time_fails_alone(scenario, tmp_path, reference):
