@@ -16,7 +16,7 @@ import numpy as np
 
 from . import watchdog
 from .errors import FragmentError
-from .store import DRIVER_RANK, ResultStore, calculation_key
+from .store import DRIVER_RANK, ResultStore, calculation_key, harness_fingerprint
 
 logger = logging.getLogger("qcmb_dask")
 
@@ -184,8 +184,10 @@ def _store_and_key(job: FragmentJob, inp) -> Tuple[Optional[ResultStore], Option
         return None, None
     import qcengine
 
-    version = qcengine.get_program(job.program).get_version() or "unknown"
-    return ResultStore(Path(job.policy.store)), calculation_key(inp, job.program, version)
+    harness = qcengine.get_program(job.program)
+    version = harness.get_version() or "unknown"
+    key = calculation_key(inp, job.program, version, harness_fingerprint(harness))
+    return ResultStore(Path(job.policy.store)), key
 
 
 def _keep_failure(store: Optional[ResultStore], key: str, driver: str, failed, label: str) -> Optional[str]:

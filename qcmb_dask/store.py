@@ -74,14 +74,19 @@ def prepare(root: Path) -> None:
         ) from err
 
 
-def calculation_key(atomic_input, program: str, program_version: str) -> str:
-    """The content key of one calculation, independent of its driver (the driver is part of the file name)."""
+def calculation_key(atomic_input, program: str, program_version: str, harness: Any = None) -> str:
+    """The content key of one calculation, independent of its driver (the driver is part of the file name).
+
+    ``harness`` stands for what the QCEngine harness adds to the input (keyword defaults, how it calls the
+    program): :func:`harness_fingerprint`. Without it a changed default would serve old numbers as new ones.
+    """
     spec = atomic_input.specification
     mol = atomic_input.molecule
     content = {
         "format": FORMAT,
         "program": program.lower(),
         "program_version": program_version,
+        "harness": harness,
         "method": spec.model.method.lower(),
         "basis": (spec.model.basis or "").lower(),
         "keywords": spec.keywords,
@@ -100,6 +105,18 @@ def calculation_key(atomic_input, program: str, program_version: str) -> str:
         },
     }
     return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
+
+def harness_fingerprint(harness) -> Any:
+    """What a harness adds to every calculation: its own ``store_fingerprint()`` where it has one (the shipped
+    PySCF harness: its keyword defaults and a revision), else QCEngine's version, whose harnesses set defaults
+    of their own (a QCEngine upgrade then recomputes rather than trust them unchanged)."""
+    own = getattr(harness, "store_fingerprint", None)
+    if own is not None:
+        return own()
+    import qcengine
+
+    return {"qcengine": qcengine.__version__}
 
 
 def canonical_json(obj: Any) -> str:

@@ -2,6 +2,7 @@
 leave the others stored, retries, escalation, partial results. In-process runs of a PySCF program with
 injected faults (``FaultyHarness``), counting every calculation it is asked for."""
 
+import dataclasses
 import errno
 import json
 import subprocess
@@ -84,8 +85,26 @@ def test_key_ignores_dictionary_order_and_driver_but_changes_with_anything_that_
         key(_atomic_input({"conv_tol": 1e-11, "max_cycle": 50})),
         key(_atomic_input({"conv_tol": 1e-10, "max_cycle": 50}), program="nwchem"),
         key(_atomic_input({"conv_tol": 1e-10, "max_cycle": 50}), version="2.15.0"),
+        store.calculation_key(_atomic_input({"conv_tol": 1e-10, "max_cycle": 50}), "pyscf", "2.14.0", {"rev": 2}),
     ]
     assert len(set(different)) == len(different) and base not in different
+
+
+def test_a_changed_harness_default_changes_the_key(monkeypatch):
+    """Stored numbers computed under other harness defaults must not be served as this harness's."""
+    from qcmb_dask.programs.pyscf import PySCFHarness
+    from qcmb_dask.programs.pyscf import harness as pyscf_harness
+
+    inp = _atomic_input()
+    before = store.calculation_key(inp, "pyscf", "2.14.0", store.harness_fingerprint(PySCFHarness()))
+
+    @dataclasses.dataclass(frozen=True)
+    class LooserDefaults(pyscf_harness.PySCFOptions):
+        conv_tol: float = 1e-6
+
+    monkeypatch.setattr(pyscf_harness, "PySCFOptions", LooserDefaults)
+    after = store.calculation_key(inp, "pyscf", "2.14.0", store.harness_fingerprint(PySCFHarness()))
+    assert after != before
 
 
 def test_ghost_atoms_are_part_of_the_key(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any, ClassVar, Dict, Sequence
 
 from qcelemental.models.v2 import AtomicInput, AtomicResult, Provenance
@@ -30,6 +31,10 @@ class PySCFHarness(ProgramHarness):
     #: atoms PySCF takes a deprecated linear-dependency path for it.)
     escalation_keywords: ClassVar[Dict[str, Any]] = {"max_cycle": 200, "level_shift": 0.2}
 
+    #: Bump when the harness changes how it computes (not only its keyword defaults): the result store then
+    #: recomputes instead of serving numbers from the earlier harness.
+    REVISION: ClassVar[int] = 1
+
     _defaults: ClassVar[Dict[str, Any]] = {
         "name": "pyscf",
         "scratch": False,
@@ -50,6 +55,10 @@ class PySCFHarness(ProgramHarness):
         import pyscf
 
         return pyscf.__version__
+
+    def store_fingerprint(self) -> Dict[str, Any]:
+        """What this harness adds to every calculation, for the result store's key."""
+        return {"harness": "qcmb_dask.pyscf", "revision": self.REVISION, "defaults": asdict(PySCFOptions())}
 
     def check_request(
         self, method: str, basis: str, driver: str, keywords: dict, embedded: bool, elements: Sequence[str]
