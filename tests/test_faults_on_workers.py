@@ -240,11 +240,14 @@ def test_workers_that_retire_at_their_walltime_still_finish_the_run(scenario, tm
         started_jobs = len(jobs)
     pids = {line.split()[2] for line in Path(log).read_text().splitlines()}
     assert len(pids) > 2 and started_jobs > 2  # workers were replaced during the run
-    assert calls(log, "done") == n  # nothing computed twice: what retiring workers lost came from the store
+    # Finished results the retiring workers took with them came back from the store, not the program. A fragment
+    # still running when its worker left can run again elsewhere (the scheduler reschedules it as soon as the
+    # worker is removed, while its process may still finish): at most one per worker that ended.
+    assert n <= calls(log, "done") <= n + started_jobs - 1
     assert len(entries(tmp_path / "store")) == n
     scenario.record(
         "workers retire at a 4±1 s walltime and are replaced",
-        f"{started_jobs} worker processes; lost results reread from the store",
+        f"{started_jobs} worker processes; lost results reread from the store; {calls(log, 'done') - n} ran twice",
         calls=calls(log),
         stored=n,
         answer=assert_same_answer(result, reference),
