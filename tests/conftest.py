@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -153,14 +154,28 @@ requires_nwchem = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def local_client():
-    """A real LocalCluster with worker processes, shared by the tests that need one (startup costs seconds)."""
+@contextlib.contextmanager
+def two_worker_client():
+    """A real LocalCluster as ``compute()`` starts one (worker processes with one thread, qcmb_dask's scheduler
+    settings), on 2 workers, and a client to it."""
+    import dask
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        with Client(cluster) as client:
-            yield client
+    from qcmb_dask.clusters import scheduler_settings
+
+    with (
+        dask.config.set(scheduler_settings()),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def local_client():
+    """:func:`two_worker_client`, shared by the tests that only use it (startup costs seconds)."""
+    with two_worker_client() as client:
+        yield client
 
 
 @pytest.fixture

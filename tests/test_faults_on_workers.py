@@ -18,25 +18,17 @@ import pytest
 import qcmb_dask
 from qcmb_dask.errors import FragmentsFailed
 
-from .conftest import assert_same_answer, entries, faulty_input
+from .conftest import assert_same_answer, entries, faulty_input, two_worker_client
 from .fake_programs import FaultyHarness, calls
 
 pytestmark = pytest.mark.slow
 
 
-def local_cluster(**kwargs):
-    from distributed import LocalCluster
-
-    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", **kwargs)
-
-
 def test_a_worker_sigkilled_mid_run_costs_only_its_fragment(scenario, tmp_path, reference):
-    from distributed import Client
-
     log = tmp_path / "calls.log"
     harness = FaultyHarness(extras={"log": str(log), "sleep": 1.0})
     n = len(qcmb_dask.plan(faulty_input()))
-    with local_cluster() as cluster, Client(cluster) as client:
+    with two_worker_client() as client:
         outcome = {}
         runner = threading.Thread(
             target=lambda: outcome.setdefault(

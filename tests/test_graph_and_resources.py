@@ -130,11 +130,7 @@ def test_fragments_wait_on_the_scheduler_not_queued_behind_each_other_on_workers
     queued fragment down with it."""
     import threading
 
-    import dask
-    from distributed import Client, LocalCluster
-
-    from qcmb_dask.clusters import scheduler_settings
-
+    from .conftest import two_worker_client
     from .fake_programs import FaultyHarness
 
     def snapshot(dask_scheduler):
@@ -145,11 +141,7 @@ def test_fragments_wait_on_the_scheduler_not_queued_behind_each_other_on_workers
 
     data = mbe_input(3, keywords={"bsse_type": "nocp"}, program="faulty")
     harness = FaultyHarness(extras={"sleep": 0.5})
-    with (
-        dask.config.set(scheduler_settings()),
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
+    with two_worker_client() as client:
         seen, done = [], threading.Event()
         runner = threading.Thread(
             target=lambda: (qcmb_dask.compute(data, client, harnesses=[harness], progress=False), done.set())
