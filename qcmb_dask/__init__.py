@@ -8,7 +8,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import config as _config  # noqa: F401  loads defaults into dask.config
 from .analysis import LevelResult, PartialResult
-from .api import build_graph, compute, plan
+from .api import build_graph, compute, job_script, plan
+from .batch import WorkersNeverArrived
 from .computer import ManyBodyComputer
 from .errors import FragmentError, FragmentsFailed
 from .plan import FragmentTask, Plan
@@ -32,7 +33,9 @@ __all__ = [
     "Plan",
     "ResultStore",
     "StoreWarning",
+    "WorkersNeverArrived",
     "build_graph",
     "compute",
+    "job_script",
     "plan",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import sys
+from typing import Any, Optional, Sequence, Tuple
 
 from . import config, programs, store, validate
 from .analysis import Outcome, PartialResult
-from .clusters import open_session
+from .batch_settings import resolve as resolve_batch_settings
+from .clusters import batch_request, open_session
 from .errors import FragmentsFailed
 from .fragment import RunPolicy
 from .graph import build
@@ -22,6 +24,9 @@ def compute(
     input: InputLike,
     cluster: Any = None,
     *,
+    jobs: Optional[int] = None,
+    adapt: Optional[Tuple[int, int]] = None,
+    cluster_options: Optional[dict] = None,
     n_workers: Optional[int] = None,
     threads_per_task: Optional[int] = None,
     memory_per_task: Optional[float] = None,
@@ -44,7 +49,17 @@ def compute(
     cluster
         ``None``/``"local"``: an embedded ``distributed.LocalCluster`` sized to this machine, closed afterwards.
         ``"sync"``: in-process, one fragment at a time (the reference executor).
+        ``"slurm"``, ``"pbs"``, ``"sge"``, ``"lsf"``, ``"htcondor"``, ``"oar"``, ``"moab"`` or a profile file
+        (``"mysite.yaml"``, dask-jobqueue's format; see ``cluster_configs/``): batch jobs through
+        dask-jobqueue, submitted from here, cancelled when this returns, raises or is interrupted.
         A ``distributed.Client``, a Dask cluster object or a ``"tcp://host:port"`` address: used and left running.
+    jobs, adapt
+        Batch clusters: ``jobs=N`` keeps N jobs (a job that ends is replaced while work remains), or
+        ``adapt=(min, max)`` lets Dask choose between min and max jobs. Default: enough jobs for every
+        calculation, at most ``qcmb_dask.batch.max-jobs`` (10).
+    cluster_options
+        Batch clusters: dask-jobqueue settings for this call (``queue``, ``account``, ``cores``, ``memory``,
+        ``walltime``, ``job_script_prologue``, ``interface``, ...), over the dask config and the profile.
     n_workers, threads_per_task, memory_per_task
         Fragments run at once, cores per fragment, GiB per fragment. Defaults fill the machine without
         oversubscribing it (embedded cluster) or give each fragment one core (a cluster you pass).
@@ -91,6 +106,18 @@ def compute(
     store_root = store.resolve(cache)
     programs.register(harnesses)
     the_plan = make_plan(input)  # validates everything before a single task is submitted
+    threads_per_task = config.resolve(threads_per_task, "threads-per-task")
+    memory_per_task = config.resolve(memory_per_task, "memory-per-task")
+    batch = batch_request(
+        cluster,
+        jobs=jobs,
+        adapt=adapt,
+        cluster_options=cluster_options,
+        n_workers=n_workers,
+        threads_per_task=threads_per_task,
+        memory_per_task=memory_per_task,
+        ncalculations=len(the_plan),
+    )
     if cluster in (None, "local", "sync"):
         # The programs run here: they must be installed here. (On a cluster you pass, they may live
         # only on the workers, e.g. behind a module load in the job script.)
@@ -106,11 +133,12 @@ def compute(
     with open_session(
         cluster,
         n_workers=n_workers,
-        threads_per_task=config.resolve(threads_per_task, "threads-per-task"),
-        memory_per_task=config.resolve(memory_per_task, "memory-per-task"),
+        threads_per_task=threads_per_task,
+        memory_per_task=memory_per_task,
         harnesses=harnesses,
         ncalculations=len(the_plan),
         timeout_per_task=policy.timeout,
+        batch=batch,
     ) as session:
         graph = build(
             the_plan,
@@ -176,3 +204,33 @@ def build_graph(
         config.resolve(threads_per_task, "threads-per-task") or 1, config.resolve(memory_per_task, "memory-per-task")
     )
     return build(the_plan, task_config=resources.task_config(), ordering=config.resolve(ordering, "ordering")).result
+
+
+def job_script(
+    cluster: str = "slurm",
+    *,
+    cluster_options: Optional[dict] = None,
+    threads_per_task: Optional[int] = None,
+    memory_per_task: Optional[float] = None,
+) -> str:
+    """The job script ``compute(..., cluster=cluster, cluster_options=...)`` would submit; submits nothing.
+
+    ``cluster``: a batch system name or a profile file, as for :func:`compute`. The scheduler address in
+    the script is a placeholder: the real one exists only once ``compute`` starts the scheduler.
+
+    Examples
+    --------
+    >>> print(qcmb_dask.job_script("slurm", cluster_options={"account": "chem42"}))  # doctest: +SKIP
+    """
+    settings = resolve_batch_settings(
+        cluster,
+        cluster_options,
+        threads_per_task=config.resolve(threads_per_task, "threads-per-task"),
+        memory_per_task=config.resolve(memory_per_task, "memory-per-task"),
+    )
+    job_class = settings.cluster_class.job_cls
+    kwargs = {k: v for k, v in settings.kwargs.items() if k != "scheduler_options"}
+    kwargs.setdefault("python", sys.executable)
+    script = job_class(scheduler="tcp://SCHEDULER:8786", name="WORKER-NAME", **kwargs).job_script()
+    notes = "".join(f"# qcmb_dask: {note}\n" for note in settings.notes)
+    return script + notes

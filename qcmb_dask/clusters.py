@@ -6,18 +6,17 @@ Knows nothing about chemistry: it runs an :class:`~qcmb_dask.graph.MBEGraph` and
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import dask
 
+from . import batch_settings, watchdog
 from . import resources as res
-from . import watchdog
 from .analysis import LevelResult, Outcome, summarize
 from .fragment import fragment_error, worker_lost_error
 from .graph import MBEGraph
 from .progress import Reporter
-
-BATCH_SYSTEMS = ("slurm", "pbs", "sge", "lsf", "htcondor", "oar", "moab")
 
 
 class SyncSession:
@@ -118,8 +117,30 @@ def open_session(
     harnesses: Sequence = (),
     ncalculations: Optional[int] = None,
     timeout_per_task: Optional[float] = None,
+    batch: Optional["BatchRequest"] = None,
 ) -> Iterator[Any]:
-    """Yield a session for ``cluster``; close what this call started, leave what the user gave running."""
+    """Yield a session for ``cluster``; close what this call started, leave what the user gave running.
+
+    ``batch``: for a batch system (``cluster="slurm"`` or a profile file), the settings and job counts,
+    resolved and checked before this is called (see :func:`batch_request`).
+    """
+    if batch is not None:
+        from .batch import batch_client
+
+        with batch_client(
+            batch.settings,
+            jobs=batch.jobs,
+            adapt=batch.adapt,
+            scheduler_settings=scheduler_settings(batch=True),
+            worker_timeout=float(dask.config.get("qcmb_dask.batch.worker-timeout")),
+        ) as client:
+            install_harnesses(client, harnesses)
+            settings = batch.settings
+            workers = settings.workers_per_job * (batch.adapt[1] if batch.adapt else batch.jobs)
+            yield DistributedSession(
+                client, res.Resources(workers, settings.threads_per_task, settings.memory_per_task)
+            )
+        return
     if cluster == "sync":
         if timeout_per_task:
             raise ValueError(
@@ -141,18 +162,77 @@ def open_session(
         yield DistributedSession(client, _given_resources(client, threads_per_task, memory_per_task))
 
 
-def scheduler_settings() -> dict:
+@dataclass(frozen=True)
+class BatchRequest:
+    """A batch cluster for one call: its settings and either a fixed number of jobs or adapt's bounds."""
+
+    settings: batch_settings.BatchSettings
+    jobs: Optional[int]
+    adapt: Optional[Tuple[int, int]]
+
+
+def batch_request(
+    cluster: Any,
+    *,
+    jobs: Optional[int],
+    adapt: Optional[Sequence[int]],
+    cluster_options: Optional[dict],
+    n_workers: Optional[int],
+    threads_per_task: Optional[int],
+    memory_per_task: Optional[float],
+    ncalculations: int,
+) -> Optional[BatchRequest]:
+    """Check the batch arguments before anything is submitted; ``None`` when ``cluster`` is no batch system."""
+    if not batch_settings.is_batch(cluster):
+        given = [name for name, v in (("jobs", jobs), ("adapt", adapt), ("cluster_options", cluster_options)) if v]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} apply to batch clusters (cluster='slurm', 'pbs', ... or a profile file); "
+                f"cluster={cluster!r} is not one."
+            )
+        return None
+    if n_workers is not None:
+        raise ValueError("n_workers is for the embedded cluster; on a batch cluster give jobs=N or adapt=(min, max).")
+    if jobs is not None and adapt is not None:
+        raise ValueError("give jobs=N (a fixed number of jobs) or adapt=(min, max), not both.")
+    settings = batch_settings.resolve(
+        cluster, cluster_options, threads_per_task=threads_per_task, memory_per_task=memory_per_task
+    )
+    if adapt is not None:
+        bounds = tuple(adapt)
+        if (
+            len(bounds) != 2
+            or not all(isinstance(b, int) for b in bounds)
+            or not 0 <= bounds[0] <= bounds[1]
+            or bounds[1] < 1
+        ):
+            raise ValueError(
+                f"adapt={adapt!r}: expected (minimum_jobs, maximum_jobs) with 0 <= minimum <= maximum, maximum >= 1."
+            )
+        return BatchRequest(settings, None, bounds)
+    if jobs is None:
+        jobs = batch_settings.jobs_for(
+            ncalculations, settings.workers_per_job, int(dask.config.get("qcmb_dask.batch.max-jobs"))
+        )
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}: expected a positive number of jobs.")
+    return BatchRequest(settings, jobs, None)
+
+
+def scheduler_settings(batch: bool = False) -> dict:
     """Dask settings for a scheduler qcmb_dask starts (it reads them when it starts, in this process).
 
-    - allowed-failures: tries of a fragment whose worker dies under it (a lost worker is rarely its fault);
+    - allowed-failures: tries of a fragment whose worker dies under it (a lost worker is rarely its fault;
+      on a batch cluster, jobs end at their walltime or are pre-empted: ``qcmb_dask.batch.allowed-failures``);
     - worker-saturation (default 1.0): a worker holds only the fragments it is running, none queued behind
       them. A queued fragment would wait behind a long one instead of starting on the next free worker, and
       would count as a suspect each time that worker dies: behind a fragment that crashes its worker every
       time, the same next-in-priority fragment would fail with it. The scheduler round trip this costs is
       about 1 ms per fragment on 2 cores (benchmarks/overhead.py); fragments take seconds to hours.
     """
+    failures_key = "qcmb_dask.batch.allowed-failures" if batch else "qcmb_dask.allowed-failures"
     return {
-        "distributed.scheduler.allowed-failures": dask.config.get("qcmb_dask.allowed-failures"),
+        "distributed.scheduler.allowed-failures": dask.config.get(failures_key),
         "distributed.scheduler.worker-saturation": dask.config.get("qcmb_dask.worker-saturation"),
     }
 
@@ -184,18 +264,13 @@ def _given_client(cluster):
     if isinstance(cluster, Client):
         yield cluster
         return
-    if isinstance(cluster, str) and cluster.lower() in BATCH_SYSTEMS:
-        raise ValueError(
-            f"cluster={cluster!r}: batch schedulers through dask-jobqueue are not wired in yet. Start a "
-            "dask-jobqueue cluster yourself and pass it: "
-            "cluster = dask_jobqueue.SLURMCluster(cores=..., memory=...); cluster.scale(jobs=4)."
-        )
     if (isinstance(cluster, str) and "://" in cluster) or hasattr(cluster, "scheduler_address"):
         with Client(cluster) as client:
             yield client
         return
     raise ValueError(
         f"cluster={cluster!r} is not understood. Use None (an embedded LocalCluster), 'sync' (in-process), "
+        f"a batch system ({', '.join(batch_settings.SYSTEMS)}) or a profile file (.yaml), "
         "a distributed.Client, a Dask cluster object, or a scheduler address such as 'tcp://host:8786'."
     )
 

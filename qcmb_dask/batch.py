@@ -1,0 +1,180 @@
+"""A dask-jobqueue cluster for one ``compute`` call: jobs submitted, replaced when they end, all cancelled after.
+
+- Jobs that end (walltime reached, ``scancel``, node lost) are replaced while work remains. dask-jobqueue
+  does not do this by itself: a job that ended stays in the cluster's plan, so neither ``scale`` nor
+  ``adapt`` sees a missing job (dask/dask-jobqueue#691). :class:`JobKeeper` forgets ended jobs.
+- No worker within ``qcmb_dask.batch.worker-timeout`` seconds (queue held, job script broken, workers
+  that cannot reach the scheduler): :class:`WorkersNeverArrived` with the job script, the queue's view and
+  the job logs, instead of a run that waits forever.
+- The cluster is closed and its jobs cancelled when compute returns, raises or is interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+from typing import Iterator, Optional, Tuple
+
+import dask
+
+from .batch_settings import BatchSettings
+
+#: the command that shows each system's queue, for the error when no worker arrives
+QUEUE_COMMANDS = {
+    "slurm": ["squeue", "-o", "%.12i %.24j %.10T %.10M %.6C %R"],
+    "pbs": ["qstat"],
+    "sge": ["qstat"],
+    "lsf": ["bjobs"],
+    "htcondor": ["condor_q"],
+    "oar": ["oarstat"],
+    "moab": ["showq"],
+}
+
+
+class WorkersNeverArrived(RuntimeError):
+    """Jobs were submitted but no worker connected in time; nothing was computed, the jobs are cancelled."""
+
+
+class JobKeeper:
+    """Keeps ``jobs`` jobs (or lets ``adapt`` decide) by forgetting jobs whose workers all left.
+
+    Runs on the cluster's event loop, so it never races the cluster's own bookkeeping. A job counts as
+    ended once its workers had connected and none is connected any more.
+    """
+
+    def __init__(self, cluster, jobs: Optional[int], interval_s: float = 1.0):
+        from tornado.ioloop import PeriodicCallback
+
+        self.cluster = cluster
+        self.jobs = jobs
+        self.seen: set = set()
+        self.replaced = 0
+        self._callback = PeriodicCallback(self._tick, interval_s * 1000)
+
+    def start(self) -> None:
+        self.cluster.loop.add_callback(self._callback.start)
+
+    def stop(self) -> None:
+        self.cluster.loop.add_callback(self._callback.stop)
+
+    def _job_of(self, worker_name) -> Optional[str]:
+        spec = self.cluster.worker_spec
+        if worker_name in spec:
+            return worker_name
+        job = str(worker_name).rsplit("-", 1)[0]  # a job of several workers names them <job>-0, <job>-1, ...
+        for name in spec:
+            if str(name) == job:
+                return name
+        return None
+
+    def _tick(self) -> None:
+        cluster = self.cluster
+        if cluster.status.name in ("closing", "closed"):
+            return
+        live = {self._job_of(w.get("name")) for w in cluster.scheduler_info.get("workers", {}).values()}
+        live.discard(None)
+        self.seen |= live
+        ended = [name for name in self.seen - live if name in cluster.worker_spec]
+        for name in ended:
+            self.seen.discard(name)
+            del cluster.worker_spec[name]
+            job = cluster.workers.pop(name, None)
+            if job is not None:  # cancel the job in case its process outlives its workers
+                asyncio.ensure_future(job.close())
+            self.replaced += 1
+        if ended and self.jobs is not None:
+            cluster.scale(jobs=self.jobs)
+
+
+@contextlib.contextmanager
+def batch_client(
+    settings: BatchSettings,
+    *,
+    jobs: Optional[int],
+    adapt: Optional[Tuple[int, int]],
+    scheduler_settings: dict,
+    worker_timeout: float,
+) -> Iterator:
+    """Start the cluster, submit the jobs, wait for a first worker; close it all on the way out."""
+    from distributed import Client
+
+    # The scheduler runs here; it reads these when it starts.
+    with dask.config.set(scheduler_settings):
+        cluster = settings.cluster_class(**settings.kwargs)
+    keeper = JobKeeper(cluster, None if adapt else jobs)
+    try:
+        with Client(cluster) as client:
+            if adapt:
+                cluster.adapt(minimum_jobs=adapt[0], maximum_jobs=adapt[1])
+            else:
+                cluster.scale(jobs=jobs)
+            keeper.start()
+            _wait_for_first_worker(client, cluster, settings, worker_timeout)
+            yield client
+    finally:
+        keeper.stop()
+        cluster.close()  # cancels every job it submitted (scancel / qdel)
+
+
+def _wait_for_first_worker(client, cluster, settings: BatchSettings, timeout: float) -> None:
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise WorkersNeverArrived(diagnose(cluster, settings, timeout)) from None
+
+
+def diagnose(cluster, settings: BatchSettings, waited: float) -> str:
+    """What a user needs when no worker came: the job script, the queue, the logs, what to try."""
+    queue_view = _queue_view(settings.system)
+    logs = _log_tails(settings.kwargs.get("log_directory"))
+    interface = settings.kwargs.get("interface")
+    return "\n".join(
+        [
+            f"No Dask worker connected within {waited:.0f} s of submitting {len(cluster.worker_spec)} "
+            f"{settings.system.upper()} job(s) named {settings.kwargs.get('job_name')!r}; nothing was computed and "
+            "the jobs are being cancelled.",
+            "Likely causes: the jobs are still queued or held (see the queue below), the job script fails "
+            "(see the logs), or the workers cannot reach the scheduler at "
+            f"{cluster.scheduler_address} (set 'interface' to the network the compute nodes share with this "
+            f"machine, e.g. ib0; now {interface!r}).",
+            "Wait longer with dask config qcmb_dask.batch.worker-timeout (seconds).",
+            "",
+            "Job script:",
+            cluster.job_script(),
+            f"Queue ({' '.join(QUEUE_COMMANDS.get(settings.system, ['?']))}):",
+            queue_view,
+            "",
+            logs,
+        ]
+    )
+
+
+def _queue_view(system: str) -> str:
+    command = QUEUE_COMMANDS.get(system)
+    if not command or not shutil.which(command[0]):
+        return f"  ({command[0] if command else system} not found here)"
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"  ({command[0]} failed: {e})"
+    return (out.stdout + out.stderr).rstrip() or "  (empty)"
+
+
+def _log_tails(log_directory: Optional[str], files: int = 2, lines: int = 15) -> str:
+    if not log_directory:
+        return "Job logs: no log_directory is set (set it to keep the jobs' output)."
+    log_directory = os.path.abspath(log_directory)
+    paths = sorted(glob.glob(os.path.join(log_directory, "*")), key=os.path.getmtime)[-files:]
+    if not paths:
+        return f"Job logs in {log_directory}: none written yet (the jobs have not started)."
+    out = [f"Job logs in {log_directory} (the newest):"]
+    for path in paths:
+        with open(path, errors="replace") as f:
+            tail = f.readlines()[-lines:]
+        out.append(f"--- {path}")
+        out.extend(line.rstrip() for line in tail)
+    return "\n".join(out)

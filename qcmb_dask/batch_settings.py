@@ -1,0 +1,257 @@
+"""What a dask-jobqueue cluster is started with: settings in layers, job sizing, walltime -> lifetime.
+
+Pure: reads files and dask config, starts nothing, so ``job_script`` and the tests can use it anywhere.
+
+Layers, later wins:
+1. dask-jobqueue's own defaults (its ``jobqueue.yaml``);
+2. the profile: ``cluster_configs/<system>.yaml`` shipped with qcmb_dask, or a file the user names;
+3. the user's dask config: ``jobqueue.<system>`` (values that differ from dask-jobqueue's defaults),
+   then ``qcmb_dask.jobqueue.<system>``;
+4. ``cluster_options`` given to the call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import dask.config
+import yaml
+
+#: cluster= name -> dask-jobqueue's class
+SYSTEMS = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+    "oar": "OARCluster",
+    "moab": "MoabCluster",
+}
+
+PROFILES_DIR = os.path.join(os.path.dirname(__file__), "cluster_configs")
+
+#: Settings qcmb_dask derives itself; a profile or cluster_options that sets them is refused with the reason.
+_DERIVED = {
+    "processes": "qcmb_dask runs cores / threads_per_task workers per job (pass threads_per_task instead)",
+}
+
+#: dask-jobqueue's old names, which it still reads with a warning
+_RENAMED = {"extra": "worker_extra_args", "env_extra": "job_script_prologue", "job_extra": "job_extra_directives"}
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Everything needed to start the cluster: the class, its keyword arguments, and the job's shape."""
+
+    system: str
+    kwargs: Dict[str, Any]
+    #: where the profile came from (shipped file or the user's), for messages
+    profile: str
+    workers_per_job: int
+    threads_per_task: int
+    memory_per_task: Optional[float]  # GiB
+    #: seconds; None where no walltime is set
+    walltime_s: Optional[float] = None
+    lifetime: Optional[Tuple[float, float]] = None  # (lifetime, stagger) in seconds
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def cluster_class(self):
+        import dask_jobqueue
+
+        return getattr(dask_jobqueue, SYSTEMS[self.system])
+
+
+def is_batch(cluster: Any) -> bool:
+    """``cluster=`` names a batch system ("slurm") or a profile file ("mysite.yaml")."""
+    if not isinstance(cluster, (str, os.PathLike)):
+        return False
+    name = os.fspath(cluster)
+    return name.lower() in SYSTEMS or name.endswith((".yaml", ".yml"))
+
+
+def resolve(
+    cluster: Any,
+    cluster_options: Optional[Dict[str, Any]] = None,
+    *,
+    threads_per_task: Optional[int] = None,
+    memory_per_task: Optional[float] = None,
+) -> BatchSettings:
+    """The cluster's settings from every layer, checked, with the job cut into one-fragment workers."""
+    system, profile_path, profile = _profile(cluster)
+    valid = _jobqueue_defaults(system)
+    layers = [
+        (f"profile {profile_path}", profile),
+        (f"dask config jobqueue.{system}", _user_changed(system, valid)),
+        (f"dask config qcmb_dask.jobqueue.{system}", dask.config.get(f"qcmb_dask.jobqueue.{system}", default={})),
+        ("cluster_options", cluster_options or {}),
+    ]
+    merged: Dict[str, Any] = {}
+    for where, layer in layers:
+        for key, value in (layer or {}).items():
+            key = _canonical(key)
+            if key in _RENAMED and value:
+                raise ValueError(f"{where}: {key!r} was renamed by dask-jobqueue; use {_RENAMED[key]!r}.")
+            if key not in valid:
+                close = difflib.get_close_matches(key, [k for k in valid if k not in _RENAMED], n=2)
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                raise ValueError(
+                    f"{where}: {key!r} is not a setting of dask-jobqueue's {SYSTEMS[system]}{hint}. "
+                    f"Settings: {', '.join(sorted(valid))}."
+                )
+            if key in _DERIVED and value is not None:
+                raise ValueError(f"{where}: {key!r} is not set by hand: {_DERIVED[key]}.")
+            merged[key] = value
+    full = {**valid, **merged}  # what the job will see, dask-jobqueue's defaults included
+    return _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per_task)
+
+
+def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per_task) -> BatchSettings:
+    """One fragment per worker, ``threads_per_task`` cores each, all the job's cores used, memory shared."""
+    cores = full.get("cores")
+    memory = full.get("memory")
+    if not cores or not memory:
+        raise ValueError(
+            f"cluster={system!r}: the job's 'cores' and 'memory' must be set (in the profile, the dask config "
+            "jobqueue section or cluster_options), e.g. cluster_options={'cores': 8, 'memory': '32GiB'}."
+        )
+    cores = int(cores)
+    threads = int(threads_per_task or 1)
+    if threads < 1 or cores % threads:
+        raise ValueError(
+            f"threads_per_task={threads} must divide the job's {cores} cores: each job runs cores / "
+            f"threads_per_task workers, one fragment each, so that no core is idle or shared."
+        )
+    workers = cores // threads
+    worker_gib = _parse_bytes(memory) / workers / 2**30
+    if memory_per_task is None:
+        # What QCEngine is told: leave a fifth of the worker's share for Python, Dask and the program's overhead.
+        memory_per_task = round(0.8 * worker_gib, 2)
+    elif memory_per_task > worker_gib:
+        raise ValueError(
+            f"memory_per_task={memory_per_task} GiB does not fit: a job with memory={memory} runs {workers} "
+            f"workers, {worker_gib:.2f} GiB each. Raise the job's memory or threads_per_task, or lower memory_per_task."
+        )
+    kwargs = dict(merged)
+    kwargs["cores"] = cores
+    kwargs["processes"] = workers
+    extra = list(full.get("worker_extra_args") or [])
+    notes = []
+    if threads > 1:
+        # dask-jobqueue gives each worker cores / processes threads; a worker must run one fragment at a
+        # time, with QCEngine told threads_per_task cores. The worker CLI keeps the last --nthreads.
+        extra += ["--nthreads", "1"]
+    walltime_s = parse_walltime(full.get("walltime"), system)
+    lifetime = None
+    if walltime_s and not any(a == "--lifetime" for a in extra):
+        lifetime = lifetime_for(walltime_s)
+        extra += ["--lifetime", f"{lifetime[0]:.0f}s", "--lifetime-stagger", f"{lifetime[1]:.0f}s"]
+        notes.append(
+            f"workers retire after {lifetime[0]:.0f} s +/- {lifetime[1]:.0f} s (walltime {full.get('walltime')})"
+        )
+    kwargs["worker_extra_args"] = extra
+    # The profile's ``name`` is the job's name (dask-jobqueue's config key); the classes call it job_name.
+    kwargs["job_name"] = kwargs.pop("name", None) or "qcmb-dask"
+    return BatchSettings(system, kwargs, profile_path, workers, threads, memory_per_task, walltime_s, lifetime, notes)
+
+
+def lifetime_for(walltime_s: float) -> Tuple[float, float]:
+    """``(lifetime, stagger)``: every worker retires, at lifetime +/- stagger, before the batch system kills it.
+
+    The margin (10% of the walltime, between 2 s and 5 minutes) leaves time for a worker to hand its
+    results over; the stagger (5%, at most 3 minutes) keeps workers from retiring all at once.
+    """
+    margin = min(300.0, max(2.0, 0.10 * walltime_s))
+    stagger = min(180.0, 0.05 * walltime_s)
+    lifetime = walltime_s - margin - stagger
+    if lifetime <= 0:
+        raise ValueError(f"walltime of {walltime_s:.0f} s leaves no time to work; ask for more.")
+    return lifetime, stagger
+
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def parse_walltime(walltime: Any, system: Optional[str] = None) -> Optional[float]:
+    """Seconds from a batch walltime: ``"HH:MM:SS"``, ``"D-HH:MM:SS"``, ``"MM:SS"`` or minutes.
+
+    Two fields are minutes:seconds, as SLURM reads them, except for LSF, whose ``-W`` takes hours:minutes.
+    A number is minutes (SLURM's ``--time=90``).
+    """
+    if walltime in (None, ""):
+        return None
+    if isinstance(walltime, (int, float)):
+        return float(walltime) * 60
+    match = _WALLTIME.match(str(walltime).strip())
+    if not match:
+        raise ValueError(f"walltime={walltime!r} is not understood; use 'HH:MM:SS' or 'D-HH:MM:SS'.")
+    days, a, b, c = match.groups()
+    if c is not None:
+        seconds = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:
+        seconds = (int(a) * 3600 + int(b) * 60) if system == "lsf" else (int(a) * 60 + int(b))
+    else:
+        seconds = int(a) * 60
+    return float(seconds + (int(days) * 86400 if days else 0))
+
+
+def _profile(cluster: Any) -> Tuple[str, str, Dict[str, Any]]:
+    """``(system, path, settings)`` of a system name's shipped profile or of a profile file."""
+    name = os.fspath(cluster)
+    if name.lower() in SYSTEMS:
+        system = name.lower()
+        path = os.path.join(PROFILES_DIR, f"{system}.yaml")
+    else:
+        path = os.path.abspath(os.path.expanduser(name))
+        if not os.path.isfile(path):
+            raise ValueError(f"cluster={name!r}: no such profile file (expected dask-jobqueue's YAML format).")
+        system = None
+    with open(path) as f:
+        content = yaml.safe_load(f) or {}
+    sections = content.get("jobqueue") if isinstance(content, dict) else None
+    if not isinstance(sections, dict) or not sections:
+        raise ValueError(f"profile {path}: expected dask-jobqueue's format, 'jobqueue: {{<system>: {{...}}}}'.")
+    if system is None:
+        known = [s for s in sections if s in SYSTEMS]
+        if len(known) != 1:
+            raise ValueError(
+                f"profile {path}: name exactly one batch system under 'jobqueue:' ({', '.join(SYSTEMS)}); "
+                f"found {sorted(sections)}."
+            )
+        system = known[0]
+    return system, path, sections.get(system) or {}
+
+
+def _canonical(key: str) -> str:
+    return str(key).replace("-", "_")
+
+
+def _jobqueue_defaults(system: str) -> Dict[str, Any]:
+    """dask-jobqueue's shipped defaults for ``system``, keys as its cluster classes take them."""
+    import dask_jobqueue
+
+    with open(os.path.join(os.path.dirname(dask_jobqueue.__file__), "jobqueue.yaml")) as f:
+        shipped = yaml.safe_load(f)["jobqueue"][system]
+    return {_canonical(k): v for k, v in shipped.items()}
+
+
+def _user_changed(system: str, defaults: Dict[str, Any]) -> Dict[str, Any]:
+    """The user's ``jobqueue.<system>`` values that differ from dask-jobqueue's defaults (those are the user's)."""
+    current = dask.config.get(f"jobqueue.{system}", default={}) or {}
+    return {_canonical(k): v for k, v in current.items() if _canonical(k) in defaults and defaults[_canonical(k)] != v}
+
+
+def _parse_bytes(memory: Any) -> float:
+    from dask.utils import parse_bytes
+
+    return float(parse_bytes(memory))
+
+
+def jobs_for(ncalculations: int, workers_per_job: int, max_jobs: int) -> int:
+    """Jobs that give every calculation a worker, at most ``max_jobs``."""
+    return max(1, min(max_jobs, math.ceil(ncalculations / workers_per_job)))

@@ -1,0 +1,138 @@
+"""Batch-cluster settings without a batch system: layers, job shape, walltime -> lifetime, job scripts,
+and bad arguments refused before anything is submitted."""
+
+import dask
+import pytest
+
+import qcmb_dask
+from qcmb_dask import batch_settings as bs
+
+from .conftest import mbe_input
+
+
+def test_every_shipped_profile_is_valid_for_its_system():
+    for system in bs.SYSTEMS:
+        settings = bs.resolve(system)
+        assert settings.system == system
+        assert settings.kwargs["job_name"] == "qcmb-dask"
+        assert settings.workers_per_job == 8  # cores 8, one core per fragment by default
+
+
+def test_later_layers_win_profile_then_dask_config_then_cluster_options():
+    assert bs.resolve("slurm").kwargs["queue"] is None  # the profile
+    with dask.config.set({"jobqueue.slurm.queue": "from-jobqueue", "jobqueue.slurm.account": "chem42"}):
+        settings = bs.resolve("slurm")
+        assert settings.kwargs["queue"] == "from-jobqueue"
+        assert settings.kwargs["account"] == "chem42"
+        with dask.config.set({"qcmb_dask.jobqueue.slurm.queue": "from-qcmb-dask"}):
+            assert bs.resolve("slurm").kwargs["queue"] == "from-qcmb-dask"
+            settings = bs.resolve("slurm", {"queue": "from-call"})
+            assert settings.kwargs["queue"] == "from-call"
+            assert settings.kwargs["account"] == "chem42"
+
+
+def test_a_profile_file_names_its_system(tmp_path):
+    profile = tmp_path / "mysite.yaml"
+    profile.write_text("jobqueue:\n  pbs:\n    cores: 4\n    memory: 8GiB\n    queue: workq\n")
+    settings = bs.resolve(str(profile))
+    assert settings.system == "pbs"
+    assert settings.kwargs["queue"] == "workq"
+    assert settings.workers_per_job == 4
+    assert settings.walltime_s == 1800  # dask-jobqueue's PBS default, as no layer sets one
+
+
+def test_bad_profiles_and_settings_are_refused_with_the_reason(tmp_path):
+    two = tmp_path / "two.yaml"
+    two.write_text("jobqueue:\n  pbs: {cores: 1}\n  slurm: {cores: 1}\n")
+    with pytest.raises(ValueError, match="exactly one batch system"):
+        bs.resolve(str(two))
+    with pytest.raises(ValueError, match="no such profile file"):
+        bs.resolve(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match=r"'partition' is not a setting .*SLURMCluster"):
+        bs.resolve("slurm", {"partition": "compute"})
+    with pytest.raises(ValueError, match="did you mean job_extra_directives"):
+        bs.resolve("slurm", {"job-extras": []})
+    with pytest.raises(ValueError, match="renamed by dask-jobqueue; use 'worker_extra_args'"):
+        bs.resolve("slurm", {"extra": ["--resources", "GPU=1"]})
+    with pytest.raises(ValueError, match="'processes' is not set by hand"):
+        bs.resolve("slurm", {"processes": 4})
+    with pytest.raises(ValueError, match="must divide the job's 8 cores"):
+        bs.resolve("slurm", threads_per_task=3)
+    with pytest.raises(ValueError, match="does not fit"):
+        bs.resolve("slurm", {"memory": "8GiB"}, memory_per_task=4)
+
+
+def test_a_job_is_cut_into_one_fragment_workers_that_share_its_memory():
+    settings = bs.resolve("slurm", {"cores": 8, "memory": "32GiB"}, threads_per_task=2)
+    assert settings.workers_per_job == 4
+    assert settings.kwargs["processes"] == 4
+    assert settings.memory_per_task == pytest.approx(0.8 * 8)
+    # dask-jobqueue would give each worker 2 threads: one fragment at a time, QCEngine told 2 cores
+    assert settings.kwargs["worker_extra_args"][:2] == ["--nthreads", "1"]
+    assert settings.threads_per_task == 2
+
+
+@pytest.mark.parametrize(
+    "walltime, system, seconds",
+    [
+        ("01:00:00", "slurm", 3600),
+        ("2-00:30:00", "slurm", 2 * 86400 + 1800),
+        ("30:00", "slurm", 1800),  # SLURM: minutes:seconds
+        ("30:00", "lsf", 30 * 3600),  # LSF -W: hours:minutes
+        ("90", "slurm", 5400),  # minutes
+        (None, "slurm", None),
+    ],
+)
+def test_walltimes_are_read_as_each_batch_system_reads_them(walltime, system, seconds):
+    assert bs.parse_walltime(walltime, system) == seconds
+
+
+def test_workers_retire_before_the_walltime_staggered():
+    lifetime, stagger = bs.lifetime_for(3600)
+    assert lifetime + stagger == 3600 - 300  # 5 minutes' margin at most
+    assert stagger == 180
+    lifetime, stagger = bs.lifetime_for(20)
+    assert lifetime + stagger == 18 and stagger == 1
+    with pytest.raises(ValueError, match="no time to work"):
+        bs.lifetime_for(2)
+    # a --lifetime the user gives is kept, not doubled
+    settings = bs.resolve("slurm", {"worker_extra_args": ["--lifetime", "50m"]})
+    assert settings.kwargs["worker_extra_args"].count("--lifetime") == 1
+
+
+def test_job_script_shows_what_would_be_submitted():
+    script = qcmb_dask.job_script(
+        "slurm",
+        threads_per_task=2,
+        cluster_options={"account": "chem42", "job_script_prologue": ["module load anaconda3"], "name": "w6"},
+    )
+    assert "#SBATCH -J w6" in script
+    assert "#SBATCH -A chem42" in script
+    assert "#SBATCH --cpus-per-task=8" in script
+    assert "#SBATCH -t 01:00:00" in script
+    assert "module load anaconda3" in script
+    assert "--nworkers 4" in script and script.rindex("--nthreads 1") > script.index("--nthreads 2")
+    assert "--lifetime 3120s --lifetime-stagger 180s" in script
+    assert "#PBS -l walltime=01:00:00" in qcmb_dask.job_script("pbs")
+
+
+def test_batch_arguments_are_checked_before_anything_is_submitted():
+    mbin = mbe_input(2)
+    with pytest.raises(ValueError, match="jobs=N .* or adapt=.*not both"):
+        qcmb_dask.compute(mbin, "slurm", jobs=2, adapt=(1, 2))
+    with pytest.raises(ValueError, match="adapt="):
+        qcmb_dask.compute(mbin, "slurm", adapt=(3, 1))
+    with pytest.raises(ValueError, match="jobs=0"):
+        qcmb_dask.compute(mbin, "slurm", jobs=0)
+    with pytest.raises(ValueError, match="n_workers is for the embedded cluster"):
+        qcmb_dask.compute(mbin, "slurm", n_workers=4)
+    with pytest.raises(ValueError, match="apply to batch clusters"):
+        qcmb_dask.compute(mbin, "sync", jobs=2)
+    with pytest.raises(ValueError, match="not a setting"):
+        qcmb_dask.compute(mbin, "slurm", cluster_options={"partition": "x"})
+
+
+def test_without_jobs_or_adapt_every_calculation_gets_a_worker_up_to_max_jobs():
+    assert bs.jobs_for(13, 1, 10) == 10
+    assert bs.jobs_for(13, 8, 10) == 2
+    assert bs.jobs_for(0, 8, 10) == 1
