@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import Any, Optional, Sequence, Tuple
 
@@ -231,6 +233,13 @@ def job_script(
     job_class = settings.cluster_class.job_cls
     kwargs = {k: v for k, v in settings.kwargs.items() if k != "scheduler_options"}
     kwargs.setdefault("python", sys.executable)
-    script = job_class(scheduler="tcp://SCHEDULER:8786", name="WORKER-NAME", **kwargs).job_script()
+    log_directory = kwargs.get("log_directory")
+    created = bool(log_directory) and not os.path.exists(log_directory)
+    try:
+        script = job_class(scheduler="tcp://SCHEDULER:8786", name="WORKER-NAME", **kwargs).job_script()
+    finally:
+        if created:  # the job class makes the log directory; a preview leaves no trace
+            with contextlib.suppress(OSError):
+                os.rmdir(log_directory)
     notes = "".join(f"# qcmb_dask: {note}\n" for note in settings.notes)
     return script + notes

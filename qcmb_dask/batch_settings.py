@@ -16,6 +16,8 @@ import difflib
 import math
 import os
 import re
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -62,9 +64,23 @@ class BatchSettings:
 
     @property
     def cluster_class(self):
-        import dask_jobqueue
+        return getattr(import_jobqueue(), SYSTEMS[self.system])
 
-        return getattr(dask_jobqueue, SYSTEMS[self.system])
+
+def import_jobqueue():
+    """``dask_jobqueue``, with Ctrl-C left as a KeyboardInterrupt.
+
+    Importing dask-jobqueue (0.9) replaces the SIGINT handler with ``sys.exit()``: Ctrl-C would end a run
+    with exit status 0, as if it had succeeded, and skip ``except KeyboardInterrupt``. Its handler is
+    meant for its own ``runner`` module, which qcmb_dask does not use.
+    """
+    import dask_jobqueue
+
+    handler = signal.getsignal(signal.SIGINT)
+    if getattr(handler, "__module__", None) == "dask_jobqueue.runner":
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return dask_jobqueue
 
 
 def is_batch(cluster: Any) -> bool:
@@ -233,8 +249,7 @@ def _canonical(key: str) -> str:
 
 def _jobqueue_defaults(system: str) -> Dict[str, Any]:
     """dask-jobqueue's shipped defaults for ``system``, keys as its cluster classes take them."""
-    import dask_jobqueue
-
+    dask_jobqueue = import_jobqueue()
     with open(os.path.join(os.path.dirname(dask_jobqueue.__file__), "jobqueue.yaml")) as f:
         shipped = yaml.safe_load(f)["jobqueue"][system]
     return {_canonical(k): v for k, v in shipped.items()}

@@ -136,3 +136,16 @@ def test_without_jobs_or_adapt_every_calculation_gets_a_worker_up_to_max_jobs():
     assert bs.jobs_for(13, 1, 10) == 10
     assert bs.jobs_for(13, 8, 10) == 2
     assert bs.jobs_for(0, 8, 10) == 1
+
+
+def test_ctrl_c_stays_a_keyboard_interrupt_after_dask_jobqueue_is_imported():
+    """dask-jobqueue's import sets SIGINT to sys.exit(): Ctrl-C would end a run with status 0."""
+    import subprocess
+    import sys
+
+    check = (
+        "import signal, dask_jobqueue, qcmb_dask; qcmb_dask.job_script('slurm'); "
+        "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
