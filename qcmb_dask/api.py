@@ -15,6 +15,7 @@ from .errors import FragmentsFailed
 from .fragment import RunPolicy
 from .graph import build
 from .inputs import InputLike
+from .mpi import check_launch as check_mpi_launch
 from .plan import Plan, make_plan
 from .progress import ProgressArg, Reporter
 from .resources import in_process
@@ -54,6 +55,8 @@ def compute(
         ``"slurm"``, ``"pbs"``, ``"sge"``, ``"lsf"``, ``"htcondor"``, ``"oar"``, ``"moab"`` or a profile file
         (``"mysite.yaml"``, dask-jobqueue's format; see ``cluster_configs/``): batch jobs through
         dask-jobqueue, submitted from here, cancelled when this returns, raises or is interrupted.
+        ``"mpi"``: inside an allocation, the ranks of ``mpirun -n N python script.py`` (dask-mpi: rank 0 the
+        scheduler, rank 1 the script, ranks 2 .. N-1 the workers).
         A ``distributed.Client``, a Dask cluster object or a ``"tcp://host:port"`` address: used and left running.
     jobs, adapt
         Batch clusters: ``jobs=N`` keeps N jobs (a job that ends is replaced while work remains), or
@@ -120,6 +123,10 @@ def compute(
         memory_per_task=memory_per_task,
         ncalculations=len(the_plan),
     )
+    if cluster == "mpi":
+        check_mpi_launch(
+            timeout_per_task
+        )  # enough ranks, dask-mpi importable: refused on every rank before anything starts
     if cluster in (None, "local", "sync"):
         # The programs run here: they must be installed here. (On a cluster you pass, they may live
         # only on the workers, e.g. behind a module load in the job script.)

@@ -149,6 +149,14 @@ def open_session(
             )
         yield SyncSession(res.in_process(threads_per_task, memory_per_task))
         return
+    if cluster == "mpi":
+        from .mpi import mpi_client
+
+        worker_timeout = float(dask.config.get("qcmb_dask.batch.worker-timeout"))
+        with mpi_client(scheduler_settings(), worker_timeout) as client:
+            install_harnesses(client, harnesses)
+            yield DistributedSession(client, _given_resources(client, threads_per_task, memory_per_task))
+        return
     if cluster is None or cluster == "local":
         resources = res.for_this_machine(n_workers, threads_per_task, memory_per_task, ncalculations)
         with _local_client(resources) as client:
@@ -270,7 +278,7 @@ def _given_client(cluster):
         return
     raise ValueError(
         f"cluster={cluster!r} is not understood. Use None (an embedded LocalCluster), 'sync' (in-process), "
-        f"a batch system ({', '.join(batch_settings.SYSTEMS)}) or a profile file (.yaml), "
+        f"a batch system ({', '.join(batch_settings.SYSTEMS)}) or a profile file (.yaml), 'mpi' (under mpirun), "
         "a distributed.Client, a Dask cluster object, or a scheduler address such as 'tcp://host:8786'."
     )
 

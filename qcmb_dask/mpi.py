@@ -1,0 +1,73 @@
+"""``cluster="mpi"``: inside an allocation you already hold, the ranks of one ``mpirun`` become the cluster.
+
+For sites that forbid submitting jobs from login nodes, or allocations given as one block: inside the job,
+``mpirun -n N python my_mbe.py`` where the script calls ``compute(mbin, cluster="mpi")``. With dask-mpi,
+rank 0 runs the scheduler, rank 1 runs the script (and the client), ranks 2 .. N-1 are workers, one
+fragment each. Ranks 0 and 2+ never return from ``compute``: they exit when the script on rank 1 ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+import dask
+import psutil
+
+#: scheduler address once this process (rank 1) has set the MPI cluster up; a second compute reuses it
+_scheduler_address: Optional[str] = None
+
+
+def _import_dask_mpi():
+    try:
+        import dask_mpi
+        from mpi4py import MPI
+    except ImportError as e:
+        raise ValueError(
+            f"cluster='mpi' needs dask-mpi and mpi4py with an MPI library ({e}): pip install 'qcmb_dask[mpi]', "
+            "and run the script under mpirun."
+        ) from e
+    return dask_mpi, MPI
+
+
+def check_launch(timeout_per_task: Optional[float] = None) -> int:
+    """Workers this launch gives; refuses a run that could not work, on every rank alike, before it starts."""
+    if timeout_per_task:
+        raise ValueError(
+            "timeout_per_task ends a worker process, and an MPI rank that ends takes the whole mpirun with it: "
+            "leave it out with cluster='mpi'."
+        )
+    _, MPI = _import_dask_mpi()
+    size = MPI.COMM_WORLD.Get_size()
+    if _scheduler_address is None and size < 3:
+        raise ValueError(
+            f"cluster='mpi' runs the scheduler on rank 0, your script on rank 1 and workers on ranks 2 and up: "
+            f"launch it with at least 3 ranks (mpirun -n 3 or more); this run has {size}."
+        )
+    return size - 2
+
+
+@contextlib.contextmanager
+def mpi_client(scheduler_settings: dict, worker_timeout: float) -> Iterator:
+    """Rank 1: a client to the MPI cluster. Other ranks: serve it, then exit with the script."""
+    global _scheduler_address
+    from distributed import Client
+
+    nworkers = check_launch()
+    if _scheduler_address is None:
+        dask_mpi, MPI = _import_dask_mpi()
+        # Each worker rank would otherwise take the whole node's memory as its limit.
+        ranks_here = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+        with dask.config.set(scheduler_settings):  # rank 0 starts the scheduler inside initialize
+            dask_mpi.initialize(
+                nthreads=1,  # one fragment per worker rank; QCEngine gets threads_per_task cores
+                memory_limit=int(psutil.virtual_memory().total / ranks_here),
+                dashboard_address=dask.config.get("qcmb_dask.local.dashboard-address"),
+                interface=dask.config.get("qcmb_dask.mpi.interface"),
+                local_directory=dask.config.get("qcmb_dask.mpi.local-directory"),
+                exit=True,
+            )
+        _scheduler_address = dask.config.get("scheduler-address")
+    with Client(_scheduler_address) as client:
+        client.wait_for_workers(nworkers, timeout=worker_timeout)
+        yield client
