@@ -124,9 +124,7 @@ def compute(
         ncalculations=len(the_plan),
     )
     if cluster == "mpi":
-        check_mpi_launch(
-            timeout_per_task
-        )  # enough ranks, dask-mpi importable: refused on every rank before anything starts
+        check_mpi_launch(timeout_per_task)  # refused on every rank alike, before anything starts
     if cluster in (None, "local", "sync"):
         # The programs run here: they must be installed here. (On a cluster you pass, they may live
         # only on the workers, e.g. behind a module load in the job script.)
