@@ -7,8 +7,9 @@ defaults into ``dask.config``.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import config as _config  # noqa: F401  loads defaults into dask.config
+from . import plots
 from .analysis import LevelResult, PartialResult
-from .api import build_graph, compute, job_script, plan
+from .api import build_graph, compute, job_script, plan, timeline
 from .batch import WorkersNeverArrived
 from .computer import ManyBodyComputer
 from .errors import FragmentError, FragmentsFailed
@@ -38,4 +39,6 @@ __all__ = [
     "compute",
     "job_script",
     "plan",
+    "plots",
+    "timeline",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from . import config, programs, store, validate
 from .analysis import Outcome, PartialResult
@@ -40,6 +40,8 @@ def compute(
     escalate: Optional[bool] = None,
     on_error: Optional[str] = None,
     progress: ProgressArg = None,
+    callback: Optional[Callable[[str, int, int, int], None]] = None,
+    report: Optional[str] = None,
     ordering: Optional[str] = None,
 ):
     """Run a many-body expansion as a Dask task graph and return QCManyBody's ManyBodyResult.
@@ -88,8 +90,16 @@ def compute(
         :class:`~qcmb_dask.errors.FragmentsFailed` lists every failure. ``"partial"``: return a
         :class:`~qcmb_dask.analysis.PartialResult` with the highest complete n-body level instead.
     progress
-        ``True``, ``False``, ``"auto"`` (print when stderr is a terminal) or a callable receiving each
+        ``"auto"`` (default): a live progress line with an ETA in a terminal, an HTML block in Jupyter,
+        nothing when not interactive (batch jobs, pipes; the ``qcmb_dask`` logger still gets every line).
+        ``True``: always print to stderr; ``False``: the logger only; or a callable receiving each
         k-body-truncated :class:`~qcmb_dask.analysis.LevelResult` as it completes.
+    callback
+        Called as ``callback(label, nbody, done, total)`` after every fragment calculation (``done`` of
+        ``total`` in the whole run), for a progress display of your own.
+    report
+        A path: write an HTML report there at the end (summary table, n-body convergence plot, fragment
+        timeline; see :mod:`qcmb_dask.plots`).
     ordering
         ``"free"`` (default, every fragment independent) or ``"by_level"`` (level k waits for level k-1).
 
@@ -136,7 +146,7 @@ def compute(
         timeout=float(timeout_per_task) if timeout_per_task else None,
         escalate=bool(config.resolve(escalate, "escalate")),
     )
-    reporter = Reporter(config.resolve(progress, "progress"))
+    reporter = Reporter(config.resolve(progress, "progress"), callback=callback)
     with open_session(
         cluster,
         n_workers=n_workers,
@@ -153,8 +163,27 @@ def compute(
             policy=policy,
             ordering=config.resolve(ordering, "ordering"),
         )
-        outcome = session.run(graph, reporter, the_plan.bsse_type)
-    return _finish(outcome, on_error, store_root, reporter)
+        try:
+            outcome = session.run(graph, reporter, the_plan.bsse_type)
+        finally:
+            _LAST_RUN["timeline"] = list(reporter.records)
+    finished = _finish(outcome, on_error, store_root, reporter)
+    if report is not None and not isinstance(finished, PartialResult):
+        from . import plots
+
+        plots.report(finished, reporter.records, str(report))
+        reporter.say(f"qcmb_dask: report written to {report}")
+    return finished
+
+
+#: what the last compute() in this process left behind for timeline()
+_LAST_RUN: dict = {"timeline": []}
+
+
+def timeline() -> list:
+    """The fragments of the last ``compute`` in this process: one dict each with ``label``, ``nbody``, ``ok``,
+    ``from_store``, ``start`` and ``stop`` (epoch seconds) and ``worker``; for ``qcmb_dask.plots.timeline``."""
+    return list(_LAST_RUN["timeline"])
 
 
 def _finish(outcome: Outcome, on_error: str, store_root, reporter: Reporter):

@@ -157,11 +157,12 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
     kwargs["cores"] = cores
     kwargs["processes"] = workers
     extra = list(full.get("worker_extra_args") or [])
-    notes = []
+    notes: List[str] = []
     if threads > 1:
         # dask-jobqueue gives each worker cores / processes threads; a worker must run one fragment at a
         # time, with QCEngine told threads_per_task cores. The worker CLI keeps the last --nthreads.
         extra += ["--nthreads", "1"]
+        notes.append(f"the last --nthreads (1) wins: one fragment per worker, each given {threads} cores")
     walltime_s = parse_walltime(full.get("walltime"), system)
     lifetime = None
     if walltime_s and not any(a == "--lifetime" for a in extra):

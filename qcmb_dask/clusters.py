@@ -6,14 +6,17 @@ Knows nothing about chemistry: it runs an :class:`~qcmb_dask.graph.MBEGraph` and
 from __future__ import annotations
 
 import contextlib
+import functools
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import dask
 
-from . import batch_settings, watchdog
+from . import batch_settings, events, watchdog
 from . import resources as res
 from .analysis import LevelResult, Outcome, summarize
+from .dashboard import ROUTES_MODULE, live_page_link
 from .fragment import fragment_error, worker_lost_error
 from .graph import MBEGraph
 from .progress import Reporter
@@ -26,7 +29,29 @@ class SyncSession:
         self.resources = resources
 
     def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
-        outcome, *levels = dask.compute(graph.outcome, *graph.levels.values(), scheduler="sync")
+        from dask.callbacks import Callback
+
+        from .fragment import FragmentOutput
+
+        label_of = {fragment.key: label for label, fragment in graph.fragments.items()}
+        started = {}
+
+        def fragment_started(key, dsk, state):
+            started[key] = time.time()
+
+        def fragment_ended(key, result, dsk, state, worker_id):
+            if key in label_of:
+                label = label_of[key]
+                ok = isinstance(result, FragmentOutput)
+                start = started.get(key)
+                reporter.fragment(
+                    label, graph.jobs[label].nbody, ok, ok and result.from_store, start, time.time(), "main"
+                )
+
+        reporter.start(graph.level_sizes, graph.costs)
+        with Callback(pretask=fragment_started, posttask=fragment_ended):
+            outcome, *levels = dask.compute(graph.outcome, *graph.levels.values(), scheduler="sync")
+        reporter.finish()
         for level in levels:
             reporter.level(level, bsse_types)
         return outcome
@@ -47,8 +72,30 @@ class DistributedSession:
         from distributed import as_completed, wait
 
         reporter.dashboard(self.client.dashboard_link)
+        reporter.live_page(live_page_link(self.client))
+        reporter.publish = functools.partial(events.publish, self.client)
+        reporter.publish(
+            "run",
+            {"run": graph.run_id, "levels": graph.level_sizes, "bsse_types": list(bsse_types), "started": time.time()},
+        )
+        reporter.start(graph.level_sizes, graph.costs)
         nlevels = len(graph.levels)
         levels = [graph.levels[nbody] for nbody in sorted(graph.levels)]
+
+        def fragment_ended(event):
+            _, record = event
+            if isinstance(record, dict) and record.get("run") == graph.run_id:
+                reporter.fragment(
+                    record["label"],
+                    record["nbody"],
+                    record["ok"],
+                    record["from_store"],
+                    record["start"],
+                    record["stop"],
+                    str(record["worker"]),
+                )
+
+        self.client.subscribe_topic(events.FRAGMENT_TOPIC, fragment_ended)
         futures = self.client.compute([graph.outcome, *levels, *graph.fragments.values()])
         outcome_future, level_futures, fragment_futures = futures[0], futures[1 : 1 + nlevels], futures[1 + nlevels :]
         try:
@@ -72,6 +119,9 @@ class DistributedSession:
             # On error or Ctrl-C, stop what is still queued: a shared cluster must not keep our work.
             self.client.cancel(futures)
             raise
+        finally:
+            self.client.unsubscribe_topic(events.FRAGMENT_TOPIC)
+            reporter.finish()
 
     def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, fragment_futures, level_futures) -> Outcome:
         """Fragments Dask gave up on become failures beside those the fragments returned themselves."""
@@ -239,7 +289,11 @@ def scheduler_settings(batch: bool = False) -> dict:
       about 1 ms per fragment on 2 cores (benchmarks/overhead.py); fragments take seconds to hours.
     """
     failures_key = "qcmb_dask.batch.allowed-failures" if batch else "qcmb_dask.allowed-failures"
+    routes = list(dask.config.get("distributed.scheduler.http.routes"))
+    if ROUTES_MODULE not in routes:
+        routes.append(ROUTES_MODULE)  # the live many-body page, /qcmb
     return {
+        "distributed.scheduler.http.routes": routes,
         "distributed.scheduler.allowed-failures": dask.config.get(failures_key),
         "distributed.scheduler.worker-saturation": dask.config.get("qcmb_dask.worker-saturation"),
     }

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import watchdog
+from . import events, watchdog
 from .errors import FragmentError
 from .store import DRIVER_RANK, ResultStore, calculation_key, harness_fingerprint
 
@@ -50,6 +50,8 @@ class FragmentJob:
     #: keep the whole AtomicResult (ManyBody protocol ``cluster_results: all``)
     keep_atomic_result: bool
     policy: RunPolicy = RunPolicy()
+    #: this compute call's id: the fragment's end is logged under it (see :mod:`qcmb_dask.events`)
+    run: str = ""
 
 
 @dataclass
@@ -138,8 +140,17 @@ def run_fragment(parent, job: FragmentJob, after: Any = None) -> Union[FragmentO
     """Run one fragment, or take it from the store. ``after`` only orders the graph and is ignored.
 
     A failed calculation is returned as a :class:`FragmentFailure`, not raised: the other fragments
-    go on, and the analysis lists every failure at once.
+    go on, and the analysis lists every failure at once. On a Dask worker its end is logged on the
+    scheduler (the live page and the timeline read it).
     """
+    start = time.time()
+    out = _run_fragment(parent, job)
+    ok = isinstance(out, FragmentOutput)
+    events.fragment_ended(job.run, job.label, job.nbody, ok, ok and out.from_store, start)
+    return out
+
+
+def _run_fragment(parent, job: FragmentJob) -> Union[FragmentOutput, FragmentFailure]:
     import qcengine  # a worker that unpickles this function has imported qcmb_dask: PySCF is registered
 
     start = time.time()

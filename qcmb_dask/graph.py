@@ -8,7 +8,8 @@ counts under ``fragment-two-body``). Fragment priorities put the most expensive 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from dask._task_spec import DataNode, Task, TaskRef
@@ -46,6 +47,12 @@ class MBEGraph:
     parent: Delayed
     #: key -> Dask priority (higher runs first); fragments ranked by estimated cost
     priorities: Dict[str, int]
+    #: this run's id in the fragments' events
+    run_id: str = ""
+    #: label -> estimated one-core seconds (the ETA weighs fragments by it)
+    costs: Dict[str, float] = field(default_factory=dict)
+    #: n-body level -> calculations of that level (a calculation counts at the lowest level needing it)
+    level_sizes: Dict[int, int] = field(default_factory=dict)
 
 
 def build(
@@ -55,15 +62,18 @@ def build(
     policy: Optional[RunPolicy] = None,
     ordering: str = "free",
     prioritize: bool = True,
+    run_id: Optional[str] = None,
 ) -> MBEGraph:
     """Build the graph of ``plan``; ``task_config`` is QCEngine's per-fragment cores/memory/retries,
     ``policy`` the store, timeout and escalation every fragment follows.
 
     ``prioritize=False`` leaves the order to Dask (used by the makespan benchmark for comparison).
+    ``run_id`` names this run in the events fragments log (default: a fresh random id).
     """
     if ordering not in ORDERINGS:
         raise ValueError(f"ordering={ordering!r}: expected one of {ORDERINGS}.")
     policy = policy or RunPolicy()
+    run_id = run_id or uuid.uuid4().hex[:12]
     token = plan.token
     model = plan.input.model
     keep_atomic = model.specification.protocols.cluster_results.value == "all"
@@ -112,6 +122,7 @@ def build(
             task_config=task_config,
             keep_atomic_result=keep_atomic,
             policy=policy,
+            run=run_id,
         )
         previous = barrier_of_level.get(_previous_level(keys_by_level, task.nbody))
         after = TaskRef(previous) if previous else None
@@ -165,6 +176,9 @@ def build(
         jobs=jobs,
         parent=handle(parent_key),
         priorities=priorities,
+        run_id=run_id,
+        costs={t.label: t.cost for t in plan.tasks},
+        level_sizes={nbody: len(keys) for nbody, keys in keys_by_level.items()},
     )
 
 

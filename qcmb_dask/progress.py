@@ -1,11 +1,25 @@
-"""Progress reporting: the dashboard link and each n-body level's result as it completes."""
+"""Progress: the dashboard link, fragments done per n-body level with an ETA, each level's result as it completes.
+
+Where it shows (``progress=``):
+- ``"auto"`` (default): a live bar in a terminal (stderr is a TTY), an HTML block updated in place in
+  Jupyter, nothing otherwise (batch jobs, pipes): there every line still goes to the ``qcmb_dask`` logger;
+- ``True``: lines on stderr (levels and the summary; the bar too when stderr is a terminal);
+- ``False``: the logger only;
+- a callable: receives every :class:`~qcmb_dask.analysis.LevelResult` as it arrives.
+
+``callback=`` receives ``(label, nbody, done, total)`` after every fragment (``done`` and ``total`` count
+the whole run), for progress displays of your own.
+"""
 
 from __future__ import annotations
 
+import html
 import logging
 import sys
+import threading
+import time
 import warnings
-from typing import Callable, Optional, TextIO, Union
+from typing import Callable, Dict, Optional, Sequence, TextIO, Union
 
 from .analysis import LevelIncomplete
 from .store import StoreWarning
@@ -15,44 +29,168 @@ logger = logging.getLogger("qcmb_dask")
 HARTREE_TO_KCAL = 627.5094740631  # CODATA 2018, QCElemental's value
 
 ProgressArg = Union[bool, str, Callable, None]
+FragmentCallback = Callable[[str, int, int, int], None]
+
+
+class Progress:
+    """Counts per level and an ETA from the plan's cost estimates at the pace seen so far."""
+
+    def __init__(self, level_sizes: Dict[int, int], costs: Dict[str, float]):
+        self.total = dict(level_sizes)
+        self.done = {nbody: 0 for nbody in level_sizes}
+        self.failed = 0
+        self.from_store = 0
+        self.costs = costs
+        self.total_cost = sum(costs.values()) or 1.0
+        self.done_cost = 0.0
+        self.started = time.time()
+        self.seen: set = set()
+
+    @property
+    def ndone(self) -> int:
+        return sum(self.done.values())
+
+    @property
+    def ntotal(self) -> int:
+        return sum(self.total.values())
+
+    def add(self, label: str, nbody: int, ok: bool = True, from_store: bool = False) -> bool:
+        """Count a finished fragment once (a fragment whose worker was lost may end twice)."""
+        if label in self.seen:
+            return False
+        self.seen.add(label)
+        self.done[nbody] = self.done.get(nbody, 0) + 1
+        self.failed += not ok
+        self.from_store += bool(from_store)
+        self.done_cost += self.costs.get(label, 0.0)
+        return True
+
+    def eta(self) -> Optional[float]:
+        """Seconds left: estimated cost still to run, at the rate cost was done so far; None before any."""
+        if self.done_cost <= 0 or self.ndone >= self.ntotal:
+            return None if self.ndone < self.ntotal else 0.0
+        elapsed = time.time() - self.started
+        return elapsed * (self.total_cost - self.done_cost) / self.done_cost
+
+    def line(self) -> str:
+        levels = " | ".join(f"{n}-body {self.done[n]}/{self.total[n]}" for n in sorted(self.total) if self.total[n])
+        eta = self.eta()
+        eta_text = "" if eta is None else f", ETA {_duration(eta)}"
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"qcmb_dask: {levels} | {self.ndone}/{self.ntotal} done{failed}{eta_text}"
 
 
 class Reporter:
-    """``progress=True`` prints to stderr, ``"auto"`` only when stderr is a terminal, ``False`` logs only;
-    a callable receives every :class:`~qcmb_dask.analysis.LevelResult` as it arrives."""
+    """Where progress goes: see the module's docstring for ``progress`` and ``callback``."""
 
-    def __init__(self, progress: ProgressArg = "auto", stream: Optional[TextIO] = None):
+    def __init__(
+        self,
+        progress: ProgressArg = "auto",
+        stream: Optional[TextIO] = None,
+        callback: Optional[FragmentCallback] = None,
+    ):
         if progress not in (True, False, None, "auto") and not callable(progress):
             raise ValueError(f"progress={progress!r}: expected True, False, 'auto' or a callable.")
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback={callback!r}: expected a function of (label, nbody, done, total).")
         self.stream = stream or sys.stderr
-        self.callback = progress if callable(progress) else None
-        self.enabled = progress is True or (progress == "auto" and _isatty(self.stream))
+        self.level_callback = progress if callable(progress) else None
+        self.fragment_callback = callback
+        tty = _isatty(self.stream)
+        self.notebook = progress == "auto" and not tty and _in_jupyter()
+        self.enabled = progress is True or (progress == "auto" and tty)
+        self.live_bar = self.enabled and tty
+        self.progress: Optional[Progress] = None
+        #: one record per finished fragment (label, nbody, ok, from_store, start, stop, worker): the timeline
+        self.records: list = []
+        self.publish: Optional[Callable[[str, object], None]] = None  # to the scheduler, for the live page
+        self._lock = threading.Lock()
+        self._last_draw = 0.0
+        self._bar_shown = False
+        self._notebook_handle = None
+        self._notebook_lines: list = []
+
+    # -- the run ------------------------------------------------------------------------------------
+    def start(self, level_sizes: Dict[int, int], costs: Dict[str, float]) -> None:
+        self.progress = Progress(level_sizes, costs)
+        self._draw(force=True)
+
+    def fragment(
+        self,
+        label: str,
+        nbody: int,
+        ok: bool = True,
+        from_store: bool = False,
+        start: Optional[float] = None,
+        stop: Optional[float] = None,
+        worker: Optional[str] = None,
+    ) -> None:
+        """A fragment ended (any thread: Dask calls this from its event loop)."""
+        with self._lock:
+            if self.progress is None or not self.progress.add(label, nbody, ok, from_store):
+                return
+            self.records.append(
+                {
+                    "label": label,
+                    "nbody": nbody,
+                    "ok": ok,
+                    "from_store": from_store,
+                    "start": start,
+                    "stop": stop,
+                    "worker": worker,
+                }
+            )
+            done, total = self.progress.ndone, self.progress.ntotal
+            self._draw(force=done == total)
+        if self.fragment_callback is not None:
+            self.fragment_callback(label, nbody, done, total)
 
     def say(self, line: str) -> None:
         logger.info(line)
-        if self.enabled:
-            print(line, file=self.stream, flush=True)
+        with self._lock:
+            if self.enabled:
+                self._clear_bar()
+                print(line, file=self.stream, flush=True)
+                self._draw(force=True)
+            elif self.notebook:
+                self._notebook_lines.append(line)
+                self._draw(force=True)
 
     def dashboard(self, link: Optional[str]) -> None:
         if link:
             self.say(f"qcmb_dask: Dask dashboard at {link}")
 
-    def level(self, level, bsse_types) -> None:
+    def live_page(self, link: Optional[str]) -> None:
+        if link:
+            self.say(f"qcmb_dask: many-body progress page at {link}")
+
+    def level(self, level, bsse_types: Sequence[str]) -> None:
         if isinstance(level, LevelIncomplete):
             self.say(
                 f"qcmb_dask: the {level.nbody}-body level cannot be assembled: {len(level.failed)} of its "
                 f"{level.ncalculations} calculations failed"
             )
             return
-        if self.callback is not None:
-            self.callback(level)
-        parts = []
-        for bt in bsse_types:
-            value = level.interaction_energy(bt)
-            if value is not None:
-                parts.append(f"{bt.upper()} IE {value:.10f} Eh ({value * HARTREE_TO_KCAL:.4f} kcal/mol)")
+        if self.level_callback is not None:
+            self.level_callback(level)
+        energies = {bt: level.interaction_energy(bt) for bt in bsse_types}
+        if self.publish is not None:
+            self.publish(
+                f"level-{level.nbody}",
+                {"nbody": level.nbody, "interaction_energies": energies, "return_energy": level.return_energy},
+            )
+        parts = [
+            f"{bt.upper()} IE {value:.10f} Eh ({value * HARTREE_TO_KCAL:.4f} kcal/mol)"
+            for bt, value in energies.items()
+            if value is not None
+        ]
         summary = "; ".join(parts) or f"energy {level.return_energy:.10f} Eh"
         self.say(f"qcmb_dask: {level.nbody}-body result ready ({level.ncalculations} calculations): {summary}")
+
+    def finish(self) -> None:
+        with self._lock:
+            self._draw(force=True)
+            self._clear_bar()
 
     def stats(self, stats, store_root) -> None:
         """Where the fragment results came from; a loud warning when the store could not keep them."""
@@ -75,9 +213,66 @@ class Reporter:
                 stacklevel=3,
             )
 
+    # -- drawing (under the lock) ---------------------------------------------------------------------
+    def _draw(self, force: bool = False) -> None:
+        if self.progress is None or not (self.live_bar or self.notebook):
+            return
+        now = time.time()
+        if not force and now - self._last_draw < 0.2:
+            return
+        self._last_draw = now
+        if self.live_bar:
+            self.stream.write("\r\033[K" + self.progress.line())
+            self.stream.flush()
+            self._bar_shown = True
+        else:
+            self._draw_notebook()
+
+    def _clear_bar(self) -> None:
+        if self._bar_shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._bar_shown = False
+
+    def _draw_notebook(self) -> None:
+        from IPython.display import HTML, display
+
+        rows = "".join(
+            f"<tr><td>{n}-body</td><td><progress value='{self.progress.done[n]}' max='{self.progress.total[n]}'>"
+            f"</progress></td><td>{self.progress.done[n]}/{self.progress.total[n]}</td></tr>"
+            for n in sorted(self.progress.total)
+            if self.progress.total[n]
+        )
+        eta = self.progress.eta()
+        lines = "".join(f"<div>{html.escape(line)}</div>" for line in self._notebook_lines)
+        content = HTML(
+            f"<div class='qcmb-dask-progress'><table>{rows}</table>"
+            f"<div>{self.progress.ndone}/{self.progress.ntotal} done"
+            f"{'' if eta is None else ', ETA ' + _duration(eta)}</div>{lines}</div>"
+        )
+        if self._notebook_handle is None:
+            self._notebook_handle = display(content, display_id=True)
+        else:
+            self._notebook_handle.update(content)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
 
 def _isatty(stream) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _in_jupyter() -> bool:
+    """A Jupyter kernel (which can show HTML), not a plain IPython terminal."""
+    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

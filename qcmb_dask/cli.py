@@ -1,0 +1,236 @@
+"""``qcmb-dask``: the command line, a thin layer over the Python API.
+
+    qcmb-dask run examples/water-trimer.json --out result.json --report report.html
+    qcmb-dask run hexamer.json --cluster slurm --jobs 4 --cluster-option account=chem42
+    qcmb-dask plan examples/water-trimer.json
+    qcmb-dask programs
+    qcmb-dask job-script --cluster slurm --cluster-option account=chem42
+    qcmb-dask cache info | qcmb-dask cache clear
+
+Exit status: 0 done; 1 the run failed (fragments failed, workers never arrived); 2 bad input or
+arguments, refused before anything was submitted; 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Tuple
+
+import click
+
+#: QC programs qcmb_dask knows how to point users to
+PROGRAMS = {
+    "pyscf": "installed with qcmb_dask (pip install pyscf); qcmb_dask ships its QCEngine harness",
+    "nwchem": "apt-get install nwchem (or your site's module), and pip install networkx",
+    "psi4": "conda install -c conda-forge psi4",
+    "cfour": "a licensed CFOUR install with xcfour on PATH",
+    "gamess": "a GAMESS install with rungms on PATH",
+    "mrchem": "conda install -c conda-forge mrchem",
+    "terachem": "a TeraChem install with terachem on PATH",
+    "qchem": "a licensed Q-Chem install with qchem on PATH",
+}
+
+
+def _cluster_options(pairs: Tuple[str, ...]) -> Optional[dict]:
+    """``KEY=VALUE`` pairs; values are read as YAML (numbers, lists, true/false), as in a profile."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(
+                f"{pair!r}: expected KEY=VALUE, e.g. account=chem42", param_hint="--cluster-option"
+            )
+        key, value = pair.split("=", 1)
+        options[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return options or None
+
+
+def _cluster(name: Optional[str]):
+    return None if name in (None, "local") else name
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qcmb_dask")
+def main():
+    """Many-body expansions as Dask task graphs: QCManyBody's answer, computed in parallel."""
+
+
+@main.command()
+@click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--cluster",
+    default="local",
+    show_default=True,
+    help="local (embedded), sync (in-process), slurm, pbs, sge, lsf, htcondor, oar, moab, a profile .yaml, "
+    "mpi (under mpirun) or a scheduler address tcp://host:port.",
+)
+@click.option("--jobs", type=int, help="Batch clusters: keep this many jobs.")
+@click.option("--adapt", nargs=2, type=int, metavar="MIN MAX", help="Batch clusters: between MIN and MAX jobs.")
+@click.option("--cluster-option", "cluster_option", multiple=True, metavar="KEY=VALUE", help="dask-jobqueue setting.")
+@click.option("--workers", type=int, help="Embedded cluster: fragments at once (default: one per core).")
+@click.option("--threads-per-task", type=int, help="Cores per fragment.")
+@click.option("--memory-per-task", type=float, help="GiB per fragment.")
+@click.option("--cache", type=click.Path(file_okay=False), help="Result store directory (default ~/.cache/...).")
+@click.option("--no-cache", is_flag=True, help="Keep no results: every fragment is computed.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the ManyBodyResult here as JSON.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report (table, plots) here.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "partial"]),
+    default="raise",
+    show_default=True,
+    help="partial: report the highest complete n-body level when fragments fail.",
+)
+@click.option("--timeout-per-task", type=float, help="Seconds a fragment may run.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress, only the summary.")
+def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_task, memory_per_task, cache, no_cache,
+        out, report, on_error, timeout_per_task, quiet):  # fmt: skip
+    """Run the many-body expansion in INPUT (a ManyBodyInput as JSON or YAML)."""
+    import qcmb_dask
+
+    from .analysis import PartialResult
+    from .plots import summary_rows
+
+    if cache and no_cache:
+        raise click.UsageError("give --cache PATH or --no-cache, not both")
+    try:
+        plan = qcmb_dask.plan(input_file)
+        if not quiet:
+            click.echo(str(plan) + "\n", err=True)
+        result = qcmb_dask.compute(
+            input_file,
+            _cluster(cluster),
+            jobs=jobs,
+            adapt=tuple(adapt) if adapt else None,
+            cluster_options=_cluster_options(cluster_option),
+            n_workers=workers,
+            threads_per_task=threads_per_task,
+            memory_per_task=memory_per_task,
+            cache=False if no_cache else cache,
+            on_error=on_error,
+            timeout_per_task=timeout_per_task,
+            progress=False if quiet else True,
+            report=report,
+        )
+    except KeyboardInterrupt:
+        click.echo("\nqcmb-dask: interrupted. Finished fragments are in the result store: rerun to resume.", err=True)
+        sys.exit(130)
+    except (qcmb_dask.FragmentsFailed, qcmb_dask.WorkersNeverArrived) as e:
+        click.echo(f"qcmb-dask: the run failed.\n{e}", err=True)
+        sys.exit(1)
+    except (ValueError, FileNotFoundError) as e:  # InvalidInput is a ValueError
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(2)
+    if isinstance(result, PartialResult):
+        click.echo(
+            f"qcmb-dask: {len(result.failures)} fragment(s) failed; complete through {result.nbody}-body:", err=True
+        )
+        for failure in result.failures:
+            click.echo(f"  {failure}", err=True)
+        sys.exit(1)
+    click.echo(_summary_table(summary_rows(result), result))
+    if out:
+        with open(out, "w") as f:
+            f.write(result.model_dump_json(indent=1))
+        click.echo(f"ManyBodyResult written to {out}")
+    if report:
+        click.echo(f"Report written to {report}")
+
+
+def _summary_table(rows, result) -> str:
+    lines = [f"{'BSSE':<6}{'n-body':>7}{'IE (Eh)':>18}{'IE (kcal/mol)':>16}"]
+    lines += [f"{bt:<6}{n:>7}{eh:>18.10f}{kcal:>16.4f}" for bt, n, eh, kcal in rows]
+    if not rows:
+        lines.append(f"(no interaction energies; total {result.return_result})")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+def plan(input_file):
+    """What INPUT would run: calculations per model chemistry and n-body level, estimated cost. No QC."""
+    import qcmb_dask
+
+    try:
+        click.echo(str(qcmb_dask.plan(input_file)))
+    except ValueError as e:
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+def programs():
+    """Which QC programs QCEngine can run here, and how to get the others."""
+    import qcengine
+
+    import qcmb_dask  # noqa: F401  registers the PySCF harness
+
+    usable = set(qcengine.list_available_programs())
+    known = sorted(set(PROGRAMS) | usable)
+    width = max(len(name) for name in known)
+    for name in known:
+        state = "usable" if name in usable else "missing"
+        hint = "" if name in usable else f"  ({PROGRAMS.get(name, 'see QCEngine documentation')})"
+        click.echo(f"{name:<{width}}  {state}{hint}")
+
+
+@main.command("job-script")
+@click.option("--cluster", default="slurm", show_default=True, help="A batch system or a profile .yaml.")
+@click.option("--cluster-option", "cluster_option", multiple=True, metavar="KEY=VALUE", help="dask-jobqueue setting.")
+@click.option("--threads-per-task", type=int, help="Cores per fragment.")
+@click.option("--memory-per-task", type=float, help="GiB per fragment.")
+def job_script(cluster, cluster_option, threads_per_task, memory_per_task):
+    """The batch script compute(cluster=...) would submit. Submits nothing."""
+    import qcmb_dask
+
+    try:
+        click.echo(
+            qcmb_dask.job_script(
+                cluster,
+                cluster_options=_cluster_options(cluster_option),
+                threads_per_task=threads_per_task,
+                memory_per_task=memory_per_task,
+            )
+        )
+    except ValueError as e:
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(2)
+
+
+@main.group()
+def cache():
+    """The result store: what it holds, or empty it."""
+
+
+def _store(path):
+    from . import store
+
+    root = store.resolve(path)  # None: the configured store (qcmb_dask.cache)
+    if root is None:
+        raise click.UsageError("the result store is turned off (qcmb_dask.cache: false); name one with --cache PATH")
+    return store.ResultStore(root)
+
+
+@cache.command()
+@click.option("--cache", "path", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
+def info(path):
+    """Entries and size of the result store."""
+    details = _store(path).info()
+    click.echo(f"{details['root']}: {details['entries']} result(s), {details['bytes'] / 2**20:.2f} MiB")
+
+
+@cache.command()
+@click.option("--cache", "path", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+def clear(path, yes):
+    """Delete every stored result (they will be computed again when needed)."""
+    store = _store(path)
+    details = store.info()
+    if not yes:
+        click.confirm(f"Delete {details['entries']} result(s) in {details['root']}?", abort=True)
+    click.echo(f"Removed {store.clear()} result(s) from {details['root']}")
+
+
+if __name__ == "__main__":
+    main()
