@@ -1,0 +1,100 @@
+"""qcmb-dask, as a user on a terminal runs it: the installed command for a real run, click's runner for the rest."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import qcmb_dask
+from qcmb_dask.cli import main
+
+from .conftest import assert_same_result, mbe_input, qcmanybody_reference
+from .fake_programs import DimersFailHarness
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIMER = str(ROOT / "examples" / "water-trimer.json")
+
+
+def qcmb_dask_command() -> list:
+    """The installed console script, or the module where the package is used from a source tree."""
+    script = Path(sys.executable).with_name("qcmb-dask")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "qcmb_dask.cli"]
+
+
+@pytest.mark.slow
+def test_run_writes_qcmanybodys_answer_and_shows_progress(tmp_path):
+    out = subprocess.run(
+        [*qcmb_dask_command(), "run", TRIMER, "--no-cache", "--out", "r.json", "--report", "report.html"],
+        cwd=tmp_path,
+        env={**os.environ, "DASK_QCMB_DASK__LOCAL__DASHBOARD_ADDRESS": ":0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Dask dashboard at http://" in out.stderr
+    assert "many-body progress page at http://" in out.stderr and "/qcmb" in out.stderr
+    assert "3-body result ready (13 calculations)" in out.stderr
+    assert "13 calculations" in out.stderr  # the plan first
+    from qcmanybody.models.v2 import ManyBodyResult
+
+    result = ManyBodyResult(**json.loads((tmp_path / "r.json").read_text()))
+    assert_same_result(result, qcmanybody_reference(json.loads(Path(TRIMER).read_text())))
+    table = out.stdout.splitlines()
+    assert table[0].split() == ["BSSE", "n-body", "IE", "(Eh)", "IE", "(kcal/mol)"]
+    cp3 = next(line for line in table if line.split()[:2] == ["CP", "3"])
+    assert float(cp3.split()[2]) == pytest.approx(result.properties.cp_corrected_interaction_energy, abs=1e-10)
+    assert (tmp_path / "report.html").stat().st_size > 1000
+
+
+def test_plan_prints_the_table_without_running_anything():
+    out = CliRunner().invoke(main, ["plan", TRIMER])
+    assert out.exit_code == 0
+    assert "13 calculations" in out.output and "2-body calculations:      9" in out.output
+
+
+def test_bad_input_exits_2_with_the_reason(tmp_path):
+    bad = tmp_path / "bad.json"
+    data = mbe_input(2)
+    data["specification"]["specification"]["(auto)"]["model"]["basis"] = "no-such-basis"
+    bad.write_text(json.dumps(data))
+    out = CliRunner().invoke(main, ["run", str(bad), "--cluster", "sync", "--no-cache"])
+    assert out.exit_code == 2
+    assert "no-such-basis" in out.output
+    out = CliRunner().invoke(main, ["run", TRIMER, "--cache", str(tmp_path), "--no-cache"])
+    assert out.exit_code == 2 and "not both" in out.output
+
+
+def test_failed_fragments_exit_1_naming_them(tmp_path):
+    qcmb_dask.programs.register([DimersFailHarness()])
+    failing = tmp_path / "failing.json"
+    failing.write_text(json.dumps(mbe_input(3, keywords={"bsse_type": "nocp"}, program="dimers-fail")))
+    out = CliRunner().invoke(main, ["run", str(failing), "--cluster", "sync", "--no-cache", "-q"])
+    assert out.exit_code == 1
+    assert "the run failed" in out.output and "convergence_error" in out.output
+    out = CliRunner().invoke(
+        main, ["run", str(failing), "--cluster", "sync", "--no-cache", "-q", "--on-error", "partial"]
+    )
+    assert out.exit_code == 1 and "complete through 1-body" in out.output
+
+
+def test_programs_job_script_and_cache(tmp_path):
+    out = CliRunner().invoke(main, ["programs"])
+    assert out.exit_code == 0 and any(line.split()[:2] == ["pyscf", "usable"] for line in out.output.splitlines())
+    out = CliRunner().invoke(main, ["job-script", "--cluster", "slurm", "--cluster-option", "account=chem42"])
+    assert out.exit_code == 0 and "#SBATCH -A chem42" in out.output
+    out = CliRunner().invoke(main, ["job-script", "--cluster-option", "partition=x"])
+    assert out.exit_code == 2 and "not a setting" in out.output
+
+    store = tmp_path / "store"
+    out = CliRunner().invoke(main, ["run", TRIMER, "--cluster", "sync", "--cache", str(store), "-q"])
+    assert out.exit_code == 0, out.output
+    out = CliRunner().invoke(main, ["cache", "info", "--cache", str(store)])
+    assert "13 result(s)" in out.output
+    out = CliRunner().invoke(main, ["cache", "clear", "--cache", str(store), "--yes"])
+    assert "Removed 13 result(s)" in out.output
+    assert "0 result(s)" in CliRunner().invoke(main, ["cache", "info", "--cache", str(store)]).output
