@@ -82,9 +82,11 @@ class DistributedSession:
         nlevels = len(graph.levels)
         levels = [graph.levels[nbody] for nbody in sorted(graph.levels)]
 
-        def fragment_ended(event):
-            _, record = event
-            if isinstance(record, dict) and record.get("run") == graph.run_id:
+        def fragments_ended(event):
+            _, batch = event
+            for record in events.unbatch(batch):
+                if record.get("run") != graph.run_id:
+                    continue
                 reporter.fragment(
                     record["label"],
                     record["nbody"],
@@ -95,7 +97,7 @@ class DistributedSession:
                     str(record["worker"]),
                 )
 
-        self.client.subscribe_topic(events.FRAGMENT_TOPIC, fragment_ended)
+        self.client.subscribe_topic(events.FRAGMENT_TOPIC, fragments_ended)
         futures = self.client.compute([graph.outcome, *levels, *graph.fragments.values()])
         outcome_future, level_futures, fragment_futures = futures[0], futures[1 : 1 + nlevels], futures[1 + nlevels :]
         try:
@@ -109,8 +111,10 @@ class DistributedSession:
                     reported += 1
             wait([outcome_future])
             if outcome_future.status == "finished":
+                _await_last_fragment_records(reporter)
                 return outcome_future.result()
             wait(fragment_futures)
+            _await_last_fragment_records(reporter)
             lost = {label: f for label, f in zip(graph.fragments, fragment_futures) if f.status == "error"}
             if not lost:
                 return outcome_future.result()  # the analysis itself failed: raise its error
@@ -147,6 +151,16 @@ class DistributedSession:
             if isinstance(level, LevelResult)
         }
         return Outcome(None, failures + returned_failures, stats, levels)
+
+
+def _await_last_fragment_records(reporter: Reporter) -> None:
+    """Workers send fragment ends every ``events.FLUSH_SECONDS``: wait for the last batch (bounded: a lost
+    worker's batch never comes), so that progress and the timeline count every fragment."""
+    deadline = time.time() + 4 * events.FLUSH_SECONDS
+    while reporter.progress is not None and reporter.progress.ndone < reporter.progress.ntotal:
+        if time.time() > deadline:
+            return
+        time.sleep(0.02)
 
 
 def install_harnesses(client, harnesses: Sequence) -> None:

@@ -166,7 +166,10 @@ def test_the_live_page_follows_a_real_run(local_client, tmp_path):
     deadline = time.time() + 120
     while calls(log, "done") < 2 and time.time() < deadline:
         time.sleep(0.05)
-    middle = _page_data(local_client)
+    middle = _page_data(local_client)  # workers report fragment ends every half second: wait for one report
+    while sum(level["done"] for level in middle["levels"]) == 0 and time.time() < deadline:
+        time.sleep(0.1)
+        middle = _page_data(local_client)
     runner.join(timeout=300)
     result = outcome["result"]
 
