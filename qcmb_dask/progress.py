@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import sys
 import threading
 import time
@@ -244,7 +245,7 @@ class Reporter:
             if self.progress.total[n]
         )
         eta = self.progress.eta()
-        lines = "".join(f"<div>{html.escape(line)}</div>" for line in self._notebook_lines)
+        lines = "".join(f"<div>{_linked(html.escape(line))}</div>" for line in self._notebook_lines)
         content = HTML(
             f"<div class='qcmb-dask-progress'><table>{rows}</table>"
             f"<div>{self.progress.ndone}/{self.progress.ntotal} done"
@@ -254,6 +255,11 @@ class Reporter:
             self._notebook_handle = display(content, display_id=True)
         else:
             self._notebook_handle.update(content)
+
+
+def _linked(text: str) -> str:
+    """Addresses in a line of (escaped) text as links: the dashboard and the many-body page."""
+    return re.sub(r"(https?://[^\s<]+)", r"<a href='\1' target='_blank'>\1</a>", text)
 
 
 def _duration(seconds: float) -> str:
