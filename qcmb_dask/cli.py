@@ -96,6 +96,10 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
         raise click.UsageError("give --cache PATH or --no-cache, not both")
     try:
         plan = qcmb_dask.plan(input_file)
+        if cluster == "mpi":  # every rank runs this command; only rank 1 (the client) speaks
+            from .mpi import is_client_rank
+
+            quiet = quiet or not is_client_rank()
         if not quiet:
             click.echo(str(plan) + "\n", err=True)
         result = qcmb_dask.compute(

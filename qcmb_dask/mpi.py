@@ -47,6 +47,15 @@ def check_launch(timeout_per_task: Optional[float] = None) -> int:
     return size - 2
 
 
+def is_client_rank() -> bool:
+    """True on the rank that runs the script's own code after ``compute`` (rank 1), and outside MPI."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return True
+    return MPI.COMM_WORLD.Get_size() == 1 or MPI.COMM_WORLD.Get_rank() == 1
+
+
 @contextlib.contextmanager
 def mpi_client(scheduler_settings: dict, worker_timeout: float) -> Iterator:
     """Rank 1: a client to the MPI cluster. Other ranks: serve it, then exit with the script."""

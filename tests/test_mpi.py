@@ -76,3 +76,26 @@ def test_too_few_ranks_is_refused_before_anything_starts(tmp_path):
     out = mpirun(2, script, timeout=120)
     assert out.returncode != 0
     assert "launch it with at least 3 ranks" in out.stderr
+
+
+@requires_mpi
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_the_command_under_mpirun_writes_the_answer_once(tmp_path):
+    import json
+
+    from qcmanybody.models.v2 import ManyBodyResult
+
+    from .conftest import assert_same_result, qcmanybody_reference
+
+    command = ["mpirun", "-n", "3", "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    trimer = ROOT / "examples" / "water-trimer.json"
+    cli = [sys.executable, "-m", "qcmb_dask.cli", "run", str(trimer), "--cluster", "mpi", "--no-cache"]
+    out = subprocess.run(
+        [*command, *cli, "--out", str(tmp_path / "r.json")], cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("ManyBodyResult written to") == 1  # rank 1 alone speaks
+    assert out.stderr.count("Many-body expansion:") == 1  # the plan, printed once
+    result = ManyBodyResult(**json.loads((tmp_path / "r.json").read_text()))
+    assert_same_result(result, qcmanybody_reference(json.loads(trimer.read_text())))
