@@ -158,7 +158,7 @@ def test_the_live_page_follows_a_real_run(local_client, tmp_path):
         target=lambda: outcome.setdefault(
             "result",
             qcmb_dask.compute(
-                data, local_client, harnesses=[FaultyHarness(extras={"log": str(log), "sleep": 0.7})], progress=False
+                data, local_client, harnesses=[FaultyHarness(extras={"log": str(log), "sleep": 1.5})], progress=False
             ),
         )
     )
@@ -170,6 +170,9 @@ def test_the_live_page_follows_a_real_run(local_client, tmp_path):
     while sum(level["done"] for level in middle["levels"]) == 0 and time.time() < deadline:
         time.sleep(0.1)
         middle = _page_data(local_client)
+    page = local_client.dashboard_link.rsplit("/", 1)[0] + "/qcmb"
+    dom_mid_run = _render_in_chromium(page)
+    still_running = runner.is_alive()
     runner.join(timeout=300)
     result = outcome["result"]
 
@@ -179,8 +182,15 @@ def test_the_live_page_follows_a_real_run(local_client, tmp_path):
     assert 1 <= done < len(plan)
     assert sum(level["running"] for level in middle["levels"]) >= 1
 
-    # at the end, in Chromium, as a user sees it
-    dom = _render_in_chromium(local_client.dashboard_link.rsplit("/", 1)[0] + "/qcmb")
+    # in Chromium while the run goes on, as a user sees it: the plan's levels, part of the work done
+    assert still_running, "the run ended before Chromium rendered the page: nothing was seen mid-run"
+    rows = _rows(dom_mid_run)
+    assert {nbody: int(row["total"]) for nbody, row in rows.items()} == sizes
+    assert 1 <= sum(int(row["done"]) for row in rows.values()) < len(plan)
+    assert f"of {len(plan)} calculations finished" in dom_mid_run
+
+    # and at the end
+    dom = _render_in_chromium(page)
     rows = _rows(dom)
     assert {nbody: int(row["total"]) for nbody, row in rows.items()} == sizes
     assert {nbody: int(row["done"]) for nbody, row in rows.items()} == sizes
