@@ -1,6 +1,7 @@
-"""``cluster=`` -> a running executor: in-process, an embedded LocalCluster, or a cluster the user has.
+"""``cluster=`` -> a running executor: in-process, an embedded LocalCluster, batch jobs (:mod:`qcmb_dask.batch`),
+the ranks of an mpirun (:mod:`qcmb_dask.mpi`), or a cluster the user has.
 
-Knows nothing about chemistry: it runs an :class:`~qcmb_dask.graph.MBEGraph` and reports levels.
+Knows nothing about chemistry: it runs an :class:`~qcmb_dask.graph.MBEGraph` and reports fragments and levels.
 """
 
 from __future__ import annotations

@@ -268,3 +268,27 @@ def pytest_terminal_summary(terminalreporter):
 
 def entries(root):
     return sorted(Path(root).glob("??/*.json"))
+
+
+def start_as_a_terminal_would(script: Path, stderr_path: Path):
+    """``python script`` from the repository root, as a terminal starts a foreground job: its own process
+    group (Ctrl-C there signals the whole group) and SIGINT at its default, which a background shell may
+    have set to "ignore" for its children. Returns the Popen; stderr goes to ``stderr_path``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def as_a_terminal_would():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setpgrp()
+
+    root = Path(__file__).resolve().parent.parent
+    with open(stderr_path, "w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, str(script)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stderr=stderr,
+            preexec_fn=as_a_terminal_would,
+        )

@@ -18,7 +18,7 @@ import pytest
 import qcmb_dask
 from qcmb_dask.errors import FragmentsFailed
 
-from .conftest import assert_same_answer, entries, faulty_input, two_worker_client
+from .conftest import assert_same_answer, entries, faulty_input, start_as_a_terminal_would, two_worker_client
 from .fake_programs import FaultyHarness, calls
 
 pytestmark = pytest.mark.slow
@@ -73,19 +73,7 @@ def test_ctrl_c_on_the_embedded_cluster_stops_it_and_a_rerun_computes_only_the_r
     )
     (tmp_path / "run.py").write_text(script)
 
-    def as_a_terminal_would():
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background shell may have set it to "ignore"
-        os.setpgrp()
-
-    root = Path(__file__).resolve().parent.parent
-    with open(tmp_path / "stderr.txt", "w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, str(tmp_path / "run.py")],
-            cwd=root,
-            env={**os.environ, "PYTHONPATH": str(root)},
-            stderr=stderr,
-            preexec_fn=as_a_terminal_would,
-        )
+    proc = start_as_a_terminal_would(tmp_path / "run.py", tmp_path / "stderr.txt")
     deadline = time.time() + 120
     while len(entries(store)) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

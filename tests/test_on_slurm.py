@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -18,7 +17,15 @@ import pytest
 
 import qcmb_dask
 
-from .conftest import NOCP, assert_same_answer, assert_same_result, entries, faulty_input, mbe_input
+from .conftest import (
+    NOCP,
+    assert_same_answer,
+    assert_same_result,
+    entries,
+    faulty_input,
+    mbe_input,
+    start_as_a_terminal_would,
+)
 from .fake_programs import FaultyHarness, calls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,18 +245,7 @@ def test_ctrl_c_cancels_the_jobs(job_name, tmp_path):
     )
     (tmp_path / "run.py").write_text(script)
 
-    def as_a_terminal_would():
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background shell may have set it to "ignore"
-        os.setpgrp()
-
-    with open(tmp_path / "stderr.txt", "w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, str(tmp_path / "run.py")],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stderr=stderr,
-            preexec_fn=as_a_terminal_would,
-        )
+    proc = start_as_a_terminal_would(tmp_path / "run.py", tmp_path / "stderr.txt")
     deadline = time.time() + 120
     while calls(log) < 1 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
