@@ -33,11 +33,10 @@ def snapshot(scheduler) -> Dict[str, Any]:
     levels = []
     for nbody_key, total in sorted(run["levels"].items(), key=lambda kv: int(kv[0])):
         nbody = int(nbody_key)
-        prefix = f"fragment-{nbody_word(nbody)}-body-"
         mine = [r for r in records if r["nbody"] == nbody]
-        running = sum(
-            1 for key, ts in scheduler.tasks.items() if ts.state == "processing" and str(key).startswith(prefix)
-        )
+        # The scheduler counts tasks per state for each key prefix ("fragment-two-body"): no scan of all tasks.
+        prefix = scheduler.task_prefixes.get(f"fragment-{nbody_word(nbody)}-body")
+        running = prefix.states.get("processing", 0) if prefix is not None else 0
         result = scheduler.get_metadata([METADATA_ROOT, f"level-{nbody}"], default=None)
         levels.append(
             {
