@@ -10,7 +10,7 @@ from . import config as _config  # noqa: F401  loads defaults into dask.config
 from . import plots
 from .analysis import LevelResult, PartialResult
 from .api import build_graph, compute, job_script, plan, timeline
-from .batch import WorkersNeverArrived
+from .batch import JobsRefused, WorkersNeverArrived
 from .computer import ManyBodyComputer
 from .errors import FragmentError, FragmentsFailed
 from .plan import FragmentTask, Plan
@@ -27,6 +27,7 @@ _register_shipped_programs()
 __all__ = [
     "FragmentError",
     "FragmentsFailed",
+    "JobsRefused",
     "FragmentTask",
     "LevelResult",
     "ManyBodyComputer",

@@ -17,7 +17,8 @@ import glob
 import os
 import shutil
 import subprocess
-from typing import Iterator, Optional, Tuple
+import time
+from typing import Iterator, List, Optional, Tuple
 
 import dask
 
@@ -37,6 +38,10 @@ QUEUE_COMMANDS = {
 
 class WorkersNeverArrived(RuntimeError):
     """Jobs were submitted but no worker connected in time; nothing was computed, the jobs are cancelled."""
+
+
+class JobsRefused(WorkersNeverArrived):
+    """The batch system refused the job (``sbatch``/``qsub`` failed): its message and the job script."""
 
 
 class JobKeeper:
@@ -103,8 +108,10 @@ def batch_client(
     from distributed import Client
 
     # The scheduler runs here; it reads these when it starts.
+    refusals: List[str] = []
+    job_class = _recording_refusals(settings.cluster_class.job_cls, refusals)
     with dask.config.set(scheduler_settings):
-        cluster = settings.cluster_class(**settings.kwargs)
+        cluster = settings.cluster_class(job_cls=job_class, **settings.kwargs)
     keeper = JobKeeper(cluster, None if adapt else jobs)
     try:
         with Client(cluster) as client:
@@ -113,18 +120,48 @@ def batch_client(
             else:
                 cluster.scale(jobs=jobs)
             keeper.start()
-            _wait_for_first_worker(client, cluster, settings, worker_timeout)
+            _wait_for_first_worker(client, cluster, settings, worker_timeout, refusals)
             yield client
     finally:
         keeper.stop()
         cluster.close()  # cancels every job it submitted (scancel / qdel)
 
 
-def _wait_for_first_worker(client, cluster, settings: BatchSettings, timeout: float) -> None:
-    try:
-        client.wait_for_workers(1, timeout=timeout)
-    except TimeoutError:
-        raise WorkersNeverArrived(diagnose(cluster, settings, timeout)) from None
+def _recording_refusals(job_class, refusals: List[str]):
+    """The job class, noting every refused submission. dask-jobqueue submits in the background and only
+    logs a refused ``sbatch``/``qsub`` (say, more memory than any node has): the run would wait for
+    workers that cannot come."""
+
+    class RecordingRefusals(job_class):
+        async def start(self):
+            try:
+                await super().start()
+            except RuntimeError as e:  # dask-jobqueue's message: the command, its exit code, its stderr
+                from distributed.core import Status
+
+                refusals.append(str(e))
+                self.status = Status.failed  # closing the cluster checks that no job is left "created"
+                raise
+
+    RecordingRefusals.__name__ = job_class.__name__
+    return RecordingRefusals
+
+
+def _wait_for_first_worker(client, cluster, settings: BatchSettings, timeout: float, refusals: List[str]) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.wait_for_workers(1, timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+            return
+        except TimeoutError:
+            pass
+        if refusals:
+            raise JobsRefused(
+                f"The batch system refused the {settings.system.upper()} job, so no worker can start; nothing "
+                f"was computed.\n{refusals[0]}\nJob script:\n{cluster.job_script()}"
+            )
+        if time.monotonic() >= deadline:
+            raise WorkersNeverArrived(diagnose(cluster, settings, timeout))
 
 
 def diagnose(cluster, settings: BatchSettings, waited: float) -> str:

@@ -228,6 +228,21 @@ def test_a_job_that_can_never_start_gives_a_clear_error_not_a_hang(job_name, tmp
 
 @requires_slurm
 @pytest.mark.slurm
+def test_a_job_the_batch_system_refuses_is_reported_at_once_with_its_reason(job_name, tmp_path):
+    started = time.time()
+    with pytest.raises(qcmb_dask.WorkersNeverArrived) as error:  # JobsRefused is one
+        qcmb_dask.compute(
+            mbe_input(2), "slurm", jobs=1, cluster_options=options(job_name, tmp_path, memory="64GiB"), progress=False
+        )
+    assert time.time() - started < 60  # not worker-timeout's 600 s
+    assert "refused" in str(error.value)
+    assert "Memory specification can not be satisfied" in str(error.value)  # sbatch's own words
+    assert "#SBATCH --mem=64G" in str(error.value)
+    assert_no_job_left(job_name)
+
+
+@requires_slurm
+@pytest.mark.slurm
 def test_ctrl_c_cancels_the_jobs(job_name, tmp_path):
     log = tmp_path / "calls.log"
     script = textwrap.dedent(
