@@ -107,10 +107,9 @@ def batch_client(
     """Start the cluster, submit the jobs, wait for a first worker; close it all on the way out."""
     from distributed import Client
 
-    # The scheduler runs here; it reads these when it starts.
     refusals: List[str] = []
     job_class = _recording_refusals(settings.cluster_class.job_cls, refusals)
-    with dask.config.set(scheduler_settings):
+    with dask.config.set(scheduler_settings):  # the scheduler runs here; it reads these when it starts
         cluster = settings.cluster_class(job_cls=job_class, **settings.kwargs)
     keeper = JobKeeper(cluster, None if adapt else jobs)
     try:
