@@ -17,7 +17,6 @@ import dask
 from . import batch_settings, events, watchdog
 from . import resources as res
 from .analysis import LevelResult, Outcome, summarize
-from .dashboard import ROUTES_MODULE, live_page_link
 from .fragment import fragment_error, worker_lost_error
 from .graph import MBEGraph
 from .progress import Reporter
@@ -71,6 +70,8 @@ class DistributedSession:
 
     def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
         from distributed import as_completed, wait
+
+        from .dashboard import live_page_link
 
         reporter.dashboard(self.client.dashboard_link)
         reporter.live_page(live_page_link(self.client))
@@ -235,6 +236,10 @@ def open_session(
         yield DistributedSession(client, _given_resources(client, threads_per_task, memory_per_task))
 
 
+#: the module the scheduler loads for the live many-body page, /qcmb (named, not imported: it imports distributed)
+LIVE_PAGE_ROUTES = "qcmb_dask.dashboard"
+
+
 @dataclass(frozen=True)
 class BatchRequest:
     """A batch cluster for one call: its settings and either a fixed number of jobs or adapt's bounds."""
@@ -305,8 +310,8 @@ def scheduler_settings(batch: bool = False) -> dict:
     """
     failures_key = "qcmb_dask.batch.allowed-failures" if batch else "qcmb_dask.allowed-failures"
     routes = list(dask.config.get("distributed.scheduler.http.routes"))
-    if ROUTES_MODULE not in routes:
-        routes.append(ROUTES_MODULE)  # the live many-body page, /qcmb
+    if LIVE_PAGE_ROUTES not in routes:
+        routes.append(LIVE_PAGE_ROUTES)
     return {
         "distributed.scheduler.http.routes": routes,
         "distributed.scheduler.allowed-failures": dask.config.get(failures_key),

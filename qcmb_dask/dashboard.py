@@ -21,8 +21,6 @@ from distributed.http.utils import RequestHandler
 from .events import FRAGMENT_TOPIC, METADATA_ROOT, fragment_records
 from .graph import nbody_word
 
-ROUTES_MODULE = "qcmb_dask.dashboard"
-
 
 def snapshot(scheduler) -> Dict[str, Any]:
     """What the page shows, from the scheduler's state (runs on the scheduler's event loop)."""
