@@ -309,6 +309,8 @@ def scheduler_settings(batch: bool = False) -> dict:
       about 1 ms per fragment on 2 cores (benchmarks/overhead.py); fragments take seconds to hours.
     """
     failures_key = "qcmb_dask.batch.allowed-failures" if batch else "qcmb_dask.allowed-failures"
+    import distributed  # noqa: F401  loads distributed's defaults into dask.config (not loaded at our import)
+
     routes = list(dask.config.get("distributed.scheduler.http.routes"))
     if LIVE_PAGE_ROUTES not in routes:
         routes.append(LIVE_PAGE_ROUTES)
