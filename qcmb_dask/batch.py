@@ -66,21 +66,18 @@ class JobKeeper:
     def stop(self) -> None:
         self.cluster.loop.add_callback(self._callback.stop)
 
-    def _job_of(self, worker_name) -> Optional[str]:
-        spec = self.cluster.worker_spec
-        if worker_name in spec:
+    def _job_of(self, worker_name, jobs_by_name: dict) -> Optional[str]:
+        if worker_name in jobs_by_name.values():
             return worker_name
-        job = str(worker_name).rsplit("-", 1)[0]  # a job of several workers names them <job>-0, <job>-1, ...
-        for name in spec:
-            if str(name) == job:
-                return name
-        return None
+        # a job of several workers names them <job>-0, <job>-1, ...
+        return jobs_by_name.get(str(worker_name).rsplit("-", 1)[0])
 
     def _tick(self) -> None:
         cluster = self.cluster
         if cluster.status.name in ("closing", "closed"):
             return
-        live = {self._job_of(w.get("name")) for w in cluster.scheduler_info.get("workers", {}).values()}
+        jobs_by_name = {str(name): name for name in cluster.worker_spec}  # once per tick, not per worker
+        live = {self._job_of(w.get("name"), jobs_by_name) for w in cluster.scheduler_info.get("workers", {}).values()}
         live.discard(None)
         self.seen |= live
         ended = [name for name in self.seen - live if name in cluster.worker_spec]
@@ -157,7 +154,9 @@ def _wait_for_first_worker(client, cluster, settings: BatchSettings, timeout: fl
         if refusals:
             raise JobsRefused(
                 f"The batch system refused the {settings.system.upper()} job, so no worker can start; nothing "
-                f"was computed.\n{refusals[0]}\nJob script:\n{cluster.job_script()}"
+                f"was computed.\n{refusals[0]}\nChange what it names (memory, cores, queue, walltime, account) in "
+                "cluster_options or the profile, and check the result with qcmb_dask.job_script() before running "
+                f"again.\nJob script:\n{cluster.job_script()}"
             )
         if time.monotonic() >= deadline:
             raise WorkersNeverArrived(diagnose(cluster, settings, timeout))

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -68,12 +69,25 @@ class BatchSettings:
 
 
 def import_jobqueue():
-    """``dask_jobqueue``, with Ctrl-C left as a KeyboardInterrupt.
+    """``dask_jobqueue``, with Ctrl-C left as a KeyboardInterrupt, importable from any thread.
 
-    Importing dask-jobqueue (0.9) replaces the SIGINT handler with ``sys.exit()``: Ctrl-C would end a run
-    with exit status 0, as if it had succeeded, and skip ``except KeyboardInterrupt``. Its handler is
-    meant for its own ``runner`` module, which qcmb_dask does not use.
+    Importing dask-jobqueue (0.9) sets the SIGINT handler to ``sys.exit()`` (for its own ``runner``
+    module, which qcmb_dask does not use). In the main thread that made Ctrl-C end a run with exit status
+    0, as if it had succeeded; in any other thread (a run started from a worker thread, a GUI) the import
+    itself fails ("signal only works in main thread"). So that one call is skipped while it imports, and
+    a handler it set earlier (the user imported it first) is put back to Python's own.
     """
+    if "dask_jobqueue" not in sys.modules:
+        original = signal.signal
+
+        def leave_sigint_alone(signum, handler):
+            return signal.getsignal(signum) if signum == signal.SIGINT else original(signum, handler)
+
+        signal.signal = leave_sigint_alone
+        try:
+            import dask_jobqueue  # noqa: F401
+        finally:
+            signal.signal = original
     import dask_jobqueue
 
     handler = signal.getsignal(signal.SIGINT)

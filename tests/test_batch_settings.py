@@ -149,3 +149,17 @@ def test_ctrl_c_stays_a_keyboard_interrupt_after_dask_jobqueue_is_imported():
     )
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_batch_cluster_can_be_prepared_from_a_thread_that_is_not_the_main_one():
+    """dask-jobqueue's import sets a signal handler, which only the main thread may do."""
+    import subprocess
+    import sys
+
+    check = (
+        "import threading, qcmb_dask; out = []\n"
+        "t = threading.Thread(target=lambda: out.append(qcmb_dask.job_script('slurm'))); t.start(); t.join()\n"
+        "assert out and '#SBATCH' in out[0]"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -101,6 +101,19 @@ class QueueWatcher(threading.Thread):
         self.join()
 
 
+def faulty_run_on_slurm(tmp_path: Path, harness, cluster_options: dict, **jobs):
+    """The nocp trimer through the faulty program on SLURM, with a store in ``tmp_path``."""
+    return qcmb_dask.compute(
+        faulty_input(),
+        "slurm",
+        harnesses=[harness],
+        cluster_options=cluster_options,
+        cache=tmp_path / "store",
+        progress=False,
+        **jobs,
+    )
+
+
 def assert_no_job_left(job_name: str, within: float = 20) -> None:
     deadline = time.time() + within
     while our_jobs(job_name) and time.time() < deadline:
@@ -141,16 +154,7 @@ def test_a_job_scancelled_mid_run_is_replaced_and_the_answer_holds(job_name, tmp
     with QueueWatcher(job_name) as queue:
         runner = threading.Thread(
             target=lambda: outcome.setdefault(
-                "result",
-                qcmb_dask.compute(
-                    faulty_input(),
-                    "slurm",
-                    adapt=(2, 2),
-                    harnesses=[harness],
-                    cluster_options=options(job_name, tmp_path),
-                    cache=tmp_path / "store",
-                    progress=False,
-                ),
+                "result", faulty_run_on_slurm(tmp_path, harness, options(job_name, tmp_path), adapt=(2, 2))
             )
         )
         runner.start()
@@ -181,15 +185,7 @@ def test_jobs_that_reach_their_walltime_retire_and_are_replaced(job_name, tmp_pa
     harness = FaultyHarness(extras={"log": str(log), "sleep": 3.5})
     n = len(qcmb_dask.plan(faulty_input()))
     with QueueWatcher(job_name) as queue:
-        result = qcmb_dask.compute(
-            faulty_input(),
-            "slurm",
-            jobs=1,
-            harnesses=[harness],
-            cluster_options=options(job_name, tmp_path, walltime="00:00:20"),
-            cache=tmp_path / "store",
-            progress=False,
-        )
+        result = faulty_run_on_slurm(tmp_path, harness, options(job_name, tmp_path, walltime="00:00:20"), jobs=1)
     assert len(queue.ids) >= 2, "the run fit in one job's lifetime: it tested nothing"
     ended = len(queue.ids) - 1
     # a fragment running when its worker retires runs again on the next one
