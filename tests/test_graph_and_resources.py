@@ -166,3 +166,27 @@ def test_workers_times_threads_never_exceed_cores_in_a_real_run():
     for atomic in result.cluster_results.values():
         threads = atomic.extras["pyscf"]["threads"]
         assert max(threads.values()) == 1, threads
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting, expected", [(None, 0.001), ("3ms", 0.003)])
+def test_the_embedded_scheduler_sends_each_worker_its_next_fragment_promptly(setting, expected):
+    """Dask holds messages to a worker for up to 5 ms to batch them; a worker that holds only the fragment it
+    runs would wait that long for the next one. Workers present at the start and those joining later are sent
+    to at ``qcmb_dask.scheduler-send-interval``."""
+    import dask
+
+    from qcmb_dask.clusters import open_session
+
+    def intervals(dask_scheduler):
+        return sorted(stream.interval for stream in dask_scheduler.stream_comms.values())
+
+    with (
+        dask.config.set({"qcmb_dask.scheduler-send-interval": setting} if setting else {}),
+        open_session(None, n_workers=1, threads_per_task=1, memory_per_task=None) as session,
+    ):
+        client = session.client
+        assert client.run_on_scheduler(intervals) == [expected]
+        client.cluster.scale(2)
+        client.wait_for_workers(2, timeout=60)
+        assert client.run_on_scheduler(intervals) == [expected, expected]
