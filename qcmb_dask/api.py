@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence, Tuple
 
-from . import config, programs, store, validate
+from . import config, cost_history, programs, store, validate
 from .analysis import Outcome, PartialResult
 from .batch_settings import resolve as resolve_batch_settings
 from .clusters import batch_request, open_session
@@ -141,6 +141,7 @@ def compute(
         validate.check_programs(validate.plan_requests(the_plan), installed=True)
     if store_root is not None:
         store.prepare(store_root)
+    the_plan = cost_history.refine(the_plan, store_root)  # what earlier runs measured orders this one
     policy = RunPolicy(
         store=str(store_root) if store_root else None,
         timeout=float(timeout_per_task) if timeout_per_task else None,
@@ -167,6 +168,10 @@ def compute(
             outcome = session.run(graph, reporter, the_plan.bsse_type)
         finally:
             _LAST_RUN["timeline"] = list(reporter.records)
+            measured = cost_history.measured_ratios(
+                the_plan.tasks, reporter.records, session.resources.threads_per_task
+            )
+            cost_history.record(store_root, measured)
     finished = _finish(outcome, on_error, store_root, reporter)
     if report is not None and not isinstance(finished, PartialResult):
         from . import plots
@@ -204,8 +209,12 @@ def _finish(outcome: Outcome, on_error: str, store_root, reporter: Reporter):
     )
 
 
-def plan(input: InputLike, *, harnesses: Sequence = ()) -> Plan:
+def plan(input: InputLike, *, harnesses: Sequence = (), cache: Any = None) -> Plan:
     """What ``compute`` would run, without running it. ``harnesses``: programs of your own, as for ``compute``.
+
+    The estimates are the cost model's, times what earlier runs measured for the same program, method,
+    basis and driver where the result store ``cache`` (as for ``compute``; default the configured one)
+    holds such measurements (:mod:`qcmb_dask.cost_history`).
 
     Examples
     --------
@@ -214,7 +223,7 @@ def plan(input: InputLike, *, harnesses: Sequence = ()) -> Plan:
     >>> print(p)     # counts per model chemistry and n-body level  # doctest: +SKIP
     """
     programs.register(harnesses)
-    return make_plan(input)
+    return cost_history.refine(make_plan(input), store.resolve(cache))
 
 
 def build_graph(

@@ -95,7 +95,7 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
     if cache and no_cache:
         raise click.UsageError("give --cache PATH or --no-cache, not both")
     try:
-        plan = qcmb_dask.plan(input_file)
+        plan = qcmb_dask.plan(input_file, cache=False if no_cache else cache)
         if cluster == "mpi":  # every rank runs this command; only rank 1 (the client) speaks
             from .mpi import is_client_rank
 
@@ -152,12 +152,15 @@ def _summary_table(rows, result) -> str:
 
 @main.command()
 @click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
-def plan(input_file):
+@click.option(
+    "--cache", type=click.Path(file_okay=False), help="Result store whose measured durations refine the estimates."
+)
+def plan(input_file, cache):
     """What INPUT would run: calculations per model chemistry and n-body level, estimated cost. No QC."""
     import qcmb_dask
 
     try:
-        click.echo(str(qcmb_dask.plan(input_file)))
+        click.echo(str(qcmb_dask.plan(input_file, cache=cache)))
     except ValueError as e:
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(2)
@@ -220,20 +223,30 @@ def _store(path):
 @click.option("--cache", "path", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
 def info(path):
     """Entries and size of the result store."""
+    from . import cost_history
+
     details = _store(path).info()
     click.echo(f"{details['root']}: {details['entries']} result(s), {details['bytes'] / 2**20:.2f} MiB")
+    for kind, (factor, nratios) in sorted(cost_history.factors(cost_history.load(details["root"])).items()):
+        click.echo(
+            f"  measured: {kind.replace('|', ' ')}: the cost model's estimate x {factor:.3g} ({nratios} calculations)"
+        )
 
 
 @cache.command()
 @click.option("--cache", "path", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
 @click.option("--yes", is_flag=True, help="Do not ask.")
 def clear(path, yes):
-    """Delete every stored result (they will be computed again when needed)."""
+    """Delete every stored result (they will be computed again when needed) and the measured durations."""
     store = _store(path)
     details = store.info()
     if not yes:
         click.confirm(f"Delete {details['entries']} result(s) in {details['root']}?", abort=True)
-    click.echo(f"Removed {store.clear()} result(s) from {details['root']}")
+    from . import cost_history
+
+    removed = store.clear()
+    forgot = " and the measured durations" if cost_history.clear(store.root) else ""
+    click.echo(f"Removed {removed} result(s){forgot} from {details['root']}")
 
 
 if __name__ == "__main__":

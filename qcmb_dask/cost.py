@@ -5,7 +5,8 @@ counterpoise fragments carry the whole cluster's basis) and atoms. The coefficie
 timings of water clusters (1-4 waters; STO-3G, 6-31G, cc-pVDZ, aug-cc-pVDZ; PySCF 2.14, one core)
 on the development machine: small calculations are dominated by fixed costs, large ones by the
 method's formal scaling, and both matter for ordering. Other programs differ by a factor, which
-leaves the order of their fragments, all that priorities need, mostly intact.
+leaves the order of their fragments, all that priorities need, mostly intact; what earlier runs
+measured corrects that factor per program, method, basis and driver (:mod:`qcmb_dask.cost_history`).
 """
 
 from __future__ import annotations

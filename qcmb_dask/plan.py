@@ -42,8 +42,11 @@ class FragmentTask:
     method: str
     basis_set: str
     driver: str
-    #: rough one-core seconds with PySCF (see :mod:`qcmb_dask.cost`); orders fragments, longest first
+    #: estimated one-core seconds: orders fragments, longest first; the model's (:mod:`qcmb_dask.cost`) times
+    #: the factor measured in earlier runs, where there is one (:mod:`qcmb_dask.cost_history`)
     cost: float = 0.0
+    #: the model's own estimate: rough one-core seconds for PySCF on the machine it was fitted on
+    model_cost: float = 0.0
 
     @property
     def ghost(self) -> Tuple[int, ...]:
@@ -66,6 +69,9 @@ class Plan:
     driver: str
     embedding_charges: Optional[Dict[int, List[float]]] = None
     token: str = field(default="")
+    #: model chemistry -> (measured factor over the model, ratios it is the median of, what they measured),
+    #: where estimates use one (:func:`qcmb_dask.cost_history.factor_for`)
+    cost_factors: Dict[str, Tuple[float, int, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -96,9 +102,13 @@ class Plan:
         for mc, per_level in self.counts().items():
             spec = self.specifications[mc]
             model = spec["specification"]["model"]
+            measured = ""
+            if mc in self.cost_factors:
+                factor, nratios, what = self.cost_factors[mc]
+                measured = f"   (estimates: the model's x {factor:.3g}, from {nratios} earlier {what})"
             lines.append(
                 f'  Model chemistry "{mc}" ({spec["program"]} {model["method"]}/{model["basis"]}): '
-                f"{sum(per_level.values())}"
+                f"{sum(per_level.values())}{measured}"
             )
             for nb, count in per_level.items():
                 lines.append(
@@ -158,6 +168,7 @@ def make_plan(data: InputLike) -> Plan:
                 basis_set=spec["specification"]["model"]["basis"],
                 driver=driver,
                 cost=cost_of(mc, basis),
+                model_cost=cost_of(mc, basis),
             )
         )
     plan = Plan(

@@ -173,7 +173,7 @@ class ResultStore:
         """Write one entry atomically (temp file in the same directory + rename). Raises OSError."""
         payload = result_json.encode()
         header = {"format": FORMAT, "key": key, "driver": driver, "sha256": hashlib.sha256(payload).hexdigest()}
-        return _write_atomically(self.path(key, driver), json.dumps(header).encode() + b"\n" + payload)
+        return write_atomically(self.path(key, driver), json.dumps(header).encode() + b"\n" + payload)
 
     def failure_path(self, key: str, driver: str) -> Path:
         return Path(self.root) / "failed" / f"{key}.{driver}.json"
@@ -181,7 +181,7 @@ class ResultStore:
     def save_failure(self, key: str, driver: str, failed_json: str) -> Path:
         """Keep a failed calculation's whole record (QCEngine's FailedOperation: its input, the error, the
         traceback) where the user can read it; never read back as a result. Raises OSError."""
-        return _write_atomically(self.failure_path(key, driver), failed_json.encode())
+        return write_atomically(self.failure_path(key, driver), failed_json.encode())
 
     def forget_failure(self, key: str, driver: str) -> None:
         """The calculation succeeded: an earlier failure record would only mislead."""
@@ -206,7 +206,7 @@ class ResultStore:
         return removed
 
 
-def _write_atomically(path: Path, data: bytes) -> Path:
+def write_atomically(path: Path, data: bytes) -> Path:
     """A temporary file in the same directory, fsync, rename: readers see the whole file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -95,6 +95,11 @@ def test_programs_job_script_and_cache(tmp_path):
     assert out.exit_code == 0, out.output
     out = CliRunner().invoke(main, ["cache", "info", "--cache", str(store)])
     assert "13 result(s)" in out.output
+    assert "measured: pyscf hf 6-31g energy: the cost model's estimate x" in out.output
+    assert "(13 calculations)" in out.output
+    out = CliRunner().invoke(main, ["plan", TRIMER, "--cache", str(store)])
+    assert "from 13 earlier calculations like these" in out.output
     out = CliRunner().invoke(main, ["cache", "clear", "--cache", str(store), "--yes"])
-    assert "Removed 13 result(s)" in out.output
-    assert "0 result(s)" in CliRunner().invoke(main, ["cache", "info", "--cache", str(store)]).output
+    assert "Removed 13 result(s) and the measured durations" in out.output
+    out = CliRunner().invoke(main, ["cache", "info", "--cache", str(store)])
+    assert "0 result(s)" in out.output and "measured" not in out.output

@@ -1,0 +1,146 @@
+"""Measured fragment durations refine the cost model, per program, method, basis and driver.
+
+The model (:mod:`qcmb_dask.cost`) is fitted to PySCF on one machine. Another machine is faster or slower
+by a factor, and another program by a factor per method: NWChem's start-up makes its small HF
+calculations take many times the model's estimate while its CCSD(T) is far closer, so across the levels
+of a multi-level run the model's order is no longer the real one. What a run measures fixes both, for
+the runs after it: every calculation it computed (not those taken from the store, not the failed ones)
+adds its ratio of measured core-seconds (wall time × cores it was given) to the model's estimate.
+
+An estimate is then the model's times the median of the latest ratios (at least :data:`MIN_SAMPLES`) of
+its kind (program, method, basis, driver); a kind not measured yet takes the median over its program's
+kinds, else over every kind (the machine's speed), so that measured and unmeasured calculations of one
+run stay in the same units. The fragment's size still comes from the model: only the factor is learned.
+
+The history lives in the result store's directory (``cost-history.json``): it is on where results are
+kept (off with ``cache=False``) and cleared with them. It only orders fragments and feeds the printed
+estimates and the ETA; it never changes a result. Two runs that finish together may lose one's
+additions (last write wins), which costs nothing but a few samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import warnings
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from .store import StoreWarning, write_atomically
+
+FILE = "cost-history.json"
+FORMAT = "qcmb-dask-cost-history-1"
+#: Ratios kept per kind: the latest runs count, so a new machine or program version washes out older ones.
+KEEP = 64
+#: Fewer ratios than this leave the model's estimate alone: one slow first call (imports) is no evidence.
+MIN_SAMPLES = 3
+
+
+def kind_of(task) -> str:
+    """What a ratio is kept under: one program running one method in one basis for one driver."""
+    return "|".join(str(part).lower() for part in (task.program, task.method, task.basis_set, task.driver))
+
+
+def load(root: Optional[Path]) -> Dict[str, List[float]]:
+    """kind -> the latest ratios (oldest first); empty without a store, a history or a readable one."""
+    if root is None:
+        return {}
+    path = Path(root) / FILE
+    try:
+        content = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError):  # no history yet (a store that is not there: record() says so)
+        return {}
+    except (OSError, ValueError) as err:
+        warnings.warn(
+            f"qcmb_dask: cost history {path} unreadable ({err}); using the cost model alone.",
+            StoreWarning,
+            stacklevel=2,
+        )
+        return {}
+    if not isinstance(content, dict) or content.get("format") != FORMAT or not isinstance(content.get("ratios"), dict):
+        return {}
+    return {
+        kind: [float(r) for r in ratios if isinstance(r, (int, float)) and r > 0]
+        for kind, ratios in content["ratios"].items()
+        if isinstance(ratios, list)
+    }
+
+
+def factors(history: Dict[str, List[float]]) -> Dict[str, Tuple[float, int]]:
+    """kind -> (median ratio, number of ratios), for kinds with at least :data:`MIN_SAMPLES` ratios."""
+    return {kind: (statistics.median(r), len(r)) for kind, r in history.items() if len(r) >= MIN_SAMPLES}
+
+
+def measured_ratios(tasks: Iterable, records: Iterable[dict], cores_per_task: int) -> List[Tuple[str, float]]:
+    """(kind, measured core-seconds / model estimate) for every calculation a run computed.
+
+    ``tasks``: the plan's :class:`~qcmb_dask.plan.FragmentTask` (their ``model_cost`` is the model's
+    estimate); ``records``: the run's fragment ends (:attr:`qcmb_dask.progress.Reporter.records`).
+    """
+    by_label = {task.label: task for task in tasks}
+    ratios = []
+    for record in records:
+        task = by_label.get(record.get("label"))
+        start, stop = record.get("start"), record.get("stop")
+        if task is None or not record.get("ok") or record.get("from_store") or start is None or stop is None:
+            continue
+        seconds = (stop - start) * cores_per_task
+        if seconds > 0 and task.model_cost > 0:
+            ratios.append((kind_of(task), seconds / task.model_cost))
+    return ratios
+
+
+def record(root: Optional[Path], ratios: List[Tuple[str, float]]) -> None:
+    """Add a run's ratios to the history; a history that cannot be written is a warning, never an error."""
+    if root is None or not ratios:
+        return
+    history = load(root)
+    for kind, ratio in ratios:
+        history.setdefault(kind, []).append(ratio)
+    content = {"format": FORMAT, "ratios": {kind: r[-KEEP:] for kind, r in sorted(history.items())}}
+    try:
+        write_atomically(Path(root) / FILE, json.dumps(content, indent=1).encode())
+    except OSError as err:
+        warnings.warn(f"qcmb_dask: cost history not written to {root} ({err}).", StoreWarning, stacklevel=2)
+
+
+def factor_for(task, history: Dict[str, List[float]]) -> Optional[Tuple[float, int, str]]:
+    """(factor, ratios it is the median of, what they measured) for ``task``; None below :data:`MIN_SAMPLES`.
+
+    From the closest measurements there are enough of: its kind, else its program, else any calculation.
+    """
+    kind = kind_of(task)
+    program = kind.split("|", 1)[0]
+    scopes = (
+        ("calculations like these", [history.get(kind, [])]),
+        (f"{program} calculations", [r for k, r in history.items() if k.split("|", 1)[0] == program]),
+        ("calculations", list(history.values())),
+    )
+    for what, pools in scopes:
+        pooled = [ratio for pool in pools for ratio in pool]
+        if len(pooled) >= MIN_SAMPLES:
+            return statistics.median(pooled), len(pooled), what
+    return None
+
+
+def refine(plan, root: Optional[Path]):
+    """``plan`` with each estimate the model's times its measured factor, where the store's history has one;
+    the plan's ``cost_factors`` say, per model chemistry, which factor and from what."""
+    history = load(root)
+    if not factors({"all": [ratio for ratios in history.values() for ratio in ratios]}):
+        return plan
+    tasks, used = [], {}
+    for task in plan.tasks:
+        factor = used.get(task.model_chemistry) or factor_for(task, history)
+        tasks.append(dataclasses.replace(task, cost=task.model_cost * factor[0]))
+        used[task.model_chemistry] = factor
+    return dataclasses.replace(plan, tasks=tasks, cost_factors=used)
+
+
+def clear(root: Path) -> bool:
+    """Forget every measurement; True if there was a history."""
+    path = Path(root) / FILE
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
