@@ -1,21 +1,22 @@
 """Measured fragment durations refine the cost model, per program, method, basis and driver.
 
 The model (:mod:`qcmb_dask.cost`) is fitted to PySCF on one machine. Another machine is faster or slower
-by a factor, and another program by a factor per method: NWChem's start-up makes its small HF
-calculations take many times the model's estimate while its CCSD(T) is far closer, so across the levels
-of a multi-level run the model's order is no longer the real one. What a run measures fixes both, for
-the runs after it: every calculation it computed (not those taken from the store, not the failed ones)
-adds its ratio of measured core-seconds (wall time × cores it was given) to the model's estimate.
+by a factor, and another program by a factor per method: NWChem's small HF and MP2 calculations took
+3-4x the model's estimate on the development machine, its CCSD(T) 1.2x (benchmarks/cost_model.py), so
+across the levels of a multi-level run the model's order is no longer the real one. What a run
+measures fixes both, for the runs after it: every calculation it computed (not those taken from the
+store, not the failed ones) adds its ratio of measured core-seconds (wall time × cores it was given)
+to the model's estimate.
 
 An estimate is then the model's times the median of the latest ratios (at least :data:`MIN_SAMPLES`) of
 its kind (program, method, basis, driver); a kind not measured yet takes the median over its program's
 kinds, else over every kind (the machine's speed), so that measured and unmeasured calculations of one
 run stay in the same units. The fragment's size still comes from the model: only the factor is learned.
 
-The history lives in the result store's directory (``cost-history.json``): it is on where results are
-kept (off with ``cache=False``) and cleared with them. It only orders fragments and feeds the printed
-estimates and the ETA; it never changes a result. Two runs that finish together may lose one's
-additions (last write wins), which costs nothing but a few samples.
+The history lives in the result store's directory (``cost-history.json``): kept wherever results are
+kept, not at all with ``cache=False``, and cleared with them (``qcmb-dask cache clear``). It only
+orders fragments and feeds the printed estimates and the ETA; it never changes a result. Two runs
+that finish together may lose one's additions (last write wins), which costs nothing but a few samples.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 Dask batches what the scheduler sends each worker: at most one batch per 5 ms, a figure fixed in
 ``Scheduler.add_worker``. A qcmb_dask worker holds only the fragment it runs (worker-saturation 1.0), so after
 each fragment it waits for the next one, and that message is usually held back for the rest of the 5 ms
-since the previous one: on 2 cores that was about 1 ms per fragment of idle workers (benchmarks/overhead.py).
+since the previous one: on 2 cores that was about 0.75 ms per fragment of idle workers (benchmarks/overhead.py).
 Batching buys nothing here, since a worker is sent one fragment at a time anyway.
 
 Schedulers that qcmb_dask starts load this module (``scheduler_settings``); for a scheduler of your own,
