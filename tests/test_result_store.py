@@ -5,6 +5,7 @@ injected faults (``FaultyHarness``), counting every calculation it is asked for.
 import dataclasses
 import errno
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -195,9 +196,13 @@ def test_a_full_disk_keeps_the_answer_and_says_the_results_were_not_stored(scena
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store, "_write_bytes", disk_full)
-    with pytest.warns(store.StoreWarning, match=r"could not be written to the store .*No space left on device"):
+    with pytest.warns(store.StoreWarning) as warned:
         result = run(tmp_path)
+    messages = [str(w.message) for w in warned]
+    assert any(re.search(r"could not be written to the store .*No space left on device", m) for m in messages)
+    assert any(re.search(r"cost history not written .*No space left on device", m) for m in messages)
     assert entries(tmp_path / "store") == []
+    assert not (tmp_path / "store" / "cost-history.json").exists()
     assert list((tmp_path / "store").glob("??/.*.tmp")) == []  # no temporary files left behind
     scenario.record(
         "disk full (ENOSPC on every store write)",
