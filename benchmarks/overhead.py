@@ -66,18 +66,26 @@ class NoOpHarness(ProgramHarness):
         )
 
 
+def scheduler_batches(dask_scheduler) -> int:
+    """Batches the scheduler has sent to workers so far (one message or several each)."""
+    return sum(stream.batch_count for stream in dask_scheduler.stream_comms.values())
+
+
 def run_once(client, data, store=None):
-    """Makespan of one compute (plan + graph + run) and compute seconds per task group."""
+    """Makespan of one compute (plan + graph + run), compute seconds per task group, and this process's CPU
+    seconds (the client's and, on a LocalCluster, the scheduler's) and the scheduler's batches to workers."""
     from dask.utils import key_split
     from distributed import get_task_stream
 
+    batches = client.run_on_scheduler(scheduler_batches)
     with get_task_stream(client) as stream:
-        start = time.perf_counter()
-        plan = qcmb_dask.plan(data, harnesses=[NoOpHarness()])
+        start, cpu = time.perf_counter(), time.process_time()
+        plan = qcmb_dask.plan(data, harnesses=[NoOpHarness()], cache=False)
         graph = build(plan, task_config={"ncores": 1}, policy=RunPolicy(store=store))
         future = client.compute(graph.result)
         future.result()
-        makespan = time.perf_counter() - start
+        makespan, cpu = time.perf_counter() - start, time.process_time() - cpu
+    here = {"cpu": cpu, "batches": client.run_on_scheduler(scheduler_batches) - batches}
     key = future.key
     del future
     release(client, [key])
@@ -86,7 +94,7 @@ def run_once(client, data, store=None):
         group = key_split(record["key"])
         kind = "fragment" if group.startswith("fragment-") else "analysis" if group.startswith("mbe-") else "other"
         busy[kind] += sum(s["stop"] - s["start"] for s in record["startstops"] if s["action"] == "compute")
-    return len(plan), makespan, busy
+    return len(plan), makespan, busy, here
 
 
 def main() -> None:
@@ -115,7 +123,10 @@ def main() -> None:
     n = runs[0][0]
 
     def per_fragment_ms(f, runs=runs):
-        return median([1e3 * f(makespan, busy) / n for _, makespan, busy in runs])
+        return median([1e3 * f(makespan, busy) / n for _, makespan, busy, _ in runs])
+
+    def per_fragment(name, runs=runs, scale=1.0):
+        return median([scale * here[name] / n for *_, here in runs])
 
     def overhead(makespan, busy):
         return makespan - sum(busy.values()) / workers
@@ -129,6 +140,8 @@ def main() -> None:
     print(f"    fragment function per fragment     {per_fragment_ms(lambda m, b: b['fragment']):8.2f} ms")
     print(f"    analysis nodes, per fragment       {per_fragment_ms(lambda m, b: b['analysis']):8.2f} ms")
     print(f"    (fragment function and analysis: worker-seconds per fragment, {workers} workers share them)")
+    print(f"    client + scheduler CPU per fragment {per_fragment('cpu', scale=1e3):7.2f} ms")
+    print(f"    scheduler batches to workers, per fragment {per_fragment('batches'):4.2f}")
     for label, other in (
         ("worker-saturation 1.1 (Dask's default: a worker also holds the next fragment)", dask_default[0]),
         ("scheduler-send-interval 5ms (Dask's fixed batching of messages to a worker)", dask_default[1]),
@@ -136,6 +149,8 @@ def main() -> None:
         print(f"  {label}:")
         print(f"    wall time per fragment             {per_fragment_ms(lambda m, b: m, other):8.2f} ms")
         print(f"    scheduler overhead per fragment    {per_fragment_ms(overhead, other):8.2f} ms")
+        print(f"    client + scheduler CPU per fragment {per_fragment('cpu', other, 1e3):7.2f} ms")
+        print(f"    scheduler batches to workers, per fragment {per_fragment('batches', other):4.2f}")
     for name, store_runs in (("writing every result to an empty store", writes), ("reading every result back", reads)):
         print(f"  qcmb_dask's defaults, {name}:")
         wall = per_fragment_ms(lambda m, b: m, store_runs)
