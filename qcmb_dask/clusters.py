@@ -315,15 +315,13 @@ def scheduler_settings(batch: bool = False) -> dict:
     failures_key = "qcmb_dask.batch.allowed-failures" if batch else "qcmb_dask.allowed-failures"
     import distributed  # noqa: F401  loads distributed's defaults into dask.config (not loaded at our import)
 
-    routes = list(dask.config.get("distributed.scheduler.http.routes"))
-    if LIVE_PAGE_ROUTES not in routes:
-        routes.append(LIVE_PAGE_ROUTES)
-    preloads = list(dask.config.get("distributed.scheduler.preload"))
-    if PROMPT_SENDS not in preloads:
-        preloads.append(PROMPT_SENDS)
+    def with_ours(key: str, module: str) -> list:  # the user's modules stay, ours is added once
+        modules = list(dask.config.get(key))
+        return modules if module in modules else [*modules, module]
+
     return {
-        "distributed.scheduler.http.routes": routes,
-        "distributed.scheduler.preload": preloads,
+        "distributed.scheduler.http.routes": with_ours("distributed.scheduler.http.routes", LIVE_PAGE_ROUTES),
+        "distributed.scheduler.preload": with_ours("distributed.scheduler.preload", PROMPT_SENDS),
         "distributed.scheduler.allowed-failures": dask.config.get(failures_key),
         "distributed.scheduler.worker-saturation": dask.config.get("qcmb_dask.worker-saturation"),
     }

@@ -54,7 +54,8 @@ def load(root: Optional[Path]) -> Dict[str, List[float]]:
         return {}
     except (OSError, ValueError) as err:
         warnings.warn(
-            f"qcmb_dask: cost history {path} unreadable ({err}); using the cost model alone.",
+            f"qcmb_dask: cost history {path} unreadable ({err}); using the cost model alone. The next run's "
+            "measurements replace it (or delete it).",
             StoreWarning,
             stacklevel=2,
         )
@@ -103,7 +104,12 @@ def record(root: Optional[Path], ratios: List[Tuple[str, float]]) -> None:
     try:
         write_atomically(Path(root) / FILE, json.dumps(content, indent=1).encode())
     except OSError as err:
-        warnings.warn(f"qcmb_dask: cost history not written to {root} ({err}).", StoreWarning, stacklevel=2)
+        warnings.warn(
+            f"qcmb_dask: cost history not written to {root} ({err}); results are unaffected, later plans keep "
+            "the earlier estimates. Free space or permissions there, or pass cache=<another directory>.",
+            StoreWarning,
+            stacklevel=2,
+        )
 
 
 def factor_for(task, history: Dict[str, List[float]]) -> Optional[Tuple[float, int, str]]:
@@ -129,7 +135,7 @@ def refine(plan, root: Optional[Path]):
     """``plan`` with each estimate the model's times its measured factor, where the store's history has one;
     the plan's ``cost_factors`` say, per model chemistry, which factor and from what."""
     history = load(root)
-    if not factors({"all": [ratio for ratios in history.values() for ratio in ratios]}):
+    if sum(len(ratios) for ratios in history.values()) < MIN_SAMPLES:
         return plan
     tasks, used = [], {}
     for task in plan.tasks:
