@@ -36,68 +36,109 @@ def normalize(data: Any) -> NormalizedInput:
     if isinstance(data, (str, Path)):
         data = read_input_file(Path(data))
     if isinstance(data, dict):
-        return NormalizedInput(ManyBodyInput(**fill_fragment_charges(data)), 2)
+        return NormalizedInput(ManyBodyInput(**_checked_and_completed(data)), 2)
     raise TypeError(
         f"qcmb_dask cannot use an input of type {type(data).__name__}: give a qcmanybody ManyBodyInput "
         "(v1 or v2), a dict in its layout, or the path of a JSON or YAML file."
     )
 
 
-def fill_fragment_charges(data: dict) -> dict:
-    """Give a neutral input's fragments explicit charges (0) and multiplicities (from electron parity).
+def _checked_and_completed(data: dict) -> dict:
+    """The dict with its molecule checked and its charges completed as QCElemental would (a new dict)."""
+    from . import molecule_input, validate
 
-    Without them QCElemental searches every distribution of charge and spin over the fragments,
-    which takes time and memory exponential in the fragment count (26 fragments: 18 GB). With a
-    net charge there is no safe guess, so the user is asked for them. Returns a new dict.
-    """
+    validate.check_specification_dict(data.get("specification"))
     molecule = data.get("molecule")
-    if not isinstance(molecule, dict) or len(molecule.get("fragments") or []) < 2:
-        return data
-    if molecule.get("fragment_charges") is not None and molecule.get("fragment_multiplicities") is not None:
-        return data
-    fragments = molecule["fragments"]
-    filled = dict(molecule)
-    if filled.get("fragment_charges") is None:
-        total = float(molecule.get("molecular_charge", 0) or 0)
-        if abs(total) > 1e-8:
-            raise ValueError(
-                f"The molecule has a net charge of {total:g} but no fragment_charges: give the charge of each of its "
-                f'{len(fragments)} fragments (e.g. "fragment_charges": [1, 0, 0, ...]) and, for open shells, '
-                "fragment_multiplicities. Guessing them would be an exponential search over all distributions."
-            )
-        filled["fragment_charges"] = [0.0] * len(fragments)
-    if filled.get("fragment_multiplicities") is None:
-        from qcelemental import periodictable
+    molecule_input.check(molecule)
+    return {**data, "molecule": molecule_input.complete_charges(molecule)}
 
-        symbols = molecule["symbols"]
-        real = molecule.get("real") or [True] * len(symbols)
-        multiplicities = []
-        for atoms, charge in zip(fragments, filled["fragment_charges"]):
-            electrons = sum(periodictable.to_Z(symbols[i]) for i in atoms if real[i]) - charge
-            multiplicities.append(1 if round(electrons) % 2 == 0 else 2)
-        filled["fragment_multiplicities"] = multiplicities
-    return {**data, "molecule": filled}
+
+#: Larger input files are refused unread: a many-body input of 10^5 atoms is about 10 MB of JSON.
+MAX_INPUT_BYTES = 64 * 2**20
+#: YAML aliases can make a small file expand without bound ("billion laughs"); past this many nodes it is refused.
+MAX_YAML_NODES = 10_000_000
 
 
 def read_input_file(path: Path) -> dict:
     """Read a ManyBodyInput dict from a ``.json``, ``.yaml`` or ``.yml`` file, with errors that name the file."""
+    from .validate import InvalidInput
+
     if not path.is_file():
         raise FileNotFoundError(f"Many-body input file {str(path)!r} does not exist.")
+    size = path.stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise InvalidInput(
+            f"{str(path)!r} is {size / 2**20:.0f} MiB; many-body input files are at most {MAX_INPUT_BYTES // 2**20} "
+            "MiB. Is it the right file?"
+        )
     text = path.read_text()
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _load_yaml(text)
         else:
             data = json.loads(text)
-    except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
-        raise ValueError(f"Could not parse many-body input file {str(path)!r}: {err}") from err
+    except InvalidInput as err:
+        raise InvalidInput(f"{str(path)!r}: {err.problem}") from None
+    except Exception as err:  # json.JSONDecodeError, yaml.YAMLError, RecursionError (nesting)
+        raise InvalidInput(f"could not parse many-body input file {str(path)!r}: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(
-            f"Many-body input file {str(path)!r} must hold one ManyBodyInput object, got {type(data).__name__}."
+        raise InvalidInput(
+            f"many-body input file {str(path)!r} must hold one ManyBodyInput object, got {type(data).__name__}."
         )
     return data
+
+
+def _load_yaml(text: str):
+    """``yaml.safe_load``, refusing documents whose aliases expand past :data:`MAX_YAML_NODES` nodes."""
+    import yaml
+
+    from .validate import InvalidInput
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node)
+        if expanded > MAX_YAML_NODES:
+            raise InvalidInput(
+                f"its aliases (*name) expand to {expanded:.3g} values, more than the {MAX_YAML_NODES:.0e} any input "
+                "needs; write the values out, or remove the aliases."
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root) -> int:
+    """How many nodes the document has once every alias is copied out (a shared node counts once per use)."""
+    import yaml
+
+    from .validate import InvalidInput
+
+    sizes, open_nodes = {}, set()
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            sizes[id(node)] = 1
+            continue
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+        elif id(node) not in sizes:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            for child in children:
+                if id(child) in open_nodes:
+                    raise InvalidInput("an alias (*name) refers to a value that contains it: the input never ends.")
+                if id(child) not in sizes:
+                    stack.append((child, False))
+    return sizes[id(root)]
 
 
 def _v1_input_class():

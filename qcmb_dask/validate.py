@@ -22,10 +22,26 @@ PROGRAMS_OVERVIEW = "https://molssi.github.io/QCEngine/program_overview.html"
 
 
 class InvalidInput(ValueError):
-    """The many-body input cannot be run; nothing was submitted."""
+    """The many-body input (or an argument of the call) cannot be run; nothing was submitted."""
+
+    what = "many-body input"
 
     def __init__(self, problem: str):
-        super().__init__(f"Invalid many-body input: {problem}")
+        self.problem = problem
+        super().__init__(f"Invalid {self.what}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.problem,)
+
+
+class InvalidArgument(InvalidInput):
+    """An argument of the call (or its value in the Dask config) cannot be used; nothing was submitted."""
+
+    what = "argument"
+
+
+class InputWarning(UserWarning):
+    """The input runs, and gives QCManyBody's answer, but something in it may not be what the user meant."""
 
 
 @contextlib.contextmanager
@@ -45,10 +61,48 @@ def input_errors():
             f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors(include_url=False)
         )
         raise InvalidInput(problems) from err
-    except (ValueError, TypeError, KeyError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise InvalidInput(str(err)) from err
+    except FileNotFoundError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, StopIteration) as err:
+        # What slips past the checks here, in the words of QCElemental or QCManyBody, but never a raw traceback.
+        raise InvalidInput(f"{type(err).__name__} while reading it: {err}") from err
+
+
+def check_specification_dict(spec) -> None:
+    """The parts of a ``specification`` dict that pydantic and QCManyBody report in their internals' words."""
+    if not isinstance(spec, dict):
+        raise InvalidInput(
+            "specification: expected an object with keywords (bsse_type, max_nbody or levels), driver and "
+            f"specification (one model chemistry per name), got {'nothing' if spec is None else type(spec).__name__}."
+        )
+    models = spec.get("specification")
+    if not isinstance(models, dict) or not models:
+        raise InvalidInput(
+            'specification.specification: give at least one model chemistry, e.g. {"(auto)": {"program": "pyscf", '
+            '"model": {"method": "hf", "basis": "6-31g"}, "driver": "energy"}}.'
+        )
+    keywords = spec.get("keywords") or {}
+    if not isinstance(keywords, dict):
+        raise InvalidInput(f"specification.keywords: expected an object, got {type(keywords).__name__}.")
+    bsse = keywords.get("bsse_type")
+    if bsse is not None:
+        names = bsse if isinstance(bsse, (list, tuple)) else [bsse]
+        if not names or not all(isinstance(b, str) for b in names):
+            raise InvalidInput(
+                f'specification.keywords.bsse_type: expected "cp", "nocp", "vmfc" or a list of them, got {bsse!r}.'
+            )
+    max_nbody = keywords.get("max_nbody")
+    if max_nbody is not None and (isinstance(max_nbody, bool) or not isinstance(max_nbody, int) or max_nbody < 1):
+        raise InvalidInput(
+            f"specification.keywords.max_nbody: expected a whole number of at least 1 (the highest n-body order), "
+            f"got {max_nbody!r}."
+        )
+    levels = keywords.get("levels")
+    if levels is not None and (not isinstance(levels, dict) or not levels):
+        raise InvalidInput(
+            'specification.keywords.levels: expected n-body order -> model chemistry, e.g. {"1": "ccsd", "2": "mp2"}, '
+            f"got {levels!r}."
+        )
 
 
 def check_fragmentation(model) -> None:
@@ -66,6 +120,8 @@ def check_levels_are_specified(levels: Dict[int, str], specifications: Dict[str,
 
     Without ``levels`` QCManyBody looks for one specification named ``"(auto)"``.
     """
+    if not specifications:
+        raise InvalidInput("specification.specification is empty: give at least one model chemistry.")
     missing = sorted(set(levels.values()) - set(specifications))
     if missing:
         named = ", ".join(repr(m) for m in missing)
@@ -158,3 +214,65 @@ def check_programs(requests: Iterable[tuple], installed: bool = True) -> None:
     problems = program_problems(requests, installed)
     if problems:
         raise InvalidInput("; ".join(dict.fromkeys(problems)))
+
+
+def check_arguments(
+    *,
+    n_workers=None,
+    threads_per_task=None,
+    memory_per_task=None,
+    retries=None,
+    timeout_per_task=None,
+    jobs=None,
+    adapt=None,
+    harnesses=(),
+) -> None:
+    """The keyword arguments of ``compute`` (resolved from the Dask config where not given), before anything runs."""
+    counts = {"n_workers": n_workers, "threads_per_task": threads_per_task, "jobs": jobs}
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidArgument(f"{name}={value!r}: expected a whole number of at least 1, or None for the default.")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+        raise InvalidArgument(
+            f"retries={retries!r}: expected 0 (no reruns) or more reruns of a transiently failed calculation."
+        )
+    for name, value, unit in (
+        ("memory_per_task", memory_per_task, "GiB"),
+        ("timeout_per_task", timeout_per_task, "seconds"),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise InvalidArgument(
+                f"{name}={value!r}: expected a positive number of {unit}, or None for no limit/the default."
+            )
+    if adapt is not None:
+        if len(tuple(adapt)) != 2 or not all(isinstance(a, int) and a >= 0 for a in adapt) or adapt[0] > adapt[1]:
+            raise InvalidArgument(
+                f"adapt={adapt!r}: expected (min, max) job counts with 0 <= min <= max, e.g. adapt=(0, 10)."
+            )
+    if isinstance(harnesses, (str, bytes)) or not hasattr(harnesses, "__iter__"):
+        harnesses = [harnesses]
+    for harness in harnesses:
+        if not hasattr(harness, "compute") or not isinstance(getattr(harness, "name", None), str):
+            raise InvalidArgument(
+                f"harnesses: {harness!r} is not a QCEngine ProgramHarness. Pass harness instances, e.g. "
+                "harnesses=[MyHarness()]; a program QCEngine already knows (pyscf, nwchem, psi4 ...) needs none: "
+                "name it as the specification's program."
+            )
+
+
+def check_output_path(path, option: str) -> None:
+    """An output file that cannot be written is refused before the run, not after it (results would be lost)."""
+    import os
+
+    target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise InvalidArgument(
+            f"{option} {str(path)!r} is a directory: give a file name, e.g. {os.path.join(path, 'result.json')!r}."
+        )
+    if not os.path.isdir(folder):
+        raise InvalidArgument(
+            f"{option} {str(path)!r}: the directory {folder!r} does not exist; create it first (mkdir -p)."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(target) and not os.access(target, os.W_OK)):
+        raise InvalidArgument(f"{option} {str(path)!r} cannot be written here (permissions); choose another path.")

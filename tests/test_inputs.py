@@ -84,10 +84,19 @@ def test_open_shell_fragment_gets_a_doublet():
     assert normalize(data).model.molecule.fragment_multiplicities == [1, 2]
 
 
-def test_charged_input_without_fragment_charges_asks_for_them():
+def test_charged_input_without_fragment_charges_gets_qcelementals_choice_and_a_warning():
+    """QCElemental puts the charge on the first fragment that can take it; so do we, and we say so."""
+    from qcelemental.models import Molecule
+
+    from qcmb_dask.validate import InputWarning
+
     data = mbe_input(2)
     mol = data["molecule"]
     del mol["fragment_charges"], mol["fragment_multiplicities"]
     mol["molecular_charge"] = 1
-    with pytest.raises(ValueError, match="fragment_charges"):
-        normalize(data)
+    reference = Molecule(**mol)
+    with pytest.warns(InputWarning, match=r"chose: fragment 1 charge \+1\. .*give fragment_charges"):
+        ours = normalize(data).model.molecule
+    assert ours.fragment_charges == reference.fragment_charges == [1.0, 0.0]
+    assert ours.fragment_multiplicities == reference.fragment_multiplicities == [2, 1]
+    assert ours.molecular_multiplicity == reference.molecular_multiplicity

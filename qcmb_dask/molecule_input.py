@@ -1,0 +1,214 @@
+"""A molecule as a user wrote it (a dict): checked before QCElemental sees it, charges completed as QCElemental would.
+
+QCElemental reports many mistakes in its own internal words ("dropped atoms! nat = 5 != 6", "index -1
+is out of bounds") or not at all (NaN coordinates); :func:`check` names the field, the atom or the
+fragment, and what to write instead. :func:`complete_charges` fills what QCElemental would fill, through
+:mod:`qcmb_dask.chgmult`, so a large cluster costs milliseconds rather than QCElemental's exponential search.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import List, Sequence
+
+from .chgmult import ChargeMultiplicityError, fill
+from .validate import InputWarning, InvalidInput
+
+
+def check(molecule) -> None:
+    """Every problem in a molecule dict that QCElemental would report obscurely, or not at all."""
+    if not isinstance(molecule, dict):
+        raise InvalidInput(f"molecule: expected an object with symbols, geometry and fragments, got {_kind(molecule)}.")
+    symbols = _symbols(molecule)
+    natoms = len(symbols)
+    _check_geometry(molecule, symbols)
+    _check_real(molecule, natoms)
+    fragments = molecule.get("fragments")
+    if fragments is not None:
+        _check_fragments(fragments, symbols)
+        if len(fragments) < 2:
+            raise InvalidInput(
+                f"molecule.fragments has {len(fragments)} fragment(s); a many-body expansion needs at least two "
+                "fragments (e.g. [[0, 1, 2], [3, 4, 5]] for two waters)."
+            )
+        for field in ("fragment_charges", "fragment_multiplicities"):
+            values = molecule.get(field)
+            if values is not None and (not _is_list(values) or len(values) != len(fragments)):
+                raise InvalidInput(
+                    f"molecule.{field}: expected one value per fragment ({len(fragments)}), got {_shown(values)}; "
+                    "use null for a value QCElemental should complete."
+                )
+
+
+def complete_charges(molecule: dict) -> dict:
+    """The molecule with every charge and multiplicity filled in exactly as QCElemental would fill them.
+
+    Warns (:class:`~qcmb_dask.validate.InputWarning`) when that puts a charge, or more unpaired electrons
+    than the fragment needs, on a fragment whose values were not given: QCElemental's rules choose the
+    first fragments for them, which may not be what the user meant. Returns a new dict.
+    """
+    fragments = molecule.get("fragments") or []
+    charges = _or_nones(molecule.get("fragment_charges"), len(fragments))
+    multiplicities = _or_nones(molecule.get("fragment_multiplicities"), len(fragments))
+    if len(fragments) < 2 or (None not in charges and None not in multiplicities):
+        return molecule
+    electrons = _neutral_electrons(molecule)
+    try:
+        filled = fill(
+            [[electrons[i] for i in atoms] for atoms in fragments],
+            molecule.get("molecular_charge"),
+            charges,
+            molecule.get("molecular_multiplicity"),
+            multiplicities,
+        )
+    except ChargeMultiplicityError as err:
+        raise InvalidInput(f"molecule: {err}") from err
+    _warn_about_choices(fragments, electrons, charges, multiplicities, filled)
+    return {**molecule, **filled}
+
+
+def _warn_about_choices(fragments, electrons, charges, multiplicities, filled) -> None:
+    chosen = []
+    for i, atoms in enumerate(fragments):
+        charge, mult = filled["fragment_charges"][i], filled["fragment_multiplicities"][i]
+        lowest = 1 + round(sum(electrons[a] for a in atoms) - charge) % 2
+        if charges[i] is None and charge != 0:
+            chosen.append(f"fragment {i + 1} charge {charge:+g}")
+        if multiplicities[i] is None and mult != lowest:
+            chosen.append(f"fragment {i + 1} multiplicity {mult:g}")
+    if chosen:
+        warnings.warn(
+            f"molecule: fragment charges or multiplicities were not given, and QCElemental's rules (which QCManyBody "
+            f"uses too) chose: {', '.join(chosen)}. If that is not what you meant, give fragment_charges and "
+            "fragment_multiplicities.",
+            InputWarning,
+            stacklevel=4,
+        )
+
+
+def _symbols(molecule: dict) -> List[str]:
+    from qcelemental import periodictable
+
+    symbols = molecule.get("symbols")
+    if not _is_list(symbols) or len(symbols) == 0:
+        raise InvalidInput(
+            f'molecule.symbols: expected a list of element symbols (e.g. ["O", "H", "H"]), got {_shown(symbols)}.'
+        )
+    for i, symbol in enumerate(symbols):
+        try:
+            periodictable.to_Z(str(symbol))
+        except Exception:  # qcelemental's NotAnElementError
+            raise InvalidInput(
+                f"molecule.symbols[{i}]: {symbol!r} is not an element symbol (write e.g. 'O', 'H', 'Cl')."
+            ) from None
+    return [str(s) for s in symbols]
+
+
+def _check_geometry(molecule: dict, symbols: Sequence[str]) -> None:
+    geometry = molecule.get("geometry")
+    if geometry is None:
+        raise InvalidInput(
+            "molecule.geometry is missing: give the Cartesian coordinates in Bohr, 3 per atom "
+            f"({3 * len(symbols)} numbers for {len(symbols)} atoms)."
+        )
+    flat = _flatten(geometry)
+    if flat is None or len(flat) != 3 * len(symbols):
+        count = "a non-list" if flat is None else f"{len(flat)} numbers"
+        raise InvalidInput(
+            f"molecule.geometry: {len(symbols)} atoms (in symbols) need {3 * len(symbols)} coordinates "
+            f"(x, y, z each, in Bohr), got {count}."
+        )
+    for i, value in enumerate(flat):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+            atom = i // 3
+            raise InvalidInput(
+                f"molecule.geometry: atom {atom} ({symbols[atom]}) has {'xyz'[i % 3]} = {value!r}; every coordinate "
+                "must be a finite number (Bohr)."
+            )
+
+
+def _check_real(molecule: dict, natoms: int) -> None:
+    real = molecule.get("real")
+    if real is None:
+        return
+    if not _is_list(real) or len(real) != natoms:
+        raise InvalidInput(f"molecule.real: expected one true/false per atom ({natoms}), got {_shown(real)}.")
+    ghosts = [i for i, r in enumerate(real) if not r]
+    if ghosts:
+        raise InvalidInput(
+            f"molecule.real: atoms {ghosts} are ghost atoms. A many-body expansion places ghost atoms itself, "
+            "for each BSSE treatment (cp, vmfc); give every atom as real (drop 'real', or make it all true)."
+        )
+
+
+def _check_fragments(fragments, symbols: Sequence[str]) -> None:
+    natoms = len(symbols)
+    example = "e.g. [[0, 1, 2], [3, 4, 5]] for two waters"
+    if not _is_list(fragments) or not all(_is_list(f) for f in fragments):
+        raise InvalidInput(
+            f"molecule.fragments: expected a list of atom-index lists ({example}), got {_shown(fragments)}."
+        )
+    seen = {}
+    for k, atoms in enumerate(fragments):
+        if len(atoms) == 0:
+            raise InvalidInput(f"molecule.fragments[{k}] is empty: every fragment needs at least one atom ({example}).")
+        for atom in atoms:
+            if not isinstance(atom, numbers.Integral) or isinstance(atom, bool) or not 0 <= atom < natoms:
+                raise InvalidInput(
+                    f"molecule.fragments[{k}] names atom {atom!r}, but atoms are numbered 0 to {natoms - 1} "
+                    f"(0-based, in the order of symbols)."
+                )
+            if atom in seen:
+                raise InvalidInput(
+                    f"molecule.fragments: atom {atom} ({symbols[atom]}) is in fragment {seen[atom]} and fragment {k}; "
+                    "each atom belongs to exactly one fragment."
+                )
+            seen[atom] = k
+    if fragments:
+        missing = [i for i in range(natoms) if i not in seen]
+        if missing:
+            raise InvalidInput(
+                f"molecule.fragments: atoms {missing} are in no fragment; each atom belongs to exactly one ({example})."
+            )
+
+
+def _neutral_electrons(molecule: dict) -> List[float]:
+    from qcelemental import periodictable
+
+    numbers = molecule.get("atomic_numbers")
+    if numbers is None:
+        numbers = [periodictable.to_Z(s) for s in molecule["symbols"]]
+    real = molecule.get("real") or [True] * len(numbers)
+    return [float(z) * bool(r) for z, r in zip(numbers, real)]
+
+
+def _flatten(geometry):
+    if hasattr(geometry, "tolist"):
+        geometry = geometry.tolist()
+    if not _is_list(geometry):
+        return None
+    flat = []
+    for row in geometry:
+        if hasattr(row, "tolist"):
+            row = row.tolist()
+        flat.extend(row if _is_list(row) else [row])
+    return flat
+
+
+def _or_nones(values, n: int) -> list:
+    return [None] * n if values is None else list(values)
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, (list, tuple)) or hasattr(value, "tolist")
+
+
+def _kind(value) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
