@@ -113,16 +113,26 @@ def compute(
     """
     on_error = config.resolve(on_error, "on-error")
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR}.")
-    retries = int(config.resolve(retries, "retries"))
+        raise validate.InvalidArgument(f"on_error={on_error!r}: expected one of {ON_ERROR}.")
+    retries = config.resolve(retries, "retries")
     timeout_per_task = config.resolve(timeout_per_task, "timeout-per-task")
-    if timeout_per_task is not None and not float(timeout_per_task) > 0:
-        raise ValueError(f"timeout_per_task={timeout_per_task!r}: expected a positive number of seconds, or None.")
-    store_root = store.resolve(cache)
-    programs.register(harnesses)
-    the_plan = make_plan(input)  # validates everything before a single task is submitted
     threads_per_task = config.resolve(threads_per_task, "threads-per-task")
     memory_per_task = config.resolve(memory_per_task, "memory-per-task")
+    validate.check_arguments(
+        n_workers=n_workers,
+        threads_per_task=threads_per_task,
+        memory_per_task=memory_per_task,
+        retries=retries,
+        timeout_per_task=timeout_per_task,
+        jobs=jobs,
+        adapt=adapt,
+        harnesses=harnesses,
+    )
+    if report is not None:
+        validate.check_output_path(report, "report=")
+    store_root = store.resolve(cache)
+    programs.register(harnesses)
+    the_plan = make_plan(input, _max_calculations())  # validates everything before a single task is submitted
     batch = batch_request(
         cluster,
         jobs=jobs,
@@ -181,6 +191,10 @@ def compute(
     return finished
 
 
+def _max_calculations() -> Optional[int]:
+    return config.resolve(None, "max-calculations")
+
+
 #: what the last compute() in this process left behind for timeline()
 _LAST_RUN: dict = {"timeline": []}
 
@@ -222,8 +236,9 @@ def plan(input: InputLike, *, harnesses: Sequence = (), cache: Any = None) -> Pl
     >>> len(p)       # number of QC calculations            # doctest: +SKIP
     >>> print(p)     # counts per model chemistry and n-body level  # doctest: +SKIP
     """
+    validate.check_arguments(harnesses=harnesses)
     programs.register(harnesses)
-    return cost_history.refine(make_plan(input), store.resolve(cache))
+    return cost_history.refine(make_plan(input, _max_calculations()), store.resolve(cache))
 
 
 def build_graph(
@@ -244,7 +259,8 @@ def build_graph(
     >>> g = qcmb_dask.build_graph("examples/water-trimer.json")   # doctest: +SKIP
     >>> result = g.compute(scheduler="sync")                       # doctest: +SKIP
     """
-    the_plan = make_plan(input)
+    validate.check_arguments(threads_per_task=threads_per_task, memory_per_task=memory_per_task)
+    the_plan = make_plan(input, _max_calculations())
     resources = in_process(
         config.resolve(threads_per_task, "threads-per-task") or 1, config.resolve(memory_per_task, "memory-per-task")
     )

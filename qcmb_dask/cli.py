@@ -91,10 +91,14 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
 
     from .analysis import PartialResult
     from .plots import summary_rows
+    from .validate import check_output_path
 
     if cache and no_cache:
         raise click.UsageError("give --cache PATH or --no-cache, not both")
     try:
+        for path, option in ((out, "--out"), (report, "--report")):
+            if path:  # a typo here must not cost the run: checked before anything is computed
+                check_output_path(path, option)
         plan = qcmb_dask.plan(input_file, cache=False if no_cache else cache)
         if cluster == "mpi":  # every rank runs this command; only rank 1 (the client) speaks
             from .mpi import is_client_rank
@@ -135,11 +139,25 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
         sys.exit(1)
     click.echo(_summary_table(summary_rows(result), result))
     if out:
-        with open(out, "w") as f:
-            f.write(result.model_dump_json(indent=1))
-        click.echo(f"ManyBodyResult written to {out}")
+        click.echo(f"ManyBodyResult written to {_write_result(out, result.model_dump_json(indent=1))}")
     if report:
         click.echo(f"Report written to {report}")
+
+
+def _write_result(out: str, text: str) -> str:
+    """Write the result to ``out``; if that fails now (disk full, directory removed), to a temporary file rather
+    than lose it. Returns where it went."""
+    try:
+        with open(out, "w") as f:
+            f.write(text)
+        return out
+    except OSError as err:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", prefix="qcmb-dask-result-", suffix=".json", delete=False) as f:
+            f.write(text)
+        click.echo(f"qcmb-dask: cannot write {out} ({err}); the result is kept in {f.name} instead.", err=True)
+        return f.name
 
 
 def _summary_table(rows, result) -> str:
@@ -237,14 +255,29 @@ def info(path):
 @click.option("--cache", "path", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
 @click.option("--yes", is_flag=True, help="Do not ask.")
 def clear(path, yes):
-    """Delete every stored result (they will be computed again when needed) and the measured durations."""
+    """Delete every stored result (they will be computed again when needed) and the measured durations.
+
+    Only what the store wrote is deleted; a directory that is not a store is refused."""
+    from . import store as store_module
+
     store = _store(path)
+    if not store.is_store():
+        click.echo(
+            f"qcmb-dask: {str(store.root)!r} is not a qcmb_dask result store (no {store_module.MARKER} file, no "
+            "entries): nothing was deleted. Name the store's own directory.",
+            err=True,
+        )
+        sys.exit(2)
     details = store.info()
     if not yes:
         click.confirm(f"Delete {details['entries']} result(s) in {details['root']}?", abort=True)
     from . import cost_history
 
-    removed = store.clear()
+    try:
+        removed = store.clear()
+    except ValueError as e:
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(2)
     forgot = " and the measured durations" if cost_history.clear(store.root) else ""
     click.echo(f"Removed {removed} result(s){forgot} from {details['root']}")
 

@@ -68,8 +68,8 @@ def read_input_file(path: Path) -> dict:
     size = path.stat().st_size
     if size > MAX_INPUT_BYTES:
         raise InvalidInput(
-            f"{str(path)!r} is {size / 2**20:.0f} MiB; many-body input files are at most {MAX_INPUT_BYTES // 2**20} "
-            "MiB. Is it the right file?"
+            f"{str(path)!r} is {size:,} bytes; many-body input files are at most {MAX_INPUT_BYTES:,} bytes. "
+            "Is it the right file?"
         )
     text = path.read_text()
     try:

@@ -16,7 +16,7 @@ from qcmanybody import ManyBodyCore
 from qcmanybody.utils import labeler
 from qcmanybody.v2 import ManyBodyComputer as QCMBComputer
 
-from . import cost, validate
+from . import cost, expansion_size, validate
 from .inputs import InputLike, NormalizedInput, normalize
 
 # Programs that can take QCManyBody's embedding point charges, and how they receive them.
@@ -127,12 +127,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def make_plan(data: InputLike) -> Plan:
+def make_plan(data: InputLike, max_calculations: Optional[int] = None) -> Plan:
     """Plan an MBE: validate the input once, enumerate its unique calculations and their n-body levels.
 
     Every problem QCManyBody, QCElemental or qcmb_dask finds in the input is an
     :class:`~qcmb_dask.validate.InvalidInput`; programs are checked to be known to QCEngine and able to run
-    the method and driver (whether they are installed is ``compute``'s check, where they run).
+    the method and driver (whether they are installed is ``compute``'s check, where they run). An expansion
+    of more than ``max_calculations`` calculations (default
+    :data:`~qcmb_dask.expansion_size.DEFAULT_MAX_CALCULATIONS`) is refused before it is enumerated.
     """
     with validate.input_errors():
         normalized = data if isinstance(data, NormalizedInput) else normalize(data)
@@ -143,14 +145,15 @@ def make_plan(data: InputLike) -> Plan:
         validate.check_duplicate_model_chemistries(specifications)
         _check_embedding_programs(computer, specifications)
     core: ManyBodyCore = computer.qcmb_core
+    driver = str(computer.driver.value)
+    cost_of = _cost_estimator(computer.molecule, specifications, driver)
+    _check_size(core, cost_of, max_calculations)
 
     level_labels = _truncated_level_labels(computer)
     first_level: Dict[str, int] = {}
     for k, labels in level_labels.items():
         for label in labels:
             first_level.setdefault(label, k)
-    driver = str(computer.driver.value)
-    cost_of = _cost_estimator(computer.molecule, specifications, driver)
     tasks = []
     for mc, label, real, basis in iterate_calculations(core):
         # Calculations no truncation uses (supersystem, supersystem_ie_only) count by their real fragments.
@@ -185,6 +188,23 @@ def make_plan(data: InputLike) -> Plan:
     )
     validate.check_programs(validate.plan_requests(plan), installed=False)
     return plan
+
+
+def _check_size(core: ManyBodyCore, cost_of, max_calculations: Optional[int]) -> None:
+    """Count before enumerating: refuse an expansion too large to plan, with its size and a rough time."""
+    counts = expansion_size.count(
+        core.nfragments,
+        [bt.value for bt in core.bsse_type],
+        core.nbodies_per_mc_level,
+        max_nbody=core.max_nbody,
+        return_total_data=core.return_total_data,
+        supersystem_ie_only=core.supersystem_ie_only,
+    )
+
+    def seconds_per(mc: str, order: int) -> float:  # a typical order-mer: the first `order` fragments
+        return cost_of(mc, tuple(range(1, min(order, core.nfragments) + 1)))
+
+    expansion_size.check(counts, max_calculations, seconds_per)
 
 
 def _cost_estimator(molecule, specifications: Dict[str, dict], driver: str):

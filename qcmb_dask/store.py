@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 FORMAT = "qcmb-dask-store-1"
+#: A file in the store's directory that says it is one: ``cache clear`` deletes nothing where it is missing.
+MARKER = ".qcmb-dask-store"
+#: The only names the store writes: an entry ``<key[:2]>/<key>.<driver>.json``, its temporary file while it is
+#: written, and a failure record ``failed/<key>.<driver>.json``.
+_ENTRY = re.compile(r"^(?P<key>[0-9a-f]{64})\.(?P<driver>energy|gradient|hessian)\.json$")
+_TEMPORARY = re.compile(r"^\.[0-9a-f]{64}\.(energy|gradient|hessian)\.json\..+\.tmp$")
 #: A stored result serves any driver at or below its own: a hessian run also holds energy and gradient.
 DRIVER_RANK = {"energy": 0, "gradient": 1, "hessian": 2}
 #: Geometry is keyed to 1e-10 Bohr: far below any physical difference, above float noise from unit conversion.
@@ -58,7 +65,11 @@ def resolve(cache: Any) -> Optional[Path]:
         return default_location()
     if isinstance(cache, (str, os.PathLike)):
         return Path(cache).expanduser().absolute()
-    raise ValueError(f"cache={cache!r}: expected a directory path, True (the default location) or False (no store).")
+    from .validate import InvalidArgument
+
+    raise InvalidArgument(
+        f"cache={cache!r}: expected a directory path, True (the default location) or False (no store)."
+    )
 
 
 def prepare(root: Path) -> None:
@@ -67,11 +78,21 @@ def prepare(root: Path) -> None:
         Path(root).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
             pass
+        _mark(Path(root))
     except OSError as err:
         raise ValueError(
             f"The result store {str(root)!r} cannot be written ({err}). Pass cache=<a writable directory> "
             "(on a cluster: one every worker can reach), or cache=False to run without a store."
         ) from err
+
+
+def _mark(root: Path) -> None:
+    """Leave the marker that lets ``cache clear`` tell the store from a directory of other files. Best effort: a
+    store whose marker cannot be written is still recognised by its entries."""
+    marker = root / MARKER
+    if not marker.exists():
+        with contextlib.suppress(OSError):
+            marker.write_text(json.dumps({"format": FORMAT}) + "\n")
 
 
 def calculation_key(atomic_input, program: str, program_version: str, harness: Any = None) -> str:
@@ -188,7 +209,20 @@ class ResultStore:
         self.failure_path(key, driver).unlink(missing_ok=True)
 
     def entries(self) -> Iterable[Path]:
-        return Path(self.root).glob("??/*.json")
+        """The store's result entries: files it named and headed, nothing else that may share the directory."""
+        for path in Path(self.root).glob("??/*.json"):
+            match = _ENTRY.match(path.name)
+            if (
+                match
+                and path.parent.name == match["key"][:2]
+                and _header(path) == (FORMAT, match["key"], match["driver"])
+            ):
+                yield path
+
+    def is_store(self) -> bool:
+        """Whether the directory holds the store's marker or at least one of its entries (stores made before the
+        marker existed)."""
+        return (Path(self.root) / MARKER).is_file() or next(iter(self.entries()), None) is not None
 
     def info(self) -> Dict[str, Any]:
         """Entry count and bytes on disk."""
@@ -196,14 +230,45 @@ class ResultStore:
         return {"root": str(self.root), "entries": len(files), "bytes": sum(f.stat().st_size for f in files)}
 
     def clear(self) -> int:
-        """Delete every entry (and failure records, leftover temporary files); returns how many entries were removed."""
+        """Delete every entry, failure record and leftover temporary file the store wrote, and nothing else; returns
+        how many entries were removed. Refuses (ValueError) a directory that is not a store."""
+        root = Path(self.root)
+        if not self.is_store():
+            raise ValueError(
+                f"{str(root)!r} is not a qcmb_dask result store (it has no {MARKER} file and no entries): nothing "
+                "was deleted. Name the store's own directory."
+            )
         removed = 0
         for path in list(self.entries()):
             path.unlink(missing_ok=True)
             removed += 1
-        for leftover in [*Path(self.root).glob("??/.*.tmp"), *Path(self.root).glob("failed/*")]:
+        leftovers = [p for p in root.glob("??/.*.tmp") if _TEMPORARY.match(p.name)]
+        leftovers += [p for p in root.glob("failed/*.json") if _ENTRY.match(p.name) and _is_failure_record(p)]
+        for leftover in leftovers:
             leftover.unlink(missing_ok=True)
+        for folder in [*root.glob("??"), root / "failed"]:
+            with contextlib.suppress(OSError):  # only empty folders go
+                folder.rmdir()
         return removed
+
+
+def _header(path: Path):
+    """(format, key, driver) from an entry's first line, or None."""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.readline(4096))
+        return header.get("format"), header.get("key"), header.get("driver")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _is_failure_record(path: Path) -> bool:
+    """QCEngine's FailedOperation, as :meth:`ResultStore.save_failure` writes it."""
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "error" in record
 
 
 def write_atomically(path: Path, data: bytes) -> Path:

@@ -10,7 +10,7 @@ import pytest
 import qcengine
 
 import qcmb_dask
-from qcmb_dask.validate import InvalidInput
+from qcmb_dask.validate import InvalidArgument, InvalidInput
 
 from .conftest import mbe_input
 from .fake_programs import FaultyHarness, calls
@@ -113,7 +113,86 @@ BAD_INPUTS = {
         lambda: two_level_input(keywords={"levels": {1: "good", 3: "missing"}}),
         r"levels use model chemistry 'missing'.*names only 'good', 'under-test'",
     ),
+    # Malformed molecules: named by field, atom or fragment, never QCElemental's internals or a raw exception.
+    "no fragments at all": (
+        lambda: molecule_changed(fragments=[], fragment_charges=[], fragment_multiplicities=[]),
+        r"molecule\.fragments has 0 fragment\(s\); .*needs at least two fragments",
+    ),
+    "an empty fragment": (
+        lambda: molecule_changed(fragments=[[0, 1, 2], [3, 4, 5, 6, 7, 8], []]),
+        r"molecule\.fragments\[2\] is empty",
+    ),
+    "a fragment index out of range": (
+        lambda: molecule_changed(fragments=[[0, 1, 2], [3, 4, 5], [6, 7, 9]]),
+        r"molecule\.fragments\[2\] names atom 9, but atoms are numbered 0 to 8",
+    ),
+    "an atom in no fragment": (
+        lambda: molecule_changed(fragments=[[0, 1, 2], [3, 4, 5], [6, 7]]),
+        r"molecule\.fragments: atoms \[8\] are in no fragment",
+    ),
+    "an atom in two fragments": (
+        lambda: molecule_changed(fragments=[[0, 1, 2], [2, 3, 4, 5], [6, 7, 8]]),
+        r"atom 2 \(H\) is in fragment 0 and fragment 1",
+    ),
+    "an unknown element symbol": (
+        lambda: molecule_changed(symbols=["O", "H", "H", "Xx", "H", "H", "O", "H", "H"]),
+        r"molecule\.symbols\[3\]: 'Xx' is not an element symbol",
+    ),
+    "fewer coordinates than atoms need": (
+        lambda: molecule_changed(geometry=two_level_input()["molecule"]["geometry"][:-1]),
+        r"molecule\.geometry: 9 atoms \(in symbols\) need 27 coordinates .*got 26",
+    ),
+    "no geometry": (
+        lambda: {
+            **two_level_input(),
+            "molecule": {k: v for k, v in two_level_input()["molecule"].items() if k != "geometry"},
+        },
+        r"molecule\.geometry is missing",
+    ),
+    "a NaN coordinate": (lambda: _with_coordinate(float("nan")), r"atom 1 \(H\) has y = nan; .*finite number"),
+    "an infinite coordinate": (lambda: _with_coordinate(float("inf")), r"atom 1 \(H\) has y = inf"),
+    "a null coordinate": (lambda: _with_coordinate(None), r"atom 1 \(H\) has y = None"),
+    "ghost atoms in the input": (
+        lambda: molecule_changed(real=[True] * 8 + [False]),
+        r"molecule\.real: atoms \[8\] are ghost atoms.*places ghost atoms itself",
+    ),
+    "fragment charges for the wrong number of fragments": (
+        lambda: molecule_changed(fragment_charges=[0, 0]),
+        r"molecule\.fragment_charges: expected one value per fragment \(3\)",
+    ),
+    # Malformed specifications.
+    "bsse_type of the wrong type": (
+        lambda: two_level_input(keywords={"bsse_type": 5}),
+        r"specification\.keywords\.bsse_type: expected \"cp\", \"nocp\", \"vmfc\"",
+    ),
+    "an empty specification": (
+        lambda: {**two_level_input(), "specification": {**two_level_input()["specification"], "specification": {}}},
+        r"specification\.specification: give at least one model chemistry",
+    ),
+    "max_nbody 0": (lambda: two_level_input(keywords={"max_nbody": 0, "levels": None}), r"max_nbody: expected a whole"),
+    "empty levels": (lambda: two_level_input(keywords={"levels": {}}), r"keywords\.levels: expected n-body order"),
+    "an expansion of astronomical size": (
+        lambda: _many_fragments(64),
+        r"needs up to 1\.845e\+19 calculations \(up to 64-body\).*max-calculations",
+    ),
 }
+
+
+def _with_coordinate(value):
+    geometry = two_level_input()["molecule"]["geometry"]
+    geometry[4] = value
+    return molecule_changed(geometry=geometry)
+
+
+def _many_fragments(n):
+    """n helium atoms 3 Bohr apart, each its own fragment, expanded to n-body."""
+    data = mbe_input(3, keywords={"bsse_type": "nocp", "max_nbody": n}, program="faulty")
+    data["molecule"] = {
+        "symbols": ["He"] * n,
+        "geometry": [x for i in range(n) for x in (3.0 * i, 0.0, 0.0)],
+        "fragments": [[i] for i in range(n)],
+    }
+    return data
 
 
 def _with_keywords(data, keywords):
@@ -147,6 +226,79 @@ def test_bad_input_is_refused_before_any_calculation(case, logging_program, tmp_
     assert calls(log) == 0
     assert not (tmp_path / "store").exists()  # not even the store was created
     scenario.record(f"bad input: {case}", "InvalidInput naming it, before anything ran", calls=0, stored=0)
+
+
+BAD_ARGUMENTS = {
+    "a program name passed as a harness": ({"harnesses": ["pyscf"]}, r"harnesses: 'pyscf' is not a QCEngine Program"),
+    "negative retries": ({"retries": -1}, r"retries=-1: expected 0"),
+    "no threads per task": ({"threads_per_task": 0}, r"threads_per_task=0: expected a whole number of at least 1"),
+    "no workers": ({"n_workers": 0}, r"n_workers=0"),
+    "negative memory": ({"memory_per_task": -2.0}, r"memory_per_task=-2\.0: expected a positive number of GiB"),
+    "negative timeout": ({"timeout_per_task": -1}, r"timeout_per_task=-1: expected a positive number of seconds"),
+    "a report in a directory that does not exist": (
+        {"report": "/no/such/dir/report.html"},
+        r"report= '/no/such/dir/report\.html': the directory '/no/such/dir' does not exist",
+    ),
+    "a cache that is neither a path nor a switch": ({"cache": 5}, r"cache=5: expected a directory path"),
+    "an unknown on_error": ({"on_error": "ignore"}, r"on_error='ignore'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_bad_arguments_are_refused_before_any_calculation(case, logging_program, tmp_path):
+    arguments, message = BAD_ARGUMENTS[case]
+    harness, log = logging_program
+    arguments = {"harnesses": [harness], "cache": tmp_path / "store", **arguments}
+    with pytest.raises(InvalidArgument, match=message):
+        qcmb_dask.compute(two_level_input(), "sync", progress=False, **arguments)
+    assert calls(log) == 0
+    assert not (tmp_path / "store").exists()
+
+
+def test_the_size_limit_can_be_raised_and_counts_bound_the_real_plan(logging_program):
+    """The count is an upper bound within 2x of the plan's real size, for every BSSE treatment and level layout."""
+    import dask
+
+    from qcmb_dask.expansion_size import count
+
+    harness, _ = logging_program
+    one = {"(auto)": ("hf", "sto-3g")}
+    two = {"good": ("hf", "sto-3g"), "under-test": ("hf", "6-31g")}
+    for keywords, specs in (
+        ({"bsse_type": "cp", "max_nbody": 3}, one),
+        ({"bsse_type": ["nocp", "cp", "vmfc"]}, one),
+        ({"bsse_type": "vmfc", "max_nbody": 2}, one),
+        ({"bsse_type": ["cp", "nocp"], "return_total_data": True}, one),
+        ({"bsse_type": "nocp", "supersystem_ie_only": True}, one),
+        ({"bsse_type": ["vmfc", "cp"], "levels": {1: "good", 3: "under-test"}}, two),
+        (
+            {"bsse_type": "nocp", "levels": {1: "good", 2: "under-test", "supersystem": "ss"}},
+            {**two, "ss": ("hf", "3-21g")},
+        ),
+    ):
+        plan = qcmb_dask.plan(mbe_input(3, keywords=keywords, specs=specs, program="faulty"), harnesses=[harness])
+        options = plan.input.model.specification.keywords
+        counted = count(
+            plan.nfragments,
+            plan.bsse_type,
+            _nbodies_per_mc(plan),
+            max_nbody=plan.max_nbody,
+            return_total_data=bool(options.return_total_data),
+            supersystem_ie_only=options.supersystem_ie_only,
+        )
+        bound = sum(sum(per.values()) for per in counted.values())
+        assert len(plan) <= bound <= 2 * len(plan), (keywords, len(plan), bound)
+    with dask.config.set({"qcmb_dask.max-calculations": 5}):
+        with pytest.raises(InvalidInput, match=r"needs up to \d+ calculations .*plans at most 5"):
+            qcmb_dask.plan(two_level_input(), harnesses=[harness])
+    with dask.config.set({"qcmb_dask.max-calculations": 10**30}):
+        assert len(qcmb_dask.plan(two_level_input(), harnesses=[harness])) > 5
+
+
+def _nbodies_per_mc(plan):
+    from qcmb_dask.plan import qcmb_computer
+
+    return qcmb_computer(plan.input).qcmb_core.nbodies_per_mc_level
 
 
 def test_a_program_that_is_not_installed_says_how_to_get_it(logging_program):

@@ -13,7 +13,7 @@ import qcmb_dask
 from qcmb_dask.cli import main
 
 from .conftest import assert_same_result, mbe_input, qcmanybody_reference
-from .fake_programs import DimersFailHarness
+from .fake_programs import DimersFailHarness, FaultyHarness, calls
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIMER = str(ROOT / "examples" / "water-trimer.json")
@@ -103,3 +103,51 @@ def test_programs_job_script_and_cache(tmp_path):
     assert "Removed 13 result(s) and the measured durations" in out.output
     out = CliRunner().invoke(main, ["cache", "info", "--cache", str(store)])
     assert "0 result(s)" in out.output and "measured" not in out.output
+
+
+def test_an_output_path_that_cannot_be_written_exits_2_before_anything_is_computed(tmp_path):
+    """A typo in --out or --report once discarded the whole finished run; now it costs nothing."""
+    log = tmp_path / "calls.log"
+    qcmb_dask.programs.register([FaultyHarness(extras={"log": str(log)})])
+    data = tmp_path / "trimer.json"
+    data.write_text(json.dumps(mbe_input(3, program="faulty")))
+    for option, path, message in (
+        ("--out", "/no/such/dir/r.json", "the directory '/no/such/dir' does not exist"),
+        ("--report", str(tmp_path / "missing" / "r.html"), "does not exist"),
+        ("--out", str(tmp_path), "is a directory"),
+    ):
+        out = CliRunner().invoke(main, ["run", str(data), "--cluster", "sync", "--no-cache", "-q", option, path])
+        assert out.exit_code == 2, out.output
+        assert message in out.output
+    assert calls(log) == 0
+
+
+def test_cache_clear_deletes_only_what_the_store_wrote(tmp_path):
+    """A user's files beside or inside the store survive; a directory that is not a store is refused."""
+    project = tmp_path / "project"
+    (project / "ab").mkdir(parents=True)
+    (project / "ab" / "notes.json").write_text('{"my": "notes"}')
+    (project / "failed").mkdir()
+    (project / "failed" / "thesis.tex").write_text("\\documentclass{article}")
+    out = CliRunner().invoke(main, ["cache", "clear", "--cache", str(project), "--yes"])
+    assert out.exit_code == 2 and "not a qcmb_dask result store" in out.output
+    assert (project / "ab" / "notes.json").exists() and (project / "failed" / "thesis.tex").exists()
+
+    store = tmp_path / "store"
+    qcmb_dask.programs.register([DimersFailHarness()])
+    failing = tmp_path / "failing.json"
+    failing.write_text(json.dumps(mbe_input(3, keywords={"bsse_type": "nocp"}, program="dimers-fail")))
+    out = CliRunner().invoke(main, ["run", str(failing), "--cluster", "sync", "--cache", str(store), "-q"])
+    assert out.exit_code == 1  # 4 results stored, 3 failure records kept
+    assert len(list((store / "failed").glob("*.json"))) == 3
+    user_files = [store / "ab" / "notes.json", store / "failed" / "thesis.tex", store / "README.md"]
+    for path in user_files:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+    out = CliRunner().invoke(main, ["cache", "clear", "--cache", str(store), "--yes"])
+    assert out.exit_code == 0 and "Removed 4 result(s)" in out.output
+    assert all(path.read_text() == "mine" for path in user_files)
+    assert list((store / "failed").glob("*.json")) == []
+    assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file()) == sorted(
+        [".qcmb-dask-store", "README.md", "ab/notes.json", "failed/thesis.tex"]
+    )

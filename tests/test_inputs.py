@@ -100,3 +100,43 @@ def test_charged_input_without_fragment_charges_gets_qcelementals_choice_and_a_w
     assert ours.fragment_charges == reference.fragment_charges == [1.0, 0.0]
     assert ours.fragment_multiplicities == reference.fragment_multiplicities == [2, 1]
     assert ours.molecular_multiplicity == reference.molecular_multiplicity
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Nine levels of ten aliases: a 1 kB file that expands to 10^9 values inside molecule.extras."""
+    import qcmb_dask
+    from qcmb_dask.validate import InvalidInput
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    data = mbe_input(2)
+    text = yaml.safe_dump(data).replace("molecule:\n", "molecule:\n  extras:\n    bomb: *a9\n", 1)
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n" + text)
+    assert bomb.stat().st_size < 10_000
+    with pytest.raises(InvalidInput, match=r"bomb\.yaml.*aliases \(\*name\) expand to \d\.\d+e\+(09|10) values"):
+        qcmb_dask.plan(bomb, cache=False)
+    looping = tmp_path / "loop.yaml"
+    looping.write_text("a: &a [1, *a]\n")
+    with pytest.raises(InvalidInput, match="refers to a value that contains it"):
+        normalize(looping)
+
+
+def test_a_few_aliases_are_fine_and_huge_files_are_refused_unread(tmp_path, monkeypatch):
+    from qcmb_dask import inputs
+    from qcmb_dask.validate import InvalidInput
+
+    data = mbe_input(2)
+    text = yaml.safe_dump(data)
+    shared = tmp_path / "shared.yaml"
+    text = text.replace("molecule:\n", "molecule:\n  extras:\n    model: &model {method: hf, basis: sto-3g}\n", 1)
+    shared.write_text(text.replace("model:\n        basis: sto-3g\n        method: hf\n", "model: *model\n"))
+    assert "*model" in shared.read_text()
+    ours = normalize(shared).model
+    assert ours.specification == normalize(data).model.specification
+    assert ours.molecule.extras == {"model": {"method": "hf", "basis": "sto-3g"}}
+    monkeypatch.setattr(inputs, "MAX_INPUT_BYTES", 100)
+    with pytest.raises(
+        InvalidInput, match=r"shared\.yaml' is [\d,]+ bytes; many-body input files are at most 100 bytes"
+    ):
+        normalize(shared)
