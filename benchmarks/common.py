@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import statistics
 import time
-from typing import Callable, List
+from collections.abc import Callable
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -22,12 +22,12 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def median_of(fn: Callable[[], object], repeat: int) -> List[float]:
+def median_of(fn: Callable[[], object], repeat: int) -> list[float]:
     times = [timed(fn) for _ in range(repeat)]
     return times
 
 
-def median(values: List[float]) -> float:
+def median(values: list[float]) -> float:
     return statistics.median(values)
 
 

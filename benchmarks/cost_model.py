@@ -22,13 +22,12 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List
 
 from common import median, parser
 from systems import mbe_input, water_cluster
 
 import qcmb_dask
-from qcmb_dask import cost_history
+from qcmb_dask.planning import cost_history
 
 
 def workload(nwaters: int, program: str, quick: bool, seed: int) -> dict:
@@ -43,13 +42,13 @@ def workload(nwaters: int, program: str, quick: bool, seed: int) -> dict:
     return data
 
 
-def measured_seconds(data: dict, store: Path) -> Dict[str, float]:
+def measured_seconds(data: dict, store: Path) -> dict[str, float]:
     """label -> seconds, one fragment at a time on one core (cluster='sync')."""
     qcmb_dask.compute(data, cluster="sync", threads_per_task=1, cache=store, progress=False)
     return {r["label"]: r["stop"] - r["start"] for r in qcmb_dask.timeline() if r["ok"] and not r["from_store"]}
 
 
-def kendall_tau(x: List[float], y: List[float]) -> float:
+def kendall_tau(x: list[float], y: list[float]) -> float:
     concordant = discordant = 0
     for i in range(len(x)):
         for j in range(i + 1, len(x)):
@@ -59,7 +58,7 @@ def kendall_tau(x: List[float], y: List[float]) -> float:
     return (concordant - discordant) / max(1, concordant + discordant)
 
 
-def scores(estimates: Dict[str, float], seconds: Dict[str, float]) -> Dict[str, float]:
+def scores(estimates: dict[str, float], seconds: dict[str, float]) -> dict[str, float]:
     labels = sorted(seconds)
     est, real = [estimates[label] for label in labels], [seconds[label] for label in labels]
     return {

@@ -17,8 +17,8 @@ from common import median, parser, warm_client
 from systems import mbe_input
 
 import qcmb_dask
+from qcmb_dask.clusters.resources import machine_cores
 from qcmb_dask.graph import build
-from qcmb_dask.resources import machine_cores
 
 
 def workload(quick: bool, waters: int = 6) -> dict:

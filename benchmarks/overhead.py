@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from typing import Any, ClassVar, Dict
+from typing import Any, ClassVar
 
 import dask
 from common import median, parser, warm_client
@@ -34,15 +34,15 @@ from systems import mbe_input
 
 import qcmb_dask
 from qcmb_dask.clusters import install_harnesses
-from qcmb_dask.fragment import RunPolicy
+from qcmb_dask.clusters.resources import machine_cores
 from qcmb_dask.graph import build
-from qcmb_dask.resources import machine_cores
+from qcmb_dask.worker.fragment import RunPolicy
 
 
 class NoOpHarness(ProgramHarness):
     """Returns energy 0 (and zero derivatives) without computing anything."""
 
-    _defaults: ClassVar[Dict[str, Any]] = {
+    _defaults: ClassVar[dict[str, Any]] = {
         "name": "noop",
         "scratch": False,
         "thread_safe": True,

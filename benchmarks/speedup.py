@@ -14,7 +14,7 @@ from common import median, parser, timed, warm_client
 from systems import mbe_input
 
 import qcmb_dask
-from qcmb_dask.resources import machine_cores
+from qcmb_dask.clusters.resources import machine_cores
 
 
 def main() -> None:

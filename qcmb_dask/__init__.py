@@ -1,45 +1,64 @@
 """qcmb_dask: many-body expansions as Dask task graphs, with QCManyBody's answer.
 
-Importing the package registers the PySCF program with QCEngine and loads the ``qcmb_dask``
-defaults into ``dask.config``.
+Importing the package imports nothing else: each public name loads its module when first used, so a worker
+that unpickles a fragment, or a scheduler that loads the live page, imports no client code. The package is
+laid out by where code runs (see README, "How the code is laid out"):
+
+- ``planning/`` (client, pure: no Dask): inputs, validation, the plan, the cost model;
+- ``worker/`` (workers): one fragment through QCEngine, the analysis nodes, fragment events, the timeout timer;
+- ``clusters/`` (client): one backend per ``cluster=`` kind, sessions, resources, the scheduler preload;
+- ``diagnostics/`` (client and the scheduler's page): progress, the run log, the live page, plots;
+- leaves: ``options``, ``errors``, ``keys``, ``store``, ``qcmanybody_adapter``, ``compat``; ``programs/``;
+  ``api`` and ``cli`` orchestrate.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-
-from . import config as _config  # noqa: F401  loads defaults into dask.config
-from . import plots
-from .analysis import LevelResult, PartialResult
-from .api import build_graph, compute, job_script, plan, timeline
-from .batch import JobsRefused, WorkersNeverArrived
-from .computer import ManyBodyComputer
-from .errors import FragmentError, FragmentsFailed
-from .plan import FragmentTask, Plan
-from .programs import register_shipped as _register_shipped_programs
-from .store import ResultStore, StoreWarning
 
 try:
     __version__ = version("qcmb_dask")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-_register_shipped_programs()
+#: public name -> the module that defines it
+_PUBLIC = {
+    "build_graph": "qcmb_dask.api",
+    "compute": "qcmb_dask.api",
+    "job_script": "qcmb_dask.api",
+    "plan": "qcmb_dask.api",
+    "timeline": "qcmb_dask.api",
+    "ManyBodyComputer": "qcmb_dask.computer",
+    "FragmentError": "qcmb_dask.errors",
+    "FragmentsFailed": "qcmb_dask.errors",
+    "InvalidArgument": "qcmb_dask.errors",
+    "InvalidInput": "qcmb_dask.errors",
+    "InputWarning": "qcmb_dask.errors",
+    "JobsRefused": "qcmb_dask.errors",
+    "StoreWarning": "qcmb_dask.errors",
+    "WorkersNeverArrived": "qcmb_dask.errors",
+    "FragmentTask": "qcmb_dask.planning.plan",
+    "Plan": "qcmb_dask.planning.plan",
+    "LevelResult": "qcmb_dask.worker.analysis",
+    "PartialResult": "qcmb_dask.worker.analysis",
+    "ResultStore": "qcmb_dask.store",
+}
+#: public modules reached as attributes (``qcmb_dask.plots.timeline(...)``)
+_MODULES = {"plots": "qcmb_dask.diagnostics.plots", "programs": "qcmb_dask.programs"}
 
-__all__ = [
-    "FragmentError",
-    "FragmentsFailed",
-    "JobsRefused",
-    "FragmentTask",
-    "LevelResult",
-    "ManyBodyComputer",
-    "PartialResult",
-    "Plan",
-    "ResultStore",
-    "StoreWarning",
-    "WorkersNeverArrived",
-    "build_graph",
-    "compute",
-    "job_script",
-    "plan",
-    "plots",
-    "timeline",
-]
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name]), name)
+    elif name in _MODULES:
+        value = import_module(_MODULES[name])
+    else:
+        raise AttributeError(f"module 'qcmb_dask' has no attribute {name!r}")
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_PUBLIC, *_MODULES])
+
+
+__all__ = sorted([*_PUBLIC, *_MODULES])

@@ -14,24 +14,13 @@ arguments, refused before anything was submitted; 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import sys
-from typing import Optional, Tuple
 
 import click
 
-#: QC programs qcmb_dask knows how to point users to
-PROGRAMS = {
-    "pyscf": "installed with qcmb_dask (pip install pyscf); qcmb_dask ships its QCEngine harness",
-    "nwchem": "apt-get install nwchem (or your site's module), and pip install networkx",
-    "psi4": "conda install -c conda-forge psi4",
-    "cfour": "a licensed CFOUR install with xcfour on PATH",
-    "gamess": "a GAMESS install with rungms on PATH",
-    "mrchem": "conda install -c conda-forge mrchem",
-    "terachem": "a TeraChem install with terachem on PATH",
-    "qchem": "a licensed Q-Chem install with qchem on PATH",
-}
+from qcmb_dask.options import short_help
 
 
-def _cluster_options(pairs: Tuple[str, ...]) -> Optional[dict]:
+def _cluster_options(pairs: tuple[str, ...]) -> dict | None:
     """``KEY=VALUE`` pairs; values are read as YAML (numbers, lists, true/false), as in a profile."""
     import yaml
 
@@ -44,10 +33,6 @@ def _cluster_options(pairs: Tuple[str, ...]) -> Optional[dict]:
         key, value = pair.split("=", 1)
         options[key.strip()] = yaml.safe_load(value) if value.strip() else None
     return options or None
-
-
-def _cluster(name: Optional[str]):
-    return None if name in (None, "local") else name
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,16 +50,16 @@ def main():
     help="local (embedded), sync (in-process), slurm, pbs, sge, lsf, htcondor, oar, moab, a profile .yaml, "
     "mpi (under mpirun) or a scheduler address tcp://host:port.",
 )
-@click.option("--jobs", type=int, help="Batch clusters: keep this many jobs.")
-@click.option("--adapt", nargs=2, type=int, metavar="MIN MAX", help="Batch clusters: between MIN and MAX jobs.")
+@click.option("--jobs", type=int, help=short_help("jobs"))
+@click.option("--adapt", nargs=2, type=int, metavar="MIN MAX", help=short_help("adapt"))
 @click.option("--cluster-option", "cluster_option", multiple=True, metavar="KEY=VALUE", help="dask-jobqueue setting.")
-@click.option("--workers", type=int, help="Embedded cluster: fragments at once (default: one per core).")
-@click.option("--threads-per-task", type=int, help="Cores per fragment.")
-@click.option("--memory-per-task", type=float, help="GiB per fragment.")
+@click.option("--workers", type=int, help=short_help("n_workers"))
+@click.option("--threads-per-task", type=int, help=short_help("threads_per_task"))
+@click.option("--memory-per-task", type=float, help=short_help("memory_per_task"))
 @click.option("--cache", type=click.Path(file_okay=False), help="Result store directory (default ~/.cache/...).")
 @click.option("--no-cache", is_flag=True, help="Keep no results: every fragment is computed.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the ManyBodyResult here as JSON.")
-@click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report (table, plots) here.")
+@click.option("--report", type=click.Path(dir_okay=False), help=short_help("report"))
 @click.option(
     "--on-error",
     type=click.Choice(["raise", "partial"]),
@@ -82,16 +67,15 @@ def main():
     show_default=True,
     help="partial: report the highest complete n-body level when fragments fail.",
 )
-@click.option("--timeout-per-task", type=float, help="Seconds a fragment may run.")
+@click.option("--timeout-per-task", type=float, help=short_help("timeout_per_task"))
 @click.option("--quiet", "-q", is_flag=True, help="No progress, only the summary.")
 def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_task, memory_per_task, cache, no_cache,
         out, report, on_error, timeout_per_task, quiet):  # fmt: skip
     """Run the many-body expansion in INPUT (a ManyBodyInput as JSON or YAML)."""
     import qcmb_dask
-
-    from .analysis import PartialResult
-    from .plots import summary_rows
-    from .validate import check_output_path
+    from qcmb_dask.diagnostics.plots import summary_rows
+    from qcmb_dask.options import check_output_path
+    from qcmb_dask.worker.analysis import PartialResult
 
     if cache and no_cache:
         raise click.UsageError("give --cache PATH or --no-cache, not both")
@@ -101,14 +85,14 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
                 check_output_path(path, option)
         plan = qcmb_dask.plan(input_file, cache=False if no_cache else cache)
         if cluster == "mpi":  # every rank runs this command; only rank 1 (the client) speaks
-            from .mpi import is_client_rank
+            from qcmb_dask.clusters.mpi import is_client_rank
 
             quiet = quiet or not is_client_rank()
         if not quiet:
             click.echo(str(plan) + "\n", err=True)
         result = qcmb_dask.compute(
             input_file,
-            _cluster(cluster),
+            cluster,
             jobs=jobs,
             adapt=tuple(adapt) if adapt else None,
             cluster_options=_cluster_options(cluster_option),
@@ -118,7 +102,7 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
             cache=False if no_cache else cache,
             on_error=on_error,
             timeout_per_task=timeout_per_task,
-            progress=False if quiet else True,
+            progress=not quiet,
             report=report,
         )
     except KeyboardInterrupt:
@@ -189,22 +173,23 @@ def programs():
     """Which QC programs QCEngine can run here, and how to get the others."""
     import qcengine
 
-    import qcmb_dask  # noqa: F401  registers the PySCF harness
+    from qcmb_dask.programs import INSTALL_HINTS, register_shipped
 
+    register_shipped()
     usable = set(qcengine.list_available_programs())
-    known = sorted(set(PROGRAMS) | usable)
+    known = sorted(set(INSTALL_HINTS) | usable)
     width = max(len(name) for name in known)
     for name in known:
         state = "usable" if name in usable else "missing"
-        hint = "" if name in usable else f"  ({PROGRAMS.get(name, 'see QCEngine documentation')})"
+        hint = "" if name in usable else f"  ({INSTALL_HINTS.get(name, 'see QCEngine documentation')})"
         click.echo(f"{name:<{width}}  {state}{hint}")
 
 
 @main.command("job-script")
 @click.option("--cluster", default="slurm", show_default=True, help="A batch system or a profile .yaml.")
 @click.option("--cluster-option", "cluster_option", multiple=True, metavar="KEY=VALUE", help="dask-jobqueue setting.")
-@click.option("--threads-per-task", type=int, help="Cores per fragment.")
-@click.option("--memory-per-task", type=float, help="GiB per fragment.")
+@click.option("--threads-per-task", type=int, help=short_help("threads_per_task"))
+@click.option("--memory-per-task", type=float, help=short_help("memory_per_task"))
 def job_script(cluster, cluster_option, threads_per_task, memory_per_task):
     """The batch script compute(cluster=...) would submit. Submits nothing."""
     import qcmb_dask
@@ -229,7 +214,7 @@ def cache():
 
 
 def _store(path):
-    from . import store
+    from qcmb_dask import store
 
     root = store.resolve(path)  # None: the configured store (qcmb_dask.cache)
     if root is None:
@@ -241,7 +226,7 @@ def _store(path):
 @click.option("--cache", "path", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
 def info(path):
     """Entries and size of the result store."""
-    from . import cost_history
+    from qcmb_dask.planning import cost_history
 
     details = _store(path).info()
     click.echo(f"{details['root']}: {details['entries']} result(s), {details['bytes'] / 2**20:.2f} MiB")
@@ -258,7 +243,7 @@ def clear(path, yes):
     """Delete every stored result (they will be computed again when needed) and the measured durations.
 
     Only what the store wrote is deleted; a directory that is not a store is refused."""
-    from . import store as store_module
+    from qcmb_dask import store as store_module
 
     store = _store(path)
     if not store.is_store():
@@ -271,7 +256,7 @@ def clear(path, yes):
     details = store.info()
     if not yes:
         click.confirm(f"Delete {details['entries']} result(s) in {details['root']}?", abort=True)
-    from . import cost_history
+    from qcmb_dask.planning import cost_history
 
     try:
         removed = store.clear()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-from .api import compute
+from qcmb_dask.api import compute
 
 
 class ManyBodyComputer:
@@ -17,7 +15,7 @@ class ManyBodyComputer:
     """
 
     @classmethod
-    def from_manybodyinput(cls, input_model, parallel: bool = True, n_workers: Optional[int] = None, **compute_options):
+    def from_manybodyinput(cls, input_model, parallel: bool = True, n_workers: int | None = None, **compute_options):
         """Run ``input_model`` on an embedded LocalCluster (``parallel=True``) or in-process (``parallel=False``)."""
         cluster = compute_options.pop("cluster", None) if parallel else "sync"
         return compute(input_model, cluster, n_workers=n_workers, **compute_options)

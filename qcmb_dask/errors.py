@@ -1,8 +1,10 @@
-"""Errors that name the fragment: label, n-body level, program, method/basis, QCEngine error type."""
+"""Every exception and warning of qcmb_dask, in one place (a leaf: imported by every floor, importing none).
+
+Fragment errors name the fragment: label, n-body level, program, method/basis, and QCEngine's error type.
+Input errors name the field. Nothing here imports Dask.
+"""
 
 from __future__ import annotations
-
-from typing import Optional
 
 
 class FragmentError(RuntimeError):
@@ -21,7 +23,7 @@ class FragmentError(RuntimeError):
         basis: str,
         error_type: str,
         message: str,
-        record: Optional[str] = None,
+        record: str | None = None,
     ):
         self.label = label
         self.nbody = nbody
@@ -80,3 +82,38 @@ class FragmentsFailed(RuntimeError):
 
     def __reduce__(self):
         return (type(self), (self.failures, self.store, self.levels_done))
+
+
+class InvalidInput(ValueError):
+    """The many-body input (or an argument of the call) cannot be run; nothing was submitted."""
+
+    what = "many-body input"
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(f"Invalid {self.what}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.problem,)
+
+
+class InvalidArgument(InvalidInput):
+    """An argument of the call (or its value in the Dask config) cannot be used; nothing was submitted."""
+
+    what = "argument"
+
+
+class InputWarning(UserWarning):
+    """The input runs, and gives QCManyBody's answer, but something in it may not be what the user meant."""
+
+
+class StoreWarning(UserWarning):
+    """The store could not be read or written; the run goes on and its answer is unaffected."""
+
+
+class WorkersNeverArrived(RuntimeError):
+    """Jobs were submitted but no worker connected in time; nothing was computed, the jobs are cancelled."""
+
+
+class JobsRefused(WorkersNeverArrived):
+    """The batch system refused the job (``sbatch``/``qsub`` failed): its message and the job script."""

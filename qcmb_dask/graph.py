@@ -1,7 +1,7 @@
 """Plan -> Dask task graph: parent molecule, one node per fragment, one per n-body level, one analysis node.
 
-The graph is one materialized layer built directly from the plan (linear in the number of
-fragments: 4525 fragments in well under a second), with a ``Delayed`` handle per node. Keys are named so that
+The graph is one materialized layer built directly from the plan, linear in the number of fragments
+(``benchmarks/planning.py`` measures it), with a ``Delayed`` handle per node. Keys are named so that
 the dashboard groups fragments by n-body level (Dask groups by key prefix: ``fragment-two-body-17-<token>``
 counts under ``fragment-two-body``). Fragment priorities put the most expensive calculations first.
 """
@@ -10,59 +10,54 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
-from dask._task_spec import DataNode, Task, TaskRef
-from dask._task_spec import List as TaskList
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.task_spec import DataNode, Task, TaskRef
+from dask.task_spec import List as TaskList
 
-from . import analysis
-from .fragment import FragmentJob, RunPolicy, prepare_parent, run_fragment
-from .plan import Plan
+from qcmb_dask.keys import fragment_key
+from qcmb_dask.planning.plan import Plan
+from qcmb_dask.qcmanybody_adapter import prepare_parent
+from qcmb_dask.worker import analysis
+from qcmb_dask.worker.fragment import FragmentJob, RunPolicy, run_fragment
 
 ORDERINGS = ("free", "by_level")
-_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 #: Analysis nodes are cheap and unblock results; they go before any waiting fragment.
 ANALYSIS_PRIORITY = 10**9
-
-
-def nbody_word(nbody: int) -> str:
-    """A key word for a level with letters only: Dask's key grouping stops at the first word with a digit."""
-    return _NUMBER_WORDS[nbody - 1] if 1 <= nbody <= len(_NUMBER_WORDS) else "many"
 
 
 @dataclass
 class MBEGraph:
     """Delayed handles into one graph. ``result.compute()`` gives the ManyBodyResult (or raises
-    :class:`~qcmb_dask.errors.FragmentsFailed`); ``outcome`` gives an :class:`~qcmb_dask.analysis.Outcome`
+    :class:`~qcmb_dask.errors.FragmentsFailed`); ``outcome`` gives an :class:`~qcmb_dask.worker.analysis.Outcome`
     that never raises for failed calculations."""
 
     result: Delayed
     outcome: Delayed
-    levels: Dict[int, Delayed]
-    fragments: Dict[str, Delayed]
+    levels: dict[int, Delayed]
+    fragments: dict[str, Delayed]
     #: label -> what its fragment node runs (names failures the client learns of from Dask)
-    jobs: Dict[str, FragmentJob]
+    jobs: dict[str, FragmentJob]
     parent: Delayed
     #: key -> Dask priority (higher runs first); fragments ranked by estimated cost
-    priorities: Dict[str, int]
+    priorities: dict[str, int]
     #: this run's id in the fragments' events
     run_id: str = ""
     #: label -> estimated one-core seconds (the ETA weighs fragments by it)
-    costs: Dict[str, float] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
     #: n-body level -> calculations of that level (a calculation counts at the lowest level needing it)
-    level_sizes: Dict[int, int] = field(default_factory=dict)
+    level_sizes: dict[int, int] = field(default_factory=dict)
 
 
 def build(
     plan: Plan,
     *,
     task_config: dict,
-    policy: Optional[RunPolicy] = None,
+    policy: RunPolicy | None = None,
     ordering: str = "free",
     prioritize: bool = True,
-    run_id: Optional[str] = None,
+    run_id: str | None = None,
 ) -> MBEGraph:
     """Build the graph of ``plan``; ``task_config`` is QCEngine's per-fragment cores/memory/retries,
     ``policy`` the store, timeout and escalation every fragment follows.
@@ -77,19 +72,19 @@ def build(
     token = plan.token
     model = plan.input.model
     keep_atomic = model.specification.protocols.cluster_results.value == "all"
-    dsk: Dict[str, object] = {}
-    priorities: Dict[str, int] = {}
+    dsk: dict[str, object] = {}
+    priorities: dict[str, int] = {}
 
     parent_key = f"parent-molecule-{token}"
     dsk[parent_key] = Task(parent_key, prepare_parent, DataNode(None, model.molecule))
 
-    fragment_keys: Dict[str, str] = {}
-    keys_by_level: Dict[int, List[str]] = {}
-    index_in_level: Dict[int, int] = {}
+    fragment_keys: dict[str, str] = {}
+    keys_by_level: dict[int, list[str]] = {}
+    index_in_level: dict[int, int] = {}
     for task in plan.tasks:
         index = index_in_level.get(task.nbody, 0)
         index_in_level[task.nbody] = index + 1
-        key = f"fragment-{nbody_word(task.nbody)}-body-{index}-{token}"
+        key = fragment_key(task.nbody, index, token)
         fragment_keys[task.label] = key
         keys_by_level.setdefault(task.nbody, []).append(key)
 
@@ -99,7 +94,7 @@ def build(
         priorities.update({fragment_keys[t.label]: rank for rank, t in enumerate(ranked)})
 
     specs = {mc: spec["specification"] for mc, spec in plan.specifications.items()}
-    barrier_of_level: Dict[int, str] = {}
+    barrier_of_level: dict[int, str] = {}
     if ordering == "by_level":
         # Every level-k fragment waits on a barrier behind all level-(k-1) fragments.
         for nbody, keys in keys_by_level.items():
@@ -108,7 +103,7 @@ def build(
             barrier_of_level[nbody] = barrier
             priorities[barrier] = ANALYSIS_PRIORITY
 
-    jobs: Dict[str, FragmentJob] = {}
+    jobs: dict[str, FragmentJob] = {}
     for task in plan.tasks:
         key = fragment_keys[task.label]
         job = jobs[task.label] = FragmentJob(
@@ -133,7 +128,7 @@ def build(
         # worker would fail innocent ones queued behind it.
         dsk[key] = Task(key, run_fragment, TaskRef(parent_key), DataNode(None, job), after, _data_producer=True)
 
-    level_keys: Dict[int, str] = {}
+    level_keys: dict[int, str] = {}
     for nbody, labels in plan.level_labels.items():
         key = f"mbe-level-{nbody}-{token}"
         needed = [k for level, keys in keys_by_level.items() if level <= nbody for k in keys]
@@ -182,7 +177,7 @@ def build(
     )
 
 
-def _previous_level(keys_by_level: Dict[int, List[str]], nbody: int) -> Optional[int]:
+def _previous_level(keys_by_level: dict[int, list[str]], nbody: int) -> int | None:
     lower = [level for level in keys_by_level if level < nbody]
     return max(lower) if lower else None
 
@@ -190,7 +185,7 @@ def _previous_level(keys_by_level: Dict[int, List[str]], nbody: int) -> Optional
 class _Priority:
     """Per-key priority for the layer's annotation (Dask calls it with each key; 0 for unranked keys)."""
 
-    def __init__(self, priorities: Dict[str, int]):
+    def __init__(self, priorities: dict[str, int]):
         self.priorities = priorities
 
     def __call__(self, key) -> int:

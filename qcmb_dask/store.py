@@ -22,9 +22,12 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any
+
+from qcmb_dask.errors import StoreWarning
 
 FORMAT = "qcmb-dask-store-1"
 #: A file in the store's directory that says it is one: ``cache clear`` deletes nothing where it is missing.
@@ -39,33 +42,29 @@ DRIVER_RANK = {"energy": 0, "gradient": 1, "hessian": 2}
 GEOMETRY_DECIMALS = 10
 
 
-class StoreWarning(UserWarning):
-    """The store could not be read or written; the run goes on and its answer is unaffected."""
-
-
 def default_location() -> Path:
     """``$XDG_CACHE_HOME/qcmb_dask/results``, else ``~/.cache/qcmb_dask/results``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "qcmb_dask" / "results"
 
 
-def resolve(cache: Any) -> Optional[Path]:
+def resolve(cache: Any) -> Path | None:
     """``cache=`` -> the store's directory, or None when turned off.
 
     ``None`` takes ``qcmb_dask.cache`` from dask config; there ``True``/``"default"`` mean
     :func:`default_location` and ``False`` turns the store off.
     """
     if cache is None:
-        import dask.config
+        from qcmb_dask.options import setting  # the Dask config: imported only where it is read
 
-        cache = dask.config.get("qcmb_dask.cache", True)
+        cache = setting("cache", True)
     if cache is False:
         return None
     if cache is True or cache == "default":
         return default_location()
     if isinstance(cache, (str, os.PathLike)):
         return Path(cache).expanduser().absolute()
-    from .validate import InvalidArgument
+    from qcmb_dask.errors import InvalidArgument
 
     raise InvalidArgument(
         f"cache={cache!r}: expected a directory path, True (the default location) or False (no store)."
@@ -132,9 +131,10 @@ def harness_fingerprint(harness) -> Any:
     """What a harness adds to every calculation: its own ``store_fingerprint()`` where it has one (the shipped
     PySCF harness: its keyword defaults and a revision), else QCEngine's version, whose harnesses set defaults
     of their own (a QCEngine upgrade then recomputes rather than trust them unchanged)."""
-    own = getattr(harness, "store_fingerprint", None)
-    if own is not None:
-        return own()
+    from qcmb_dask.programs.protocol import FingerprintsResults
+
+    if isinstance(harness, FingerprintsResults):  # see qcmb_dask.programs.protocol
+        return harness.store_fingerprint()
     import qcengine
 
     return {"qcengine": qcengine.__version__}
@@ -162,7 +162,7 @@ class ResultStore:
     def path(self, key: str, driver: str) -> Path:
         return Path(self.root) / key[:2] / f"{key}.{driver}.json"
 
-    def load(self, key: str, driver: str, exact_driver: bool = False) -> Optional[Dict[str, Any]]:
+    def load(self, key: str, driver: str, exact_driver: bool = False) -> dict[str, Any] | None:
         """The stored AtomicResult (as a dict) that serves ``driver``, or None.
 
         A result of a higher driver serves a lower one (its energy is the same calculation's) unless
@@ -224,7 +224,7 @@ class ResultStore:
         marker existed)."""
         return (Path(self.root) / MARKER).is_file() or next(iter(self.entries()), None) is not None
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         """Entry count and bytes on disk."""
         files = list(self.entries())
         return {"root": str(self.root), "entries": len(files), "bytes": sum(f.stat().st_size for f in files)}
@@ -293,7 +293,7 @@ def _write_bytes(f, data: bytes) -> None:
     f.write(data)
 
 
-def _verified_payload(blob: bytes, key: str, driver: str) -> Optional[Dict[str, Any]]:
+def _verified_payload(blob: bytes, key: str, driver: str) -> dict[str, Any] | None:
     head, sep, payload = blob.partition(b"\n")
     if not sep:
         return None

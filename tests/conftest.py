@@ -7,7 +7,6 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -44,11 +43,11 @@ def water_cluster(nwaters: int, **extra) -> dict:
 def mbe_input(
     nwaters: int = 3,
     driver: str = "energy",
-    keywords: Optional[dict] = None,
-    specs: Optional[Dict[str, tuple]] = None,
+    keywords: dict | None = None,
+    specs: dict[str, tuple] | None = None,
     program: str = "pyscf",
-    protocols: Optional[dict] = None,
-    atomic_keywords: Optional[dict] = None,
+    protocols: dict | None = None,
+    atomic_keywords: dict | None = None,
 ) -> dict:
     """A v2 ManyBodyInput dict. ``specs`` maps model-chemistry name -> (method, basis)."""
     specs = specs or {"(auto)": ("hf", "sto-3g")}
@@ -235,7 +234,7 @@ def assert_same_answer(ours, ref) -> float:
 
 
 #: (scenario, what happened, QC calls made, results in the store, answer, seconds), printed after the run.
-SCENARIOS: List[tuple] = []
+SCENARIOS: list[tuple] = []
 
 
 class Scenario:

@@ -1,6 +1,6 @@
 """Test-only QCEngine programs: PySCF underneath, with injected failures. Importable by worker processes."""
 
-from typing import Any, ClassVar, Dict
+from typing import Any, ClassVar
 
 from qcengine.exceptions import ConvergenceError
 
@@ -10,7 +10,7 @@ from qcmb_dask.programs.pyscf import PySCFHarness
 class DimersFailHarness(PySCFHarness):
     """PySCF, except that every calculation with exactly two real molecules of water fails to converge."""
 
-    _defaults: ClassVar[Dict[str, Any]] = {**PySCFHarness._defaults, "name": "dimers-fail"}
+    _defaults: ClassVar[dict[str, Any]] = {**PySCFHarness._defaults, "name": "dimers-fail"}
 
     def compute(self, input_data, config):
         nreal = sum(input_data.molecule.real) // 3
@@ -20,7 +20,7 @@ class DimersFailHarness(PySCFHarness):
 
 
 #: One random sequence per seed and process: a seeded run fails the same calls every time.
-_RNGS: Dict[Any, Any] = {}
+_RNGS: dict[Any, Any] = {}
 
 
 class FaultyHarness(PySCFHarness):
@@ -36,7 +36,7 @@ class FaultyHarness(PySCFHarness):
     - ``fallback_nreal``: calculations with this many real waters do not converge unless a level shift is set.
     """
 
-    _defaults: ClassVar[Dict[str, Any]] = {**PySCFHarness._defaults, "name": "faulty"}
+    _defaults: ClassVar[dict[str, Any]] = {**PySCFHarness._defaults, "name": "faulty"}
 
     def compute(self, input_data, config):
         import os

@@ -10,7 +10,7 @@ import pytest
 import qcengine
 
 import qcmb_dask
-from qcmb_dask.validate import InvalidArgument, InvalidInput
+from qcmb_dask.errors import InvalidArgument, InvalidInput
 
 from .conftest import mbe_input
 from .fake_programs import FaultyHarness, calls
@@ -259,7 +259,7 @@ def test_the_size_limit_can_be_raised_and_counts_bound_the_real_plan(logging_pro
     """The count is an upper bound within 2x of the plan's real size, for every BSSE treatment and level layout."""
     import dask
 
-    from qcmb_dask.expansion_size import count
+    from qcmb_dask.planning.expansion_size import count
 
     harness, _ = logging_program
     one = {"(auto)": ("hf", "sto-3g")}
@@ -288,15 +288,17 @@ def test_the_size_limit_can_be_raised_and_counts_bound_the_real_plan(logging_pro
         )
         bound = sum(sum(per.values()) for per in counted.values())
         assert len(plan) <= bound <= 2 * len(plan), (keywords, len(plan), bound)
-    with dask.config.set({"qcmb_dask.max-calculations": 5}):
-        with pytest.raises(InvalidInput, match=r"needs up to \d+ calculations .*plans at most 5"):
-            qcmb_dask.plan(two_level_input(), harnesses=[harness])
+    with (
+        dask.config.set({"qcmb_dask.max-calculations": 5}),
+        pytest.raises(InvalidInput, match=r"needs up to \d+ calculations .*plans at most 5"),
+    ):
+        qcmb_dask.plan(two_level_input(), harnesses=[harness])
     with dask.config.set({"qcmb_dask.max-calculations": 10**30}):
         assert len(qcmb_dask.plan(two_level_input(), harnesses=[harness])) > 5
 
 
 def _nbodies_per_mc(plan):
-    from qcmb_dask.plan import qcmb_computer
+    from qcmb_dask.qcmanybody_adapter import qcmb_computer
 
     return qcmb_computer(plan.input).qcmb_core.nbodies_per_mc_level
 

@@ -5,7 +5,7 @@ import dask
 import pytest
 
 import qcmb_dask
-from qcmb_dask import batch_settings as bs
+from qcmb_dask.clusters import jobqueue_settings as bs
 
 from .conftest import mbe_input
 

@@ -15,9 +15,9 @@ from qcelemental.exceptions import ValidationError
 from qcelemental.models import Molecule
 from qcelemental.molparse.chgmult import validate_and_fill_chgmult
 
-from qcmb_dask import chgmult
-from qcmb_dask.inputs import normalize
-from qcmb_dask.validate import InputWarning, InvalidInput
+from qcmb_dask.errors import InputWarning, InvalidInput
+from qcmb_dask.planning import chgmult
+from qcmb_dask.planning.inputs import normalize
 
 from .conftest import BOHR_PER_ANGSTROM, assert_same_result, mbe_input, qcmanybody_reference
 

@@ -6,9 +6,9 @@ import warnings
 import pytest
 
 import qcmb_dask
-from qcmb_dask import cost_history
+from qcmb_dask.errors import StoreWarning
 from qcmb_dask.graph import build
-from qcmb_dask.store import StoreWarning
+from qcmb_dask.planning import cost_history
 
 from .conftest import mbe_input
 

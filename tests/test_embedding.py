@@ -11,7 +11,7 @@ from qcmanybody.models.v2 import ManyBodyInput
 from qcmanybody.v2 import ManyBodyComputer
 
 import qcmb_dask
-from qcmb_dask.plan import atomic_specifications
+from qcmb_dask.qcmanybody_adapter import atomic_specifications
 
 from .conftest import assert_same_result, mbe_input
 

@@ -167,9 +167,12 @@ def test_timeout_per_task_is_refused_where_it_cannot_stop_anything(tmp_path):
         qcmb_dask.compute(faulty_input(), "sync", harnesses=[FaultyHarness()], timeout_per_task=5, cache=False)
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
-        with pytest.raises(ValueError, match="needs a nanny"):
-            qcmb_dask.compute(faulty_input(), client, harnesses=[FaultyHarness()], timeout_per_task=5, cache=False)
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+        pytest.raises(ValueError, match="needs a nanny"),
+    ):
+        qcmb_dask.compute(faulty_input(), client, harnesses=[FaultyHarness()], timeout_per_task=5, cache=False)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ from qcmanybody.models.v2 import ManyBodyInput
 from qcmanybody.v2 import ManyBodyComputer
 
 import qcmb_dask
-from qcmb_dask.fragment import build_fragment_molecule, prepare_parent
+from qcmb_dask.qcmanybody_adapter import build_fragment_molecule, prepare_parent
 
 from .conftest import mbe_input, water_cluster
 

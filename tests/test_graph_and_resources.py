@@ -5,7 +5,7 @@ from dask.core import get_dependencies
 from dask.utils import key_split
 
 import qcmb_dask
-from qcmb_dask import resources
+from qcmb_dask.clusters import resources
 from qcmb_dask.graph import build
 
 from .conftest import mbe_input
@@ -176,14 +176,15 @@ def test_the_embedded_scheduler_sends_each_worker_its_next_fragment_promptly(set
     to at ``qcmb_dask.scheduler-send-interval``."""
     import dask
 
-    from qcmb_dask.clusters import open_session
+    from qcmb_dask.clusters import resolve
+    from qcmb_dask.options import Options
 
     def intervals(dask_scheduler):
         return sorted(stream.interval for stream in dask_scheduler.stream_comms.values())
 
     with (
         dask.config.set({"qcmb_dask.scheduler-send-interval": setting} if setting else {}),
-        open_session(None, n_workers=1, threads_per_task=1, memory_per_task=None) as session,
+        resolve(None).session(Options.resolve(n_workers=1, threads_per_task=1), (), 1) as session,
     ):
         client = session.client
         assert client.run_on_scheduler(intervals) == [expected]

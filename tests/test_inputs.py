@@ -6,7 +6,7 @@ import pytest
 import yaml
 from qcmanybody.models.v2 import ManyBodyInput
 
-from qcmb_dask.inputs import normalize
+from qcmb_dask.planning.inputs import normalize
 
 from .conftest import mbe_input
 
@@ -88,7 +88,7 @@ def test_charged_input_without_fragment_charges_gets_qcelementals_choice_and_a_w
     """QCElemental puts the charge on the first fragment that can take it; so do we, and we say so."""
     from qcelemental.models import Molecule
 
-    from qcmb_dask.validate import InputWarning
+    from qcmb_dask.errors import InputWarning
 
     data = mbe_input(2)
     mol = data["molecule"]
@@ -105,7 +105,7 @@ def test_charged_input_without_fragment_charges_gets_qcelementals_choice_and_a_w
 def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
     """Nine levels of ten aliases: a 1 kB file that expands to 10^9 values inside molecule.extras."""
     import qcmb_dask
-    from qcmb_dask.validate import InvalidInput
+    from qcmb_dask.errors import InvalidInput
 
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
@@ -123,8 +123,8 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
 
 
 def test_a_few_aliases_are_fine_and_huge_files_are_refused_unread(tmp_path, monkeypatch):
-    from qcmb_dask import inputs
-    from qcmb_dask.validate import InvalidInput
+    from qcmb_dask.errors import InvalidInput
+    from qcmb_dask.planning import inputs
 
     data = mbe_input(2)
     text = yaml.safe_dump(data)

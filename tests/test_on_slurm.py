@@ -204,15 +204,17 @@ def test_jobs_that_reach_their_walltime_retire_and_are_replaced(job_name, tmp_pa
 @pytest.mark.slurm
 def test_a_job_that_can_never_start_gives_a_clear_error_not_a_hang(job_name, tmp_path):
     started = time.time()
-    with dask.config.set({"qcmb_dask.batch.worker-timeout": 5}):
-        with pytest.raises(qcmb_dask.WorkersNeverArrived) as error:
-            qcmb_dask.compute(
-                mbe_input(2),
-                "slurm",
-                jobs=1,
-                cluster_options=options(job_name, tmp_path, job_extra_directives=["--hold"]),
-                progress=False,
-            )
+    with (
+        dask.config.set({"qcmb_dask.batch.worker-timeout": 5}),
+        pytest.raises(qcmb_dask.WorkersNeverArrived) as error,
+    ):
+        qcmb_dask.compute(
+            mbe_input(2),
+            "slurm",
+            jobs=1,
+            cluster_options=options(job_name, tmp_path, job_extra_directives=["--hold"]),
+            progress=False,
+        )
     message = str(error.value)
     assert time.time() - started < 60
     assert "No Dask worker connected within 5 s" in message

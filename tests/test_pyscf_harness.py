@@ -6,9 +6,11 @@ import pytest
 import qcengine
 from qcelemental.models.v2 import AtomicInput, Molecule
 
-import qcmb_dask  # noqa: F401  registers "pyscf"
+from qcmb_dask.programs import register_shipped
 
 from .conftest import BOHR_PER_ANGSTROM, WATER_TRIMER_ANGSTROM, requires_nwchem
+
+register_shipped()  # the "pyscf" harness, as compute() registers it
 
 DIMER = [
     (s, x * BOHR_PER_ANGSTROM, y * BOHR_PER_ANGSTROM, z * BOHR_PER_ANGSTROM) for s, x, y, z in WATER_TRIMER_ANGSTROM[:6]

@@ -12,8 +12,10 @@ import urllib.request
 import pytest
 
 import qcmb_dask
-from qcmb_dask.plots import convergence_data, report, summary_rows, timeline
-from qcmb_dask.progress import HARTREE_TO_KCAL, Progress, Reporter
+from qcmb_dask.diagnostics.plots import convergence_data, report, summary_rows, timeline
+from qcmb_dask.diagnostics.progress import Reporter
+from qcmb_dask.diagnostics.runlog import RunLog
+from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
 
 from .conftest import NOCP, faulty_input, mbe_input, qcmanybody_reference
 from .fake_programs import FaultyHarness, calls
@@ -27,7 +29,7 @@ class FakeTerminal(io.StringIO):
 
 
 def test_the_eta_is_the_cost_left_at_the_pace_so_far(monkeypatch):
-    progress = Progress({1: 2, 2: 1}, {"a": 1.0, "b": 1.0, "c": 2.0})
+    progress = RunLog({1: 2, 2: 1}, {"a": 1.0, "b": 1.0, "c": 2.0})
     assert progress.eta() is None  # nothing done: no pace yet
     clock = [100.0]
     monkeypatch.setattr(time, "time", lambda: clock[0])
@@ -85,7 +87,7 @@ def test_plots_and_report_show_the_results_numbers(tmp_path, local_client):
     result = qcmb_dask.compute(data, local_client, progress=False, report=str(tmp_path / "report.html"))
     series = convergence_data(result)
     assert set(series) == {"cp", "nocp"}
-    assert series["cp"][-1][1] == pytest.approx(result.properties.cp_corrected_interaction_energy * HARTREE_TO_KCAL)
+    assert series["cp"][-1][1] == pytest.approx(result.properties.cp_corrected_interaction_energy * hartree_to_kcal())
     assert [n for n, _ in series["nocp"]] == [1, 2, 3]
     assert len(summary_rows(result)) == 6
     page = (tmp_path / "report.html").read_text()
@@ -197,7 +199,7 @@ def test_the_live_page_follows_a_real_run(local_client, tmp_path):
     assert all(row["nfailed"] == "0" and row["running"] == "0" for row in rows.values())
     top = max(rows)
     for bt in ("cp", "nocp"):
-        expected = getattr(result.properties, f"{bt}_corrected_interaction_energy") * HARTREE_TO_KCAL
+        expected = getattr(result.properties, f"{bt}_corrected_interaction_energy") * hartree_to_kcal()
         assert rows[top][f"ie-{bt}"] == f"{expected:.4f}"
     assert f"{len(plan)} of {len(plan)} calculations finished" in dom
 

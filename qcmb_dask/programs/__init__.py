@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import qcengine
 
+from qcmb_dask import compat
+
 from .pyscf import PySCFHarness
+
+#: How to get the QC programs users ask for; QCEngine's overview lists the rest.
+INSTALL_HINTS = {
+    "pyscf": "pip install pyscf (installed with qcmb_dask, which ships its QCEngine harness)",
+    "nwchem": "apt-get install nwchem (Debian/Ubuntu), your site's module, or conda install -c conda-forge nwchem; "
+    "and pip install networkx",
+    "psi4": "conda install -c conda-forge psi4",
+    "xtb": "conda install -c conda-forge xtb-python",
+    "cfour": "a licensed CFOUR install with xcfour on PATH",
+    "gamess": "a GAMESS install with rungms on PATH",
+    "mrchem": "conda install -c conda-forge mrchem",
+    "terachem": "a TeraChem install with terachem on PATH",
+    "qchem": "a licensed Q-Chem install with qchem on PATH",
+}
+PROGRAMS_OVERVIEW = "https://molssi.github.io/QCEngine/program_overview.html"
 
 
 def register(harnesses: Iterable) -> None:
@@ -15,19 +32,25 @@ def register(harnesses: Iterable) -> None:
     Replacing (rather than refusing) lets a user's own harness take over a name, and makes
     registering the same harnesses twice in one worker harmless.
     """
+    register_shipped()
     for harness in harnesses:
         name = harness.name.lower()
         if name in qcengine.list_all_programs():
-            if qcengine.programs.base.programs[name] is harness:
+            if compat.registered_harness(name) is harness:
                 continue
             qcengine.unregister_program(name)
         qcengine.register_program(harness)
 
 
 def register_shipped() -> None:
-    """Register the programs qcmb_dask ships, unless the user already registered their own under the name."""
+    """Register the programs qcmb_dask ships, unless the user already registered their own under the name.
+
+    Explicit, not a side effect of ``import qcmb_dask``: ``compute`` and ``plan`` call it here, and every
+    fragment calls it on its worker before it asks QCEngine for its program. To use the PySCF harness on its
+    own: ``qcmb_dask.programs.register_shipped()``, then ``qcengine.compute(atomic_input, "pyscf")``.
+    """
     if "pyscf" not in qcengine.list_all_programs():
         qcengine.register_program(PySCFHarness())
 
 
-__all__ = ["PySCFHarness", "register", "register_shipped"]
+__all__ = ["INSTALL_HINTS", "PROGRAMS_OVERVIEW", "PySCFHarness", "register", "register_shipped"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, ClassVar, Dict, Sequence
+from typing import Any, ClassVar
 
 from qcelemental.models.v2 import AtomicInput, AtomicResult, Provenance
 from qcelemental.util import which_import
@@ -29,13 +30,13 @@ class PySCFHarness(ProgramHarness):
     #: ``compute(..., escalate=True)``: tried once after a convergence failure. More cycles and a level shift,
     #: which changes the path to the solution, not the converged energy. (Not the "atom" guess: with ghost
     #: atoms PySCF takes a deprecated linear-dependency path for it.)
-    escalation_keywords: ClassVar[Dict[str, Any]] = {"max_cycle": 200, "level_shift": 0.2}
+    escalation_keywords: ClassVar[dict[str, Any]] = {"max_cycle": 200, "level_shift": 0.2}
 
     #: Bump when the harness changes how it computes (not only its keyword defaults): the result store then
     #: recomputes instead of serving numbers from the earlier harness.
     REVISION: ClassVar[int] = 1
 
-    _defaults: ClassVar[Dict[str, Any]] = {
+    _defaults: ClassVar[dict[str, Any]] = {
         "name": "pyscf",
         "scratch": False,
         "thread_safe": False,  # PySCF's thread count is process-wide
@@ -56,7 +57,7 @@ class PySCFHarness(ProgramHarness):
 
         return pyscf.__version__
 
-    def store_fingerprint(self) -> Dict[str, Any]:
+    def store_fingerprint(self) -> dict[str, Any]:
         """What this harness adds to every calculation, for the result store's key."""
         return {"harness": "qcmb_dask.pyscf", "revision": self.REVISION, "defaults": asdict(PySCFOptions())}
 
@@ -134,7 +135,7 @@ class _limited_threads:
         self._limits.restore_original_limits()
 
 
-def _thread_counts() -> Dict[str, int]:
+def _thread_counts() -> dict[str, int]:
     """The thread counts in force, recorded in the result so that tests and users can check them."""
     from pyscf import lib
     from threadpoolctl import threadpool_info

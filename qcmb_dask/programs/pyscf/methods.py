@@ -6,7 +6,7 @@ Kept apart from the harness so that the method logic can be read without the QCS
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any
 
 import numpy as np
 from qcengine.exceptions import ConvergenceError, InputError
@@ -58,9 +58,9 @@ def check_supported(family: str, driver: str, method: str, embedded: bool) -> No
 @dataclass
 class MethodOutcome:
     energy: float
-    properties: Dict[str, Any] = field(default_factory=dict)
-    gradient: Optional[np.ndarray] = None
-    hessian: Optional[np.ndarray] = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    gradient: np.ndarray | None = None
+    hessian: np.ndarray | None = None
 
 
 def run(mol, method: str, driver: str, options: PySCFOptions, point_charges=None) -> MethodOutcome:
@@ -131,10 +131,10 @@ def _converged_scf(mol, family: str, method: str, options: PySCFOptions, point_c
     return mf
 
 
-def _scf_properties(mol, mf, family: str) -> Dict[str, Any]:
+def _scf_properties(mol, mf, family: str) -> dict[str, Any]:
     nalpha, nbeta = mol.nelec
     mo_coeff = mf.mo_coeff[0] if isinstance(mf.mo_coeff, (tuple, list)) or np.ndim(mf.mo_coeff) == 3 else mf.mo_coeff
-    props: Dict[str, Any] = {
+    props: dict[str, Any] = {
         "calcinfo_nbasis": int(mol.nao),
         "calcinfo_nmo": int(np.shape(mo_coeff)[-1]),
         "calcinfo_nalpha": int(nalpha),
@@ -156,7 +156,7 @@ def _scf_properties(mol, mf, family: str) -> Dict[str, Any]:
     return props
 
 
-def _frozen(mf, options: PySCFOptions) -> Optional[int]:
+def _frozen(mf, options: PySCFOptions) -> int | None:
     if not options.frozen_core:
         return None
     from pyscf.data.elements import chemcore
@@ -165,7 +165,7 @@ def _frozen(mf, options: PySCFOptions) -> Optional[int]:
     return chemcore(mf.mol) or None
 
 
-def _mp2(mf, options: PySCFOptions, props: Dict[str, Any]):
+def _mp2(mf, options: PySCFOptions, props: dict[str, Any]):
     from pyscf import mp
 
     pt = mp.MP2(mf, frozen=_frozen(mf, options))
@@ -184,7 +184,7 @@ def _mp2(mf, options: PySCFOptions, props: Dict[str, Any]):
     return pt
 
 
-def _ccsd(mf, options: PySCFOptions, props: Dict[str, Any]):
+def _ccsd(mf, options: PySCFOptions, props: dict[str, Any]):
     from pyscf import cc
 
     mycc = cc.CCSD(mf, frozen=_frozen(mf, options))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 from qcengine.exceptions import InputError
@@ -12,7 +12,7 @@ from qcengine.exceptions import InputError
 from .options import PySCFOptions
 
 
-def build_mole(molecule, basis: str, options: PySCFOptions, *, memory_gib: Optional[float] = None):
+def build_mole(molecule, basis: str, options: PySCFOptions, *, memory_gib: float | None = None):
     """Build a PySCF ``Mole`` in Bohr, in the molecule's own frame, with output captured in memory.
 
     Ghost atoms (``molecule.real == False``) become PySCF ``ghost-X`` atoms: they carry the basis
@@ -74,9 +74,9 @@ def check_basis(basis: str, elements: Sequence[str]) -> None:
         )
 
 
-def embedding_charges(molecule) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+def embedding_charges(molecule) -> tuple[np.ndarray, np.ndarray] | None:
     """Point charges from ``molecule.extras["embedding_charges"]``: QCManyBody's ``[[q, [x, y, z]], ...]`` in Bohr."""
-    raw: Optional[List] = (molecule.extras or {}).get("embedding_charges")
+    raw: list | None = (molecule.extras or {}).get("embedding_charges")
     if not raw:
         return None
     try:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 from qcengine.exceptions import InputError
 
@@ -18,7 +19,7 @@ class PySCFOptions:
     """
 
     #: ``"rhf"``, ``"uhf"`` or ``"rohf"``; default RHF/RKS for singlets, UHF/UKS otherwise.
-    reference: Optional[str] = None
+    reference: str | None = None
     #: SCF energy convergence (Eh). Tight by default so that many-body differences are not noise.
     conv_tol: float = 1e-10
     #: SCF orbital-gradient convergence. PySCF's own default, sqrt(conv_tol) = 1e-5, leaves ~1e-6 Eh
@@ -29,7 +30,7 @@ class PySCFOptions:
     max_cycle: int = 100
     #: ``False``; ``True`` for density fitting of the SCF with PySCF's default auxiliary basis;
     #: or the name of an auxiliary basis (e.g. ``"def2-universal-jkfit"``).
-    density_fitting: Union[bool, str] = False
+    density_fitting: bool | str = False
     #: DFT integration grid level (0-9, PySCF's ``grids.level``).
     grid_level: int = 3
     #: Freeze core orbitals in MP2/CCSD/CCSD(T) (PySCF's chemical core, real atoms only).
@@ -46,7 +47,7 @@ class PySCFOptions:
     verbose: int = 4
 
     @classmethod
-    def from_keywords(cls, keywords: Mapping[str, Any]) -> "PySCFOptions":
+    def from_keywords(cls, keywords: Mapping[str, Any]) -> PySCFOptions:
         known = {f.name: f for f in fields(cls)}
         lowered = {str(k).lower(): v for k, v in keywords.items()}
         unknown = sorted(set(lowered) - set(known))

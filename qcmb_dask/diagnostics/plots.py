@@ -10,16 +10,17 @@ In Jupyter, ``bokeh.io.output_notebook()`` then ``bokeh.io.show(figure)`` draws 
 from __future__ import annotations
 
 import html
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from .progress import HARTREE_TO_KCAL
+from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
 
 #: one color per n-body level (Bokeh's Category10)
 LEVEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 BSSE_PREFIX = {"cp": "cp_corrected", "nocp": "nocp_corrected", "vmfc": "vmfc_corrected"}
 
 
-def convergence_data(result) -> Dict[str, List[tuple]]:
+def convergence_data(result) -> dict[str, list[tuple]]:
     """BSSE type -> [(n, interaction energy through n-body in kcal/mol)], from a ManyBodyResult's properties."""
     props = result.properties.model_dump() if hasattr(result.properties, "model_dump") else dict(result.properties)
     bsse_types = [getattr(b, "value", b) for b in result.input_data.specification.keywords.bsse_type]
@@ -27,7 +28,7 @@ def convergence_data(result) -> Dict[str, List[tuple]]:
     for bt in bsse_types:
         prefix = f"{BSSE_PREFIX[bt]}_interaction_energy_through_"
         points = sorted(
-            (int(key[len(prefix) :].split("_")[0]), value * HARTREE_TO_KCAL)
+            (int(key[len(prefix) :].split("_")[0]), value * hartree_to_kcal())
             for key, value in props.items()
             if key.startswith(prefix) and value is not None
         )
@@ -60,7 +61,7 @@ def convergence(result, title: str = "Many-body convergence"):
     return fig
 
 
-def timeline(records: Sequence[Dict[str, Any]], title: str = "Fragment timeline"):
+def timeline(records: Sequence[dict[str, Any]], title: str = "Fragment timeline"):
     """One bar per calculation from its start to its end, a row per worker, colored by n-body level."""
     from bokeh.models import ColumnDataSource, HoverTool
     from bokeh.plotting import figure
@@ -102,7 +103,7 @@ def timeline(records: Sequence[Dict[str, Any]], title: str = "Fragment timeline"
     return fig
 
 
-def report(result, records: Optional[Sequence[Dict[str, Any]]], path: str, title: str = "qcmb_dask report") -> str:
+def report(result, records: Sequence[dict[str, Any]] | None, path: str, title: str = "qcmb_dask report") -> str:
     """A standalone HTML file: the summary table, the convergence plot and (given records) the timeline."""
     from bokeh.embed import file_html
     from bokeh.layouts import column
@@ -117,11 +118,11 @@ def report(result, records: Optional[Sequence[Dict[str, Any]]], path: str, title
     return path
 
 
-def summary_rows(result) -> List[tuple]:
+def summary_rows(result) -> list[tuple]:
     """(BSSE type, n-body, IE in Eh, IE in kcal/mol) for every truncation in the result."""
     rows = []
     for bt, points in convergence_data(result).items():
-        rows.extend((bt.upper(), n, kcal / HARTREE_TO_KCAL, kcal) for n, kcal in points)
+        rows.extend((bt.upper(), n, kcal / hartree_to_kcal(), kcal) for n, kcal in points)
     return rows
 
 

@@ -18,11 +18,19 @@ import os
 import shutil
 import subprocess
 import time
-from typing import Iterator, List, Optional, Tuple
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dask
 
-from .batch_settings import BatchSettings
+from qcmb_dask import compat
+from qcmb_dask.clusters import resources as res
+from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings
+from qcmb_dask.clusters.jobqueue_settings import BatchSettings, is_batch, jobs_for
+from qcmb_dask.clusters.jobqueue_settings import resolve as resolve_settings
+from qcmb_dask.clusters.session import DistributedSession
+from qcmb_dask.errors import InvalidArgument, JobsRefused, WorkersNeverArrived
+from qcmb_dask.options import Options, setting
 
 #: the command that shows each system's queue, for the error when no worker arrives
 QUEUE_COMMANDS = {
@@ -36,14 +44,6 @@ QUEUE_COMMANDS = {
 }
 
 
-class WorkersNeverArrived(RuntimeError):
-    """Jobs were submitted but no worker connected in time; nothing was computed, the jobs are cancelled."""
-
-
-class JobsRefused(WorkersNeverArrived):
-    """The batch system refused the job (``sbatch``/``qsub`` failed): its message and the job script."""
-
-
 class JobKeeper:
     """Keeps ``jobs`` jobs (or lets ``adapt`` decide) by forgetting jobs whose workers all left.
 
@@ -51,7 +51,7 @@ class JobKeeper:
     ended once its workers had connected and none is connected any more.
     """
 
-    def __init__(self, cluster, jobs: Optional[int], interval_s: float = 1.0):
+    def __init__(self, cluster, jobs: int | None, interval_s: float = 1.0):
         from tornado.ioloop import PeriodicCallback
 
         self.cluster = cluster
@@ -66,7 +66,7 @@ class JobKeeper:
     def stop(self) -> None:
         self.cluster.loop.add_callback(self._callback.stop)
 
-    def _job_of(self, worker_name, jobs_by_name: dict) -> Optional[str]:
+    def _job_of(self, worker_name, jobs_by_name: dict) -> str | None:
         if worker_name in jobs_by_name.values():
             return worker_name
         # a job of several workers names them <job>-0, <job>-1, ...
@@ -76,15 +76,14 @@ class JobKeeper:
         cluster = self.cluster
         if cluster.status.name in ("closing", "closed"):
             return
-        jobs_by_name = {str(name): name for name in cluster.worker_spec}  # once per tick, not per worker
+        jobs_by_name = {str(name): name for name in compat.planned_jobs(cluster)}  # once per tick, not per worker
         live = {self._job_of(w.get("name"), jobs_by_name) for w in cluster.scheduler_info.get("workers", {}).values()}
         live.discard(None)
         self.seen |= live
-        ended = [name for name in self.seen - live if name in cluster.worker_spec]
+        ended = [name for name in self.seen - live if name in jobs_by_name.values()]
         for name in ended:
             self.seen.discard(name)
-            del cluster.worker_spec[name]
-            job = cluster.workers.pop(name, None)
+            job = compat.forget_job(cluster, name)
             if job is not None:  # cancel the job in case its process outlives its workers
                 asyncio.ensure_future(job.close())
             self.replaced += 1
@@ -96,15 +95,15 @@ class JobKeeper:
 def batch_client(
     settings: BatchSettings,
     *,
-    jobs: Optional[int],
-    adapt: Optional[Tuple[int, int]],
+    jobs: int | None,
+    adapt: tuple[int, int] | None,
     scheduler_settings: dict,
     worker_timeout: float,
 ) -> Iterator:
     """Start the cluster, submit the jobs, wait for a first worker; close it all on the way out."""
     from distributed import Client
 
-    refusals: List[str] = []
+    refusals: list[str] = []
     job_class = _recording_refusals(settings.cluster_class.job_cls, refusals)
     with dask.config.set(scheduler_settings):  # the scheduler runs here; it reads these when it starts
         cluster = settings.cluster_class(job_cls=job_class, **settings.kwargs)
@@ -123,7 +122,7 @@ def batch_client(
         cluster.close()  # cancels every job it submitted (scancel / qdel)
 
 
-def _recording_refusals(job_class, refusals: List[str]):
+def _recording_refusals(job_class, refusals: list[str]):
     """The job class, noting every refused submission. dask-jobqueue submits in the background and only
     logs a refused ``sbatch``/``qsub`` (say, more memory than any node has): the run would wait for
     workers that cannot come."""
@@ -133,17 +132,15 @@ def _recording_refusals(job_class, refusals: List[str]):
             try:
                 await super().start()
             except RuntimeError as e:  # dask-jobqueue's message: the command, its exit code, its stderr
-                from distributed.core import Status
-
                 refusals.append(str(e))
-                self.status = Status.failed  # closing the cluster checks that no job is left "created"
+                compat.mark_job_failed(self)  # closing the cluster checks that no job is left "created"
                 raise
 
     RecordingRefusals.__name__ = job_class.__name__
     return RecordingRefusals
 
 
-def _wait_for_first_worker(client, cluster, settings: BatchSettings, timeout: float, refusals: List[str]) -> None:
+def _wait_for_first_worker(client, cluster, settings: BatchSettings, timeout: float, refusals: list[str]) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -169,7 +166,7 @@ def diagnose(cluster, settings: BatchSettings, waited: float) -> str:
     interface = settings.kwargs.get("interface")
     return "\n".join(
         [
-            f"No Dask worker connected within {waited:.0f} s of submitting {len(cluster.worker_spec)} "
+            f"No Dask worker connected within {waited:.0f} s of submitting {len(list(compat.planned_jobs(cluster)))} "
             f"{settings.system.upper()} job(s) named {settings.kwargs.get('job_name')!r}; nothing was computed and "
             "the jobs are being cancelled.",
             "Likely causes: the jobs are still queued or held (see the queue below), the job script fails "
@@ -199,7 +196,7 @@ def _queue_view(system: str) -> str:
     return (out.stdout + out.stderr).rstrip() or "  (empty)"
 
 
-def _log_tails(log_directory: Optional[str], files: int = 2, lines: int = 15) -> str:
+def _log_tails(log_directory: str | None, files: int = 2, lines: int = 15) -> str:
     if not log_directory:
         return "Job logs: no log_directory is set (set it to keep the jobs' output)."
     log_directory = os.path.abspath(log_directory)
@@ -213,3 +210,72 @@ def _log_tails(log_directory: Optional[str], files: int = 2, lines: int = 15) ->
         out.append(f"--- {path}")
         out.extend(line.rstrip() for line in tail)
     return "\n".join(out)
+
+
+class JobqueueBackend(Backend):
+    """``cluster="slurm"``, ``"pbs"``, ... or a profile file: jobs submitted from here, cancelled at the end."""
+
+    @classmethod
+    def claim(cls, cluster: Any) -> Backend | None:
+        return cls(cluster) if is_batch(cluster) else None
+
+    @property
+    def kind(self) -> str:
+        return f"{self.settings.system.upper()} jobs" if self.settings else "batch jobs"
+
+    settings: BatchSettings | None = None
+    jobs: int | None = None
+
+    def check(self, options: Options, ncalculations: int) -> None:
+        """Resolve the settings and the job count now: a wrong setting is refused before anything is submitted."""
+        if options.n_workers is not None:
+            raise InvalidArgument(
+                "n_workers is for the embedded cluster; on a batch cluster give jobs=N or adapt=(min, max)."
+            )
+        self.settings = resolve_settings(
+            self.cluster,
+            options.cluster_options,
+            threads_per_task=options.threads_per_task,
+            memory_per_task=options.memory_per_task,
+        )
+        self.jobs = options.jobs
+        if options.adapt is None and self.jobs is None:
+            max_jobs = int(setting("batch.max-jobs"))
+            self.jobs = jobs_for(ncalculations, self.settings.workers_per_job, max_jobs)
+
+    @contextlib.contextmanager
+    def session(self, options: Options, harnesses: Sequence, ncalculations: int):
+        if self.settings is None:
+            self.check(options, ncalculations)
+        adapt = tuple(options.adapt) if options.adapt else None
+        with batch_client(
+            self.settings,
+            jobs=self.jobs,
+            adapt=adapt,
+            scheduler_settings=scheduler_settings(batch=True),
+            worker_timeout=float(setting("batch.worker-timeout")),
+        ) as client:
+            install_harnesses(client, harnesses)
+            settings = self.settings
+            workers = settings.workers_per_job * (adapt[1] if adapt else self.jobs)
+            yield DistributedSession(
+                client, res.Resources(workers, settings.threads_per_task, settings.memory_per_task)
+            )
+
+
+def preview_job_script(settings: BatchSettings) -> str:
+    """The job script these settings submit, with a placeholder scheduler address; submits nothing."""
+    import sys
+
+    job_class = settings.cluster_class.job_cls
+    kwargs = {k: v for k, v in settings.kwargs.items() if k != "scheduler_options"}
+    kwargs.setdefault("python", sys.executable)
+    log_directory = kwargs.get("log_directory")
+    created = bool(log_directory) and not os.path.exists(log_directory)
+    try:
+        script = job_class(scheduler="tcp://SCHEDULER:8786", name="WORKER-NAME", **kwargs).job_script()
+    finally:
+        if created:  # the job class makes the log directory; a preview leaves no trace
+            with contextlib.suppress(OSError):
+                os.rmdir(log_directory)
+    return script + "".join(f"# qcmb_dask: {note}\n" for note in settings.notes)

@@ -9,8 +9,8 @@ treatments are counted once each, so the count is an upper bound, within a facto
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from math import comb
-from typing import Callable, Dict, List, Optional, Sequence, Union
 
 #: ``qcmb_dask.max-calculations``: a plan that would need more is refused (raise it to run a larger one).
 DEFAULT_MAX_CALCULATIONS = 1_000_000
@@ -19,18 +19,18 @@ DEFAULT_MAX_CALCULATIONS = 1_000_000
 def count(
     nfragments: int,
     bsse_type: Sequence[str],
-    nbodies_per_mc: Dict[str, List[Union[int, str]]],
+    nbodies_per_mc: dict[str, list[int | str]],
     *,
     max_nbody: int,
     return_total_data: bool,
     supersystem_ie_only: bool,
-) -> Dict[str, Dict[int, int]]:
+) -> dict[str, dict[int, int]]:
     """Model chemistry -> n-body order -> at most this many calculations of that order."""
     n = nfragments
-    out: Dict[str, Dict[int, int]] = {}
+    out: dict[str, dict[int, int]] = {}
     for mc, nbodies in nbodies_per_mc.items():
         orders = [nb for nb in nbodies if nb != "supersystem"]
-        per_order: Dict[int, int] = {}
+        per_order: dict[int, int] = {}
         add = functools.partial(_add, per_order)
 
         top = max(orders, default=0)
@@ -55,20 +55,20 @@ def count(
     return out
 
 
-def _add(per_order: Dict[int, int], order: int, number: int) -> None:
+def _add(per_order: dict[int, int], order: int, number: int) -> None:
     per_order[order] = per_order.get(order, 0) + number
 
 
 def check(
-    counts: Dict[str, Dict[int, int]],
-    limit: Optional[int],
+    counts: dict[str, dict[int, int]],
+    limit: int | None,
     seconds_per: Callable[[str, int], float],
 ) -> None:
     """Refuse an expansion of more than ``limit`` calculations, with its size and a rough time for it.
 
     ``seconds_per(model chemistry, order)``: the cost model's one-core seconds for one calculation of that order.
     """
-    from .validate import InvalidInput
+    from qcmb_dask.errors import InvalidInput
 
     total = sum(sum(per_order.values()) for per_order in counts.values())
     limit = DEFAULT_MAX_CALCULATIONS if limit is None else limit

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import psutil
+
+#: The share of a machine's (or a worker's) memory its fragments are told they may use: the rest is for the
+#: worker process itself, the program's own overheads and the operating system.
+MEMORY_FRACTION = 0.8
 
 
 @dataclass(frozen=True)
@@ -15,7 +18,7 @@ class Resources:
 
     n_workers: int
     threads_per_task: int
-    memory_per_task: Optional[float]
+    memory_per_task: float | None
 
     def task_config(self, retries: int = 0) -> dict:
         """QCEngine's task_config; without it QCEngine gives every call all cores and most memory.
@@ -40,11 +43,16 @@ def machine_memory_gib() -> float:
     return psutil.virtual_memory().total / 2**30
 
 
+def memory_share(gib: float, shares: int) -> float:
+    """GiB for each of ``shares`` fragments that run at once on ``gib`` of memory."""
+    return round(MEMORY_FRACTION * gib / shares, 2)
+
+
 def for_this_machine(
-    n_workers: Optional[int],
-    threads_per_task: Optional[int],
-    memory_per_task: Optional[float],
-    ncalculations: Optional[int] = None,
+    n_workers: int | None,
+    threads_per_task: int | None,
+    memory_per_task: float | None,
+    ncalculations: int | None = None,
 ) -> Resources:
     """Size an embedded cluster so that workers x threads_per_task = cores, never more.
 
@@ -68,11 +76,11 @@ def for_this_machine(
             f"Use e.g. n_workers={max(1, cores // threads_per_task)}, threads_per_task={threads_per_task}."
         )
     if memory_per_task is None:
-        memory_per_task = round(0.8 * machine_memory_gib() / n_workers, 2)
+        memory_per_task = memory_share(machine_memory_gib(), n_workers)
     return Resources(n_workers, threads_per_task, memory_per_task)
 
 
-def in_process(threads_per_task: Optional[int], memory_per_task: Optional[float]) -> Resources:
+def in_process(threads_per_task: int | None, memory_per_task: float | None) -> Resources:
     """The reference executor runs one fragment at a time with all cores, like QCManyBody's computer."""
     threads = threads_per_task or machine_cores()
-    return Resources(1, threads, memory_per_task or round(0.8 * machine_memory_gib(), 2))
+    return Resources(1, threads, memory_per_task or memory_share(machine_memory_gib(), 1))

@@ -20,65 +20,20 @@ import sys
 import threading
 import time
 import warnings
-from typing import Callable, Dict, Optional, Sequence, TextIO, Union
+from collections.abc import Callable, Sequence
+from typing import TextIO, Union
 
-from .analysis import LevelIncomplete
-from .store import StoreWarning
+from qcmb_dask.diagnostics.runlog import RunLog
+from qcmb_dask.errors import StoreWarning
+from qcmb_dask.planning.cost import duration
+from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
+from qcmb_dask.worker.analysis import LevelIncomplete
 
 logger = logging.getLogger("qcmb_dask")
 
-HARTREE_TO_KCAL = 627.5094740631  # CODATA 2018, QCElemental's value
 
-ProgressArg = Union[bool, str, Callable, None]
+ProgressArg = Union[bool, str, Callable, None]  # noqa: UP007  (a runtime alias, read on Python 3.10)
 FragmentCallback = Callable[[str, int, int, int], None]
-
-
-class Progress:
-    """Counts per level and an ETA from the plan's cost estimates at the pace seen so far."""
-
-    def __init__(self, level_sizes: Dict[int, int], costs: Dict[str, float]):
-        self.total = dict(level_sizes)
-        self.done = {nbody: 0 for nbody in level_sizes}
-        self.failed = 0
-        self.from_store = 0
-        self.costs = costs
-        self.total_cost = sum(costs.values()) or 1.0
-        self.done_cost = 0.0
-        self.started = time.time()
-        self.seen: set = set()
-
-    @property
-    def ndone(self) -> int:
-        return sum(self.done.values())
-
-    @property
-    def ntotal(self) -> int:
-        return sum(self.total.values())
-
-    def add(self, label: str, nbody: int, ok: bool = True, from_store: bool = False) -> bool:
-        """Count a finished fragment once (a fragment whose worker was lost may end twice)."""
-        if label in self.seen:
-            return False
-        self.seen.add(label)
-        self.done[nbody] = self.done.get(nbody, 0) + 1
-        self.failed += not ok
-        self.from_store += bool(from_store)
-        self.done_cost += self.costs.get(label, 0.0)
-        return True
-
-    def eta(self) -> Optional[float]:
-        """Seconds left: estimated cost still to run, at the rate cost was done so far; None before any."""
-        if self.done_cost <= 0 or self.ndone >= self.ntotal:
-            return None if self.ndone < self.ntotal else 0.0
-        elapsed = time.time() - self.started
-        return elapsed * (self.total_cost - self.done_cost) / self.done_cost
-
-    def line(self) -> str:
-        levels = " | ".join(f"{n}-body {self.done[n]}/{self.total[n]}" for n in sorted(self.total) if self.total[n])
-        eta = self.eta()
-        eta_text = "" if eta is None else f", ETA {_duration(eta)}"
-        failed = f", {self.failed} failed" if self.failed else ""
-        return f"qcmb_dask: {levels} | {self.ndone}/{self.ntotal} done{failed}{eta_text}"
 
 
 class Reporter:
@@ -87,8 +42,8 @@ class Reporter:
     def __init__(
         self,
         progress: ProgressArg = "auto",
-        stream: Optional[TextIO] = None,
-        callback: Optional[FragmentCallback] = None,
+        stream: TextIO | None = None,
+        callback: FragmentCallback | None = None,
     ):
         if progress not in (True, False, None, "auto") and not callable(progress):
             raise ValueError(f"progress={progress!r}: expected True, False, 'auto' or a callable.")
@@ -101,10 +56,8 @@ class Reporter:
         self.notebook = progress == "auto" and not tty and _in_jupyter()
         self.enabled = progress is True or (progress == "auto" and tty)
         self.live_bar = self.enabled and tty
-        self.progress: Optional[Progress] = None
-        #: one record per finished fragment (label, nbody, ok, from_store, start, stop, worker): the timeline
-        self.records: list = []
-        self.publish: Optional[Callable[[str, object], None]] = None  # to the scheduler, for the live page
+        #: the run's log (counts, ETA, the fragment records): what the displays draw, from :meth:`start` on
+        self.log: RunLog | None = None
         self._lock = threading.Lock()
         self._last_draw = 0.0
         self._bar_shown = False
@@ -112,8 +65,8 @@ class Reporter:
         self._notebook_lines: list = []
 
     # -- the run ------------------------------------------------------------------------------------
-    def start(self, level_sizes: Dict[int, int], costs: Dict[str, float]) -> None:
-        self.progress = Progress(level_sizes, costs)
+    def start(self, level_sizes: dict[int, int], costs: dict[str, float]) -> None:
+        self.log = RunLog(level_sizes, costs)
         self._draw(force=True)
 
     def fragment(
@@ -122,26 +75,15 @@ class Reporter:
         nbody: int,
         ok: bool = True,
         from_store: bool = False,
-        start: Optional[float] = None,
-        stop: Optional[float] = None,
-        worker: Optional[str] = None,
+        start: float | None = None,
+        stop: float | None = None,
+        worker: str | None = None,
     ) -> None:
         """A fragment ended (any thread: Dask calls this from its event loop)."""
         with self._lock:
-            if self.progress is None or not self.progress.add(label, nbody, ok, from_store):
+            if self.log is None or not self.log.add(label, nbody, ok, from_store, start, stop, worker):
                 return
-            self.records.append(
-                {
-                    "label": label,
-                    "nbody": nbody,
-                    "ok": ok,
-                    "from_store": from_store,
-                    "start": start,
-                    "stop": stop,
-                    "worker": worker,
-                }
-            )
-            done, total = self.progress.ndone, self.progress.ntotal
+            done, total = self.log.ndone, self.log.ntotal
             self._draw(force=done == total)
         if self.fragment_callback is not None:
             self.fragment_callback(label, nbody, done, total)
@@ -157,11 +99,11 @@ class Reporter:
                 self._notebook_lines.append(line)
                 self._draw(force=True)
 
-    def dashboard(self, link: Optional[str]) -> None:
+    def dashboard(self, link: str | None) -> None:
         if link:
             self.say(f"qcmb_dask: Dask dashboard at {link}")
 
-    def live_page(self, link: Optional[str]) -> None:
+    def live_page(self, link: str | None) -> None:
         if link:
             self.say(f"qcmb_dask: many-body progress page at {link}")
 
@@ -175,13 +117,8 @@ class Reporter:
         if self.level_callback is not None:
             self.level_callback(level)
         energies = {bt: level.interaction_energy(bt) for bt in bsse_types}
-        if self.publish is not None:
-            self.publish(
-                f"level-{level.nbody}",
-                {"nbody": level.nbody, "interaction_energies": energies, "return_energy": level.return_energy},
-            )
         parts = [
-            f"{bt.upper()} IE {value:.10f} Eh ({value * HARTREE_TO_KCAL:.4f} kcal/mol)"
+            f"{bt.upper()} IE {value:.10f} Eh ({value * hartree_to_kcal():.4f} kcal/mol)"
             for bt, value in energies.items()
             if value is not None
         ]
@@ -216,14 +153,14 @@ class Reporter:
 
     # -- drawing (under the lock) ---------------------------------------------------------------------
     def _draw(self, force: bool = False) -> None:
-        if self.progress is None or not (self.live_bar or self.notebook):
+        if self.log is None or not (self.live_bar or self.notebook):
             return
         now = time.time()
         if not force and now - self._last_draw < 0.2:
             return
         self._last_draw = now
         if self.live_bar:
-            self.stream.write("\r\033[K" + self.progress.line())
+            self.stream.write("\r\033[K" + self.log.line())
             self.stream.flush()
             self._bar_shown = True
         else:
@@ -239,17 +176,17 @@ class Reporter:
         from IPython.display import HTML, display
 
         rows = "".join(
-            f"<tr><td>{n}-body</td><td><progress value='{self.progress.done[n]}' max='{self.progress.total[n]}'>"
-            f"</progress></td><td>{self.progress.done[n]}/{self.progress.total[n]}</td></tr>"
-            for n in sorted(self.progress.total)
-            if self.progress.total[n]
+            f"<tr><td>{n}-body</td><td><progress value='{self.log.done[n]}' max='{self.log.total[n]}'>"
+            f"</progress></td><td>{self.log.done[n]}/{self.log.total[n]}</td></tr>"
+            for n in sorted(self.log.total)
+            if self.log.total[n]
         )
-        eta = self.progress.eta()
+        eta = self.log.eta()
         lines = "".join(f"<div>{_linked(html.escape(line))}</div>" for line in self._notebook_lines)
         content = HTML(
             f"<div class='qcmb-dask-progress'><table>{rows}</table>"
-            f"<div>{self.progress.ndone}/{self.progress.ntotal} done"
-            f"{'' if eta is None else ', ETA ' + _duration(eta)}</div>{lines}</div>"
+            f"<div>{self.log.ndone}/{self.log.ntotal} done"
+            f"{'' if eta is None else ', ETA ' + duration(eta)}</div>{lines}</div>"
         )
         if self._notebook_handle is None:
             self._notebook_handle = display(content, display_id=True)
@@ -260,15 +197,6 @@ class Reporter:
 def _linked(text: str) -> str:
     """Addresses in a line of (escaped) text as links: the dashboard and the many-body page."""
     return re.sub(r"(https?://[^\s<]+)", r"<a href='\1' target='_blank'>\1</a>", text)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def _isatty(stream) -> bool:

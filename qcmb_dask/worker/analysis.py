@@ -5,15 +5,13 @@ The arithmetic is QCManyBody's own; this module only gathers what the fragments 
 
 from __future__ import annotations
 
-import contextlib
-import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any
 
-from .errors import FragmentError, FragmentsFailed
-from .fragment import FragmentFailure, FragmentOutput
-from .inputs import NormalizedInput
-from .plan import qcmb_computer, truncated_core
+from qcmb_dask.errors import FragmentError, FragmentsFailed
+from qcmb_dask.qcmanybody_adapter import NormalizedInput, embedding_accepted, qcmb_computer, truncated_core
+from qcmb_dask.worker.fragment import FragmentFailure, FragmentOutput
 
 
 @dataclass
@@ -26,11 +24,11 @@ class LevelResult:
 
     nbody: int
     ncalculations: int
-    properties: Dict[str, Any]
-    energy_body_dict: Dict[str, float]
+    properties: dict[str, Any]
+    energy_body_dict: dict[str, float]
     return_energy: float
 
-    def interaction_energy(self, bsse_type: str) -> Optional[float]:
+    def interaction_energy(self, bsse_type: str) -> float | None:
         """The interaction energy through this level for one BSSE treatment (``"cp"``, ``"nocp"``, ``"vmfc"``)."""
         prefix = {"cp": "cp_corrected", "nocp": "nocp_corrected", "vmfc": "vmfc_corrected"}[bsse_type]
         return self.properties.get(f"{prefix}_interaction_energy_through_{self.nbody}_body")
@@ -42,7 +40,7 @@ class LevelIncomplete:
 
     nbody: int
     ncalculations: int
-    failed: List[str]
+    failed: list[str]
 
 
 @dataclass
@@ -52,9 +50,9 @@ class RunStats:
     computed: int = 0
     from_store: int = 0
     #: label -> the convergence fallback keywords that result needed
-    escalated: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    escalated: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: why results could not be stored (first few), and how many
-    store_errors: List[str] = field(default_factory=list)
+    store_errors: list[str] = field(default_factory=list)
     store_error_count: int = 0
 
 
@@ -63,9 +61,9 @@ class Outcome:
     """What the final node returns: the ManyBodyResult, or None and every failure."""
 
     result: Any
-    failures: List[FragmentError]
+    failures: list[FragmentError]
     stats: RunStats
-    levels: Dict[int, LevelResult]
+    levels: dict[int, LevelResult]
 
 
 @dataclass
@@ -73,9 +71,9 @@ class PartialResult:
     """``on_error="partial"``: the highest n-body truncation that could be assembled, and what failed."""
 
     #: the highest complete truncation; None when not even the 1-body level is complete
-    level: Optional[LevelResult]
-    levels: Dict[int, LevelResult]
-    failures: List[FragmentError]
+    level: LevelResult | None
+    levels: dict[int, LevelResult]
+    failures: list[FragmentError]
     stats: RunStats
 
     @property
@@ -83,7 +81,7 @@ class PartialResult:
         return self.level.nbody if self.level else 0
 
 
-def summarize(outputs: Iterable[Union[FragmentOutput, FragmentFailure]]) -> tuple:
+def summarize(outputs: Iterable[FragmentOutput | FragmentFailure]) -> tuple:
     """(RunStats, failures) over fragment outputs."""
     stats, failures = RunStats(), []
     for out in outputs:
@@ -103,20 +101,20 @@ def summarize(outputs: Iterable[Union[FragmentOutput, FragmentFailure]]) -> tupl
     return stats, failures
 
 
-def component_properties(labels: Sequence[str], outputs: Iterable[FragmentOutput]) -> Dict[str, Dict[str, Any]]:
+def component_properties(labels: Sequence[str], outputs: Iterable[FragmentOutput]) -> dict[str, dict[str, Any]]:
     """{label: {energy, gradient, hessian}} in ``labels`` order (QCManyBody's iteration order)."""
     by_label = {out.label: out.properties for out in outputs}
     return {label: by_label[label] for label in labels if label in by_label}
 
 
 def level_result(
-    normalized: NormalizedInput, nbody: int, labels: Sequence[str], outputs: List[FragmentOutput]
-) -> Union[LevelResult, LevelIncomplete]:
+    normalized: NormalizedInput, nbody: int, labels: Sequence[str], outputs: list[FragmentOutput]
+) -> LevelResult | LevelIncomplete:
     """Analyze the expansion truncated at ``nbody`` with the results of the calculations it needs."""
     failed = [out.label for out in outputs if isinstance(out, FragmentFailure)]
     if failed:
         return LevelIncomplete(nbody, len(labels), failed)
-    with _embedding_accepted(normalized):
+    with embedding_accepted(normalized):
         core = truncated_core(qcmb_computer(normalized), nbody)
     analyzed = core.analyze(component_properties(labels, outputs))
     return LevelResult(
@@ -128,7 +126,7 @@ def level_result(
     )
 
 
-def final_outcome(normalized: NormalizedInput, labels: Sequence[str], outputs: List, levels: Sequence = ()) -> Outcome:
+def final_outcome(normalized: NormalizedInput, labels: Sequence[str], outputs: list, levels: Sequence = ()) -> Outcome:
     """The ManyBodyResult and the run's statistics; with failed fragments, no result and every failure."""
     stats, failures = summarize(outputs)
     complete = {level.nbody: level for level in levels if isinstance(level, LevelResult)}
@@ -137,9 +135,9 @@ def final_outcome(normalized: NormalizedInput, labels: Sequence[str], outputs: L
     return Outcome(final_result(normalized, labels, outputs), [], stats, complete)
 
 
-def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: List[FragmentOutput]):
+def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: list[FragmentOutput]):
     """The ManyBodyResult, assembled by QCManyBody's computer from the fragment results."""
-    with _embedding_accepted(normalized):
+    with embedding_accepted(normalized):
         computer = qcmb_computer(normalized)
     props = component_properties(labels, outputs)
     analyzed = computer.qcmb_core.analyze(props)
@@ -155,17 +153,3 @@ def answer(outcome: Outcome):
     if outcome.failures:
         raise FragmentsFailed(outcome.failures, levels_done=sorted(outcome.levels))
     return outcome.result
-
-
-@contextlib.contextmanager
-def _embedding_accepted(normalized: NormalizedInput):
-    """QCManyBody accepts embedding charges only with QCMANYBODY_EMBEDDING_CHARGES set. The client checked
-    that when it planned; a worker on another node may lack the variable, so the analysis sets it."""
-    if not normalized.model.specification.keywords.embedding_charges or os.environ.get("QCMANYBODY_EMBEDDING_CHARGES"):
-        yield
-        return
-    os.environ["QCMANYBODY_EMBEDDING_CHARGES"] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop("QCMANYBODY_EMBEDDING_CHARGES", None)

@@ -10,13 +10,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
-import numpy as np
-
-from . import events, watchdog
-from .errors import FragmentError
-from .store import DRIVER_RANK, ResultStore, calculation_key, harness_fingerprint
+from qcmb_dask.errors import FragmentError
+from qcmb_dask.qcmanybody_adapter import build_fragment_molecule, psi4_external_potentials, return_properties
+from qcmb_dask.store import ResultStore, calculation_key, harness_fingerprint
+from qcmb_dask.worker import events, watchdog
 
 logger = logging.getLogger("qcmb_dask")
 
@@ -26,9 +25,9 @@ class RunPolicy:
     """How hard to try, and where finished work is kept: the same for every fragment of a run."""
 
     #: the result store's directory; None: no store
-    store: Optional[str] = None
-    #: stop a fragment after this many seconds (on a worker with a nanny; see :mod:`qcmb_dask.watchdog`)
-    timeout: Optional[float] = None
+    store: str | None = None
+    #: stop a fragment after this many seconds (on a worker with a nanny; see :mod:`qcmb_dask.worker.watchdog`)
+    timeout: float | None = None
     #: on a convergence failure, try once more with the program's ``escalation_keywords``
     escalate: bool = False
 
@@ -44,13 +43,13 @@ class FragmentJob:
     program: str
     specification: dict
     #: 1-based fragment -> atom charges, QCManyBody's ``embedding_charges``; None without embedding.
-    embedding_charges: Optional[Dict[int, List[float]]]
+    embedding_charges: dict[int, list[float]] | None
     #: QCEngine task_config: cores and memory (GiB) for this calculation.
     task_config: dict
     #: keep the whole AtomicResult (ManyBody protocol ``cluster_results: all``)
     keep_atomic_result: bool
     policy: RunPolicy = RunPolicy()
-    #: this compute call's id: the fragment's end is logged under it (see :mod:`qcmb_dask.events`)
+    #: this compute call's id: the fragment's end is logged under it (see :mod:`qcmb_dask.worker.events`)
     run: str = ""
 
 
@@ -60,16 +59,16 @@ class FragmentOutput:
 
     label: str
     nbody: int
-    properties: Dict[str, Any]
+    properties: dict[str, Any]
     wall_time: float
-    provenance: Dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
     atomic_result: Any = None
     #: taken from the result store, not computed in this run
     from_store: bool = False
     #: the convergence fallback keywords this result needed, if any
-    escalated: Optional[Dict[str, Any]] = None
+    escalated: dict[str, Any] | None = None
     #: why the result could not be written to the store (disk full, permissions), if it could not
-    store_error: Optional[str] = None
+    store_error: str | None = None
 
 
 @dataclass
@@ -81,62 +80,17 @@ class FragmentFailure:
     error: FragmentError
 
 
-def prepare_parent(parent):
-    """The parent molecule as workers use it: masses resolved once.
-
-    QCElemental's ``Molecule.masses`` recomputes every mass from the periodic table on each access
-    unless masses were given, and ``get_fragment`` reads it once per atom: quadratic in atoms, most
-    of a fragment's set-up time on large clusters. Fragments always receive explicit masses, so
-    caching them on the parent changes no fragment (tested against ``iterate_molecules``).
-    """
-    if parent.masses_ is None:
-        parent = parent.model_copy(update={"masses_": parent.masses})
-    return parent
-
-
-def build_fragment_molecule(parent, real: Sequence[int], basis: Sequence[int], embedding_charges=None):
-    """The fragment molecule exactly as ``ManyBodyCore.iterate_molecules`` builds it.
-
-    Same geometry and frame, real/ghost mask, fragment charges and multiplicities, fix_* flags,
-    and embedding charges (on fragments outside the basis) in ``extras``.
-    """
-    ghost_atoms = list(set(basis) - set(real))
-    real_0 = [x - 1 for x in real]
-    ghost_0 = [x - 1 for x in ghost_atoms]
-    mol = parent.get_fragment(real_0, ghost_0, orient=False, group_fragments=False)
-    updates = {"fix_com": True, "fix_orientation": True}
-    if parent.fix_symmetry == "c1":
-        updates["fix_symmetry"] = "c1"
-    mol = mol.model_copy(update=updates)
-
-    if embedding_charges:
-        nfragments = len(parent.fragments)
-        charges = []
-        for ifr in list(set(range(1, nfragments + 1)) - set(basis)):
-            positions = parent.get_fragment(ifr - 1).geometry.tolist()
-            charges.extend([[chg, xyz] for xyz, chg in zip(positions, embedding_charges[ifr])])
-        mol.extras["embedding_charges"] = charges
-    return mol
-
-
-def atomic_input(job: FragmentJob, molecule, extra_keywords: Optional[Dict[str, Any]] = None):
+def atomic_input(job: FragmentJob, molecule, extra_keywords: dict[str, Any] | None = None):
     """The AtomicInput for a fragment; embedding charges go where the program expects them."""
     from qcelemental.models.v2 import AtomicInput
 
     specification = copy.deepcopy(job.specification)
     if extra_keywords:
         specification["keywords"] = {**specification.get("keywords", {}), **extra_keywords}
-    inp = AtomicInput(molecule=molecule, specification=specification)
-    charges = molecule.extras.get("embedding_charges")
-    if charges and job.program.lower() == "psi4":
-        # As QCManyBody's computer does: Psi4 takes them as external potentials.
-        fkw = inp.specification.keywords.get("function_kwargs", {})
-        fkw.update({"external_potentials": charges})
-        inp.specification.keywords["function_kwargs"] = fkw
-    return inp
+    return psi4_external_potentials(AtomicInput(molecule=molecule, specification=specification), molecule, job.program)
 
 
-def run_fragment(parent, job: FragmentJob, after: Any = None) -> Union[FragmentOutput, FragmentFailure]:
+def run_fragment(parent, job: FragmentJob, after: Any = None) -> FragmentOutput | FragmentFailure:
     """Run one fragment, or take it from the store. ``after`` only orders the graph and is ignored.
 
     A failed calculation is returned as a :class:`FragmentFailure`, not raised: the other fragments
@@ -150,8 +104,12 @@ def run_fragment(parent, job: FragmentJob, after: Any = None) -> Union[FragmentO
     return out
 
 
-def _run_fragment(parent, job: FragmentJob) -> Union[FragmentOutput, FragmentFailure]:
-    import qcengine  # a worker that unpickles this function has imported qcmb_dask: PySCF is registered
+def _run_fragment(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
+    import qcengine
+
+    from qcmb_dask.programs import register_shipped
+
+    register_shipped()  # this worker process may not have registered the programs qcmb_dask ships yet
 
     start = time.time()
     molecule = build_fragment_molecule(parent, job.real, job.basis, job.embedding_charges)
@@ -190,7 +148,7 @@ def _run_fragment(parent, job: FragmentJob) -> Union[FragmentOutput, FragmentFai
     return output
 
 
-def _store_and_key(job: FragmentJob, inp) -> Tuple[Optional[ResultStore], Optional[str]]:
+def _store_and_key(job: FragmentJob, inp) -> tuple[ResultStore | None, str | None]:
     if not job.policy.store:
         return None, None
     import qcengine
@@ -201,7 +159,7 @@ def _store_and_key(job: FragmentJob, inp) -> Tuple[Optional[ResultStore], Option
     return ResultStore(Path(job.policy.store)), key
 
 
-def _keep_failure(store: Optional[ResultStore], key: str, driver: str, failed, label: str) -> Optional[str]:
+def _keep_failure(store: ResultStore | None, key: str, driver: str, failed, label: str) -> str | None:
     """Write QCEngine's FailedOperation (input, error, traceback) beside the store; its path, or None."""
     if store is None:
         return None
@@ -212,7 +170,7 @@ def _keep_failure(store: Optional[ResultStore], key: str, driver: str, failed, l
         return None
 
 
-def _as_this_run_asked(stored: Optional[dict], inp, job: FragmentJob):
+def _as_this_run_asked(stored: dict | None, inp, job: FragmentJob):
     """A stored result as this run's AtomicResult, or None where it cannot stand in for the calculation.
 
     Only the whole AtomicResult (``cluster_results: all``) shows protocols: it gets this run's input, and
@@ -231,14 +189,16 @@ def _as_this_run_asked(stored: Optional[dict], inp, job: FragmentJob):
     return AtomicResult.model_validate(stored)
 
 
-def escalation_keywords(program: str) -> Optional[Dict[str, Any]]:
+def escalation_keywords(program: str) -> dict[str, Any] | None:
     """The harness's documented convergence fallback (``escalation_keywords``), None if it has none."""
     import qcengine
 
-    return getattr(qcengine.get_program(program, check=False), "escalation_keywords", None)
+    from qcmb_dask.programs.protocol import escalation_keywords as of_harness
+
+    return of_harness(qcengine.get_program(program, check=False))
 
 
-def fragment_error(job: FragmentJob, error_type: str, message: str, record: Optional[str] = None) -> FragmentError:
+def fragment_error(job: FragmentJob, error_type: str, message: str, record: str | None = None) -> FragmentError:
     model = job.specification.get("model", {})
     return FragmentError(
         job.label,
@@ -252,7 +212,7 @@ def fragment_error(job: FragmentJob, error_type: str, message: str, record: Opti
     )
 
 
-def worker_lost_error(job: FragmentJob, attempts: Optional[int], timeout: Optional[float]) -> FragmentError:
+def worker_lost_error(job: FragmentJob, attempts: int | None, timeout: float | None) -> FragmentError:
     """The error for a fragment whose worker died under it (``KilledWorker``), or that ran out of time."""
     tries = f"{attempts} tries" if attempts else "every try"
     if timeout:
@@ -280,17 +240,3 @@ def _output(job: FragmentJob, result, driver: str, start: float, from_store: boo
         from_store=from_store,
         escalated=escalated,
     )
-
-
-def return_properties(result, driver: str = "hessian") -> Dict[str, Any]:
-    """energy/gradient/hessian, picked exactly as QCManyBody's computer picks them from an AtomicResult.
-
-    Only what ``driver`` asks for: a stored gradient result serving an energy run gives its energy alone,
-    as the energy calculation itself would have.
-    """
-    props = {}
-    for p in ("energy", "gradient", "hessian")[: DRIVER_RANK[driver] + 1]:
-        value = getattr(result.properties, f"return_{p}", None)
-        if value is not None:
-            props[p] = np.asarray(value) if p != "energy" else value
-    return props

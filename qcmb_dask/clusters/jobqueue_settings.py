@@ -16,14 +16,15 @@ import difflib
 import math
 import os
 import re
-import signal
-import sys
-import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import dask.config
 import yaml
+
+from qcmb_dask import compat
+from qcmb_dask.clusters.resources import memory_share
+from qcmb_dask.options import setting
 
 #: cluster= name -> dask-jobqueue's class
 SYSTEMS = {
@@ -36,7 +37,7 @@ SYSTEMS = {
     "moab": "MoabCluster",
 }
 
-PROFILES_DIR = os.path.join(os.path.dirname(__file__), "cluster_configs")
+PROFILES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cluster_configs")
 
 #: Settings qcmb_dask derives itself; a profile or cluster_options that sets them is refused with the reason.
 _DERIVED = {
@@ -52,49 +53,20 @@ class BatchSettings:
     """Everything needed to start the cluster: the class, its keyword arguments, and the job's shape."""
 
     system: str
-    kwargs: Dict[str, Any]
+    kwargs: dict[str, Any]
     #: where the profile came from (shipped file or the user's), for messages
     profile: str
     workers_per_job: int
     threads_per_task: int
-    memory_per_task: Optional[float]  # GiB
+    memory_per_task: float | None  # GiB
     #: seconds; None where no walltime is set
-    walltime_s: Optional[float] = None
-    lifetime: Optional[Tuple[float, float]] = None  # (lifetime, stagger) in seconds
-    notes: List[str] = field(default_factory=list)
+    walltime_s: float | None = None
+    lifetime: tuple[float, float] | None = None  # (lifetime, stagger) in seconds
+    notes: list[str] = field(default_factory=list)
 
     @property
     def cluster_class(self):
-        return getattr(import_jobqueue(), SYSTEMS[self.system])
-
-
-def import_jobqueue():
-    """``dask_jobqueue``, with Ctrl-C left as a KeyboardInterrupt, importable from any thread.
-
-    Importing dask-jobqueue (0.9) sets the SIGINT handler to ``sys.exit()`` (for its own ``runner``
-    module, which qcmb_dask does not use). In the main thread that made Ctrl-C end a run with exit status
-    0, as if it had succeeded; in any other thread (a run started from a worker thread, a GUI) the import
-    itself fails ("signal only works in main thread"). So that one call is skipped while it imports, and
-    a handler it set earlier (the user imported it first) is put back to Python's own.
-    """
-    if "dask_jobqueue" not in sys.modules:
-        original = signal.signal
-
-        def leave_sigint_alone(signum, handler):
-            return signal.getsignal(signum) if signum == signal.SIGINT else original(signum, handler)
-
-        signal.signal = leave_sigint_alone
-        try:
-            import dask_jobqueue  # noqa: F401
-        finally:
-            signal.signal = original
-    import dask_jobqueue
-
-    handler = signal.getsignal(signal.SIGINT)
-    if getattr(handler, "__module__", None) == "dask_jobqueue.runner":
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    return dask_jobqueue
+        return getattr(compat.import_jobqueue(), SYSTEMS[self.system])
 
 
 def is_batch(cluster: Any) -> bool:
@@ -107,10 +79,10 @@ def is_batch(cluster: Any) -> bool:
 
 def resolve(
     cluster: Any,
-    cluster_options: Optional[Dict[str, Any]] = None,
+    cluster_options: dict[str, Any] | None = None,
     *,
-    threads_per_task: Optional[int] = None,
-    memory_per_task: Optional[float] = None,
+    threads_per_task: int | None = None,
+    memory_per_task: float | None = None,
 ) -> BatchSettings:
     """The cluster's settings from every layer, checked, with the job cut into one-fragment workers."""
     system, profile_path, profile = _profile(cluster)
@@ -118,10 +90,10 @@ def resolve(
     layers = [
         (f"profile {profile_path}", profile),
         (f"dask config jobqueue.{system}", _user_changed(system, valid)),
-        (f"dask config qcmb_dask.jobqueue.{system}", dask.config.get(f"qcmb_dask.jobqueue.{system}", default={})),
+        (f"dask config qcmb_dask.jobqueue.{system}", setting(f"jobqueue.{system}", default={})),
         ("cluster_options", cluster_options or {}),
     ]
-    merged: Dict[str, Any] = {}
+    merged: dict[str, Any] = {}
     for where, layer in layers:
         for key, value in (layer or {}).items():
             key = _canonical(key)
@@ -161,7 +133,7 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
     worker_gib = _parse_bytes(memory) / workers / 2**30
     if memory_per_task is None:
         # What QCEngine is told: leave a fifth of the worker's share for Python, Dask and the program's overhead.
-        memory_per_task = round(0.8 * worker_gib, 2)
+        memory_per_task = memory_share(worker_gib, 1)
     elif memory_per_task > worker_gib:
         raise ValueError(
             f"memory_per_task={memory_per_task} GiB does not fit: a job with memory={memory} runs {workers} "
@@ -171,7 +143,7 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
     kwargs["cores"] = cores
     kwargs["processes"] = workers
     extra = list(full.get("worker_extra_args") or [])
-    notes: List[str] = []
+    notes: list[str] = []
     if threads > 1:
         # dask-jobqueue gives each worker cores / processes threads; a worker must run one fragment at a
         # time, with QCEngine told threads_per_task cores. The worker CLI keeps the last --nthreads.
@@ -191,7 +163,7 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
     return BatchSettings(system, kwargs, profile_path, workers, threads, memory_per_task, walltime_s, lifetime, notes)
 
 
-def lifetime_for(walltime_s: float) -> Tuple[float, float]:
+def lifetime_for(walltime_s: float) -> tuple[float, float]:
     """``(lifetime, stagger)``: every worker retires, at lifetime +/- stagger, before the batch system kills it.
 
     The margin (10% of the walltime, between 2 s and 5 minutes) leaves time for a worker to hand its
@@ -208,7 +180,7 @@ def lifetime_for(walltime_s: float) -> Tuple[float, float]:
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
-def parse_walltime(walltime: Any, system: Optional[str] = None) -> Optional[float]:
+def parse_walltime(walltime: Any, system: str | None = None) -> float | None:
     """Seconds from a batch walltime: ``"HH:MM:SS"``, ``"D-HH:MM:SS"``, ``"MM:SS"`` or minutes.
 
     Two fields are minutes:seconds, as SLURM reads them, except for LSF, whose ``-W`` takes hours:minutes.
@@ -231,7 +203,7 @@ def parse_walltime(walltime: Any, system: Optional[str] = None) -> Optional[floa
     return float(seconds + (int(days) * 86400 if days else 0))
 
 
-def _profile(cluster: Any) -> Tuple[str, str, Dict[str, Any]]:
+def _profile(cluster: Any) -> tuple[str, str, dict[str, Any]]:
     """``(system, path, settings)`` of a system name's shipped profile or of a profile file."""
     name = os.fspath(cluster)
     if name.lower() in SYSTEMS:
@@ -262,15 +234,12 @@ def _canonical(key: str) -> str:
     return str(key).replace("-", "_")
 
 
-def _jobqueue_defaults(system: str) -> Dict[str, Any]:
+def _jobqueue_defaults(system: str) -> dict[str, Any]:
     """dask-jobqueue's shipped defaults for ``system``, keys as its cluster classes take them."""
-    dask_jobqueue = import_jobqueue()
-    with open(os.path.join(os.path.dirname(dask_jobqueue.__file__), "jobqueue.yaml")) as f:
-        shipped = yaml.safe_load(f)["jobqueue"][system]
-    return {_canonical(k): v for k, v in shipped.items()}
+    return {_canonical(k): v for k, v in compat.jobqueue_shipped_defaults(system).items()}
 
 
-def _user_changed(system: str, defaults: Dict[str, Any]) -> Dict[str, Any]:
+def _user_changed(system: str, defaults: dict[str, Any]) -> dict[str, Any]:
     """The user's ``jobqueue.<system>`` values that differ from dask-jobqueue's defaults (those are the user's)."""
     current = dask.config.get(f"jobqueue.{system}", default={}) or {}
     return {_canonical(k): v for k, v in current.items() if _canonical(k) in defaults and defaults[_canonical(k)] != v}

@@ -9,39 +9,9 @@ is installed, and can run the method and driver asked of it. Neither runs a QC c
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterable, List
+from collections.abc import Iterable
 
-#: How to get the programs users ask for most; QCEngine's overview lists the rest.
-INSTALL_HINTS = {
-    "pyscf": "pip install pyscf",
-    "nwchem": "apt-get install nwchem (Debian/Ubuntu) or conda install -c conda-forge nwchem, and pip install networkx",
-    "psi4": "conda install -c conda-forge psi4",
-    "xtb": "conda install -c conda-forge xtb-python",
-}
-PROGRAMS_OVERVIEW = "https://molssi.github.io/QCEngine/program_overview.html"
-
-
-class InvalidInput(ValueError):
-    """The many-body input (or an argument of the call) cannot be run; nothing was submitted."""
-
-    what = "many-body input"
-
-    def __init__(self, problem: str):
-        self.problem = problem
-        super().__init__(f"Invalid {self.what}: {problem}")
-
-    def __reduce__(self):
-        return type(self), (self.problem,)
-
-
-class InvalidArgument(InvalidInput):
-    """An argument of the call (or its value in the Dask config) cannot be used; nothing was submitted."""
-
-    what = "argument"
-
-
-class InputWarning(UserWarning):
-    """The input runs, and gives QCManyBody's answer, but something in it may not be what the user meant."""
+from qcmb_dask.errors import InvalidInput
 
 
 @contextlib.contextmanager
@@ -115,7 +85,7 @@ def check_fragmentation(model) -> None:
         )
 
 
-def check_levels_are_specified(levels: Dict[int, str], specifications: Dict[str, dict]) -> None:
+def check_levels_are_specified(levels: dict[int, str], specifications: dict[str, dict]) -> None:
     """Every model chemistry the levels name needs a specification (QCManyBody fails later with a KeyError).
 
     Without ``levels`` QCManyBody looks for one specification named ``"(auto)"``.
@@ -138,11 +108,11 @@ def check_levels_are_specified(levels: Dict[int, str], specifications: Dict[str,
         )
 
 
-def check_duplicate_model_chemistries(specifications: Dict[str, dict]) -> None:
+def check_duplicate_model_chemistries(specifications: dict[str, dict]) -> None:
     """Two names for one model chemistry would compute every fragment twice, or mislabel levels."""
-    from .store import canonical_json
+    from qcmb_dask.store import canonical_json
 
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for name, spec in specifications.items():
         content = canonical_json({"program": spec["program"].lower(), **_comparable(spec["specification"])})
         if content in seen:
@@ -163,7 +133,7 @@ def _comparable(spec: dict) -> dict:
     }
 
 
-def program_problems(requests: Iterable[tuple], installed: bool = True) -> List[str]:
+def program_problems(requests: Iterable[tuple], installed: bool = True) -> list[str]:
     """Problems with :func:`plan_requests` requests, in the words users need.
 
     A harness that has a ``check_request(method, basis, driver, keywords, embedded, elements)`` method (the
@@ -174,11 +144,17 @@ def program_problems(requests: Iterable[tuple], installed: bool = True) -> List[
     """
     import qcengine
 
+    from qcmb_dask.programs import INSTALL_HINTS, PROGRAMS_OVERVIEW, register_shipped
+    from qcmb_dask.programs.protocol import ChecksRequests
+
+    register_shipped()
     problems = []
     known = set(qcengine.list_all_programs())
     for program, method, basis, driver, keywords, embedded, elements in requests:
         name = program.lower()
-        hint = INSTALL_HINTS.get(name, f"see {PROGRAMS_OVERVIEW}")
+        hint = (
+            f"{INSTALL_HINTS[name]} (see {PROGRAMS_OVERVIEW})" if name in INSTALL_HINTS else f"see {PROGRAMS_OVERVIEW}"
+        )
         if name not in known:
             problems.append(
                 f"program {program!r} is unknown to QCEngine (known: {', '.join(sorted(known))}); for a program "
@@ -189,16 +165,15 @@ def program_problems(requests: Iterable[tuple], installed: bool = True) -> List[
         if installed and not harness.found():
             problems.append(f"program {program!r} is not installed here: {hint}")
             continue
-        check = getattr(harness, "check_request", None)
-        if check is not None and harness.found():
+        if isinstance(harness, ChecksRequests) and harness.found():  # see qcmb_dask.programs.protocol
             try:
-                check(method, basis, driver, keywords, embedded, elements)
+                harness.check_request(method, basis, driver, keywords, embedded, elements)
             except Exception as err:  # the harness's InputError, with its own words
                 problems.append(str(err))
     return problems
 
 
-def plan_requests(plan) -> List[tuple]:
+def plan_requests(plan) -> list[tuple]:
     """(program, method, basis, driver, keywords, embedded, elements) for every model chemistry of a plan."""
     embedded = bool(plan.embedding_charges)
     elements = tuple(sorted({s.capitalize() for s in plan.input.model.molecule.symbols}))
@@ -214,65 +189,3 @@ def check_programs(requests: Iterable[tuple], installed: bool = True) -> None:
     problems = program_problems(requests, installed)
     if problems:
         raise InvalidInput("; ".join(dict.fromkeys(problems)))
-
-
-def check_arguments(
-    *,
-    n_workers=None,
-    threads_per_task=None,
-    memory_per_task=None,
-    retries=None,
-    timeout_per_task=None,
-    jobs=None,
-    adapt=None,
-    harnesses=(),
-) -> None:
-    """The keyword arguments of ``compute`` (resolved from the Dask config where not given), before anything runs."""
-    counts = {"n_workers": n_workers, "threads_per_task": threads_per_task, "jobs": jobs}
-    for name, value in counts.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InvalidArgument(f"{name}={value!r}: expected a whole number of at least 1, or None for the default.")
-    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
-        raise InvalidArgument(
-            f"retries={retries!r}: expected 0 (no reruns) or more reruns of a transiently failed calculation."
-        )
-    for name, value, unit in (
-        ("memory_per_task", memory_per_task, "GiB"),
-        ("timeout_per_task", timeout_per_task, "seconds"),
-    ):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-            raise InvalidArgument(
-                f"{name}={value!r}: expected a positive number of {unit}, or None for no limit/the default."
-            )
-    if adapt is not None:
-        if len(tuple(adapt)) != 2 or not all(isinstance(a, int) and a >= 0 for a in adapt) or adapt[0] > adapt[1]:
-            raise InvalidArgument(
-                f"adapt={adapt!r}: expected (min, max) job counts with 0 <= min <= max, e.g. adapt=(0, 10)."
-            )
-    if isinstance(harnesses, (str, bytes)) or not hasattr(harnesses, "__iter__"):
-        harnesses = [harnesses]
-    for harness in harnesses:
-        if not hasattr(harness, "compute") or not isinstance(getattr(harness, "name", None), str):
-            raise InvalidArgument(
-                f"harnesses: {harness!r} is not a QCEngine ProgramHarness. Pass harness instances, e.g. "
-                "harnesses=[MyHarness()]; a program QCEngine already knows (pyscf, nwchem, psi4 ...) needs none: "
-                "name it as the specification's program."
-            )
-
-
-def check_output_path(path, option: str) -> None:
-    """An output file that cannot be written is refused before the run, not after it (results would be lost)."""
-    import os
-
-    target = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    folder = os.path.dirname(target)
-    if os.path.isdir(target):
-        raise InvalidArgument(
-            f"{option} {str(path)!r} is a directory: give a file name, e.g. {os.path.join(path, 'result.json')!r}."
-        )
-    if not os.path.isdir(folder):
-        raise InvalidArgument(
-            f"{option} {str(path)!r}: the directory {folder!r} does not exist; create it first (mkdir -p)."
-        )
-    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(target) and not os.access(target, os.W_OK)):
-        raise InvalidArgument(f"{option} {str(path)!r} cannot be written here (permissions); choose another path.")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import numbers
-from typing import Callable, Iterator, List, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 #: Branches visited before giving up; real inputs need a few per fragment.
 MAX_NODES = 1_000_000
@@ -76,10 +76,10 @@ def _int_range(lo, hi, ascending: bool, same=None) -> list:
 
 def fill(
     fragment_electrons: Sequence[Sequence[float]],
-    molecular_charge: Optional[float],
-    fragment_charges: Sequence[Optional[float]],
-    molecular_multiplicity: Optional[float],
-    fragment_multiplicities: Sequence[Optional[float]],
+    molecular_charge: float | None,
+    fragment_charges: Sequence[float | None],
+    molecular_multiplicity: float | None,
+    fragment_multiplicities: Sequence[float | None],
 ) -> dict:
     """The charges and multiplicities QCElemental would give, as its ``validate_and_fill_chgmult`` returns them.
 
@@ -216,7 +216,7 @@ def _walk(choices: Sequence[Sequence[float]], keep: Callable[[int, float, float]
     thousands of fragments are deeper than Python's recursion limit.
     """
     n = len(choices)
-    chosen: List[float] = []
+    chosen: list[float] = []
     before = [0.0] * (n + 1)  # before[i]: sum of chosen[:i]
     position = [0] * (n + 1)  # next candidate to try at each depth
     while True:
@@ -242,14 +242,14 @@ def _walk(choices: Sequence[Sequence[float]], keep: Callable[[int, float, float]
             before[i + 1] = before[i] + value
 
 
-def _suffix_sums(choices: Sequence[Sequence[float]], cap: float = float("inf")) -> List[List[float]]:
+def _suffix_sums(choices: Sequence[Sequence[float]], cap: float = float("inf")) -> list[list[float]]:
     """``sums[i]``: every total up to ``cap`` that fragments i.. can reach (sorted), one value from each list."""
-    sums: List[List[float]] = [[0.0] for _ in range(len(choices) + 1)]
+    sums: list[list[float]] = [[0.0] for _ in range(len(choices) + 1)]
     for i in range(len(choices) - 1, -1, -1):
         sums[i] = sorted({round(s + v, 9) for s in sums[i + 1] for v in choices[i] if s + v <= cap})
     return sums
 
 
-def _reachable(sorted_sums: List[float], target: float) -> bool:
+def _reachable(sorted_sums: list[float], target: float) -> bool:
     at = bisect.bisect_left(sorted_sums, target - _TOL)
     return at < len(sorted_sums) and sorted_sums[at] <= target + _TOL

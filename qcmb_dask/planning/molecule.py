@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import List, Sequence
+from collections.abc import Sequence
 
-from .chgmult import ChargeMultiplicityError, fill
-from .validate import InputWarning, InvalidInput
+from qcmb_dask.errors import InputWarning, InvalidInput
+from qcmb_dask.planning.chgmult import ChargeMultiplicityError, fill
 
 
 def check(molecule) -> None:
@@ -45,7 +45,7 @@ def check(molecule) -> None:
 def complete_charges(molecule: dict) -> dict:
     """The molecule with every charge and multiplicity filled in exactly as QCElemental would fill them.
 
-    Warns (:class:`~qcmb_dask.validate.InputWarning`) when that puts a charge, or more unpaired electrons
+    Warns (:class:`~qcmb_dask.errors.InputWarning`) when that puts a charge, or more unpaired electrons
     than the fragment needs, on a fragment whose values were not given: QCElemental's rules choose the
     first fragments for them, which may not be what the user meant. Returns a new dict.
     """
@@ -88,7 +88,7 @@ def _warn_about_choices(fragments, electrons, charges, multiplicities, filled) -
         )
 
 
-def _symbols(molecule: dict) -> List[str]:
+def _symbols(molecule: dict) -> list[str]:
     from qcelemental import periodictable
 
     symbols = molecule.get("symbols")
@@ -174,7 +174,7 @@ def _check_fragments(fragments, symbols: Sequence[str]) -> None:
             )
 
 
-def _neutral_electrons(molecule: dict) -> List[float]:
+def _neutral_electrons(molecule: dict) -> list[float]:
     from qcelemental import periodictable
 
     numbers = molecule.get("atomic_numbers")

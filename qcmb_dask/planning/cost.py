@@ -6,19 +6,19 @@ timings of water clusters (1-4 waters; STO-3G, 6-31G, cc-pVDZ, aug-cc-pVDZ; PySC
 on the development machine: small calculations are dominated by fixed costs, large ones by the
 method's formal scaling, and both matter for ordering. Other programs differ by a factor, which
 leaves the order of their fragments, all that priorities need, mostly intact; what earlier runs
-measured corrects that factor per program, method, basis and driver (:mod:`qcmb_dask.cost_history`).
+measured corrects that factor per program, method, basis and driver (:mod:`qcmb_dask.planning.cost_history`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Dict, Sequence, Tuple
+from collections.abc import Sequence
 
 # SCF: fixed + per atom (integral screening, set-up) + cubic in basis functions (diagonalization, J/K).
 SCF_FIXED, SCF_PER_ATOM, SCF_CUBIC = 0.05, 0.01, 2.7e-6
 DFT_FACTOR, DFT_GRID_PER_ATOM = 1.5, 0.03
 #: Correlation on top of the SCF: fixed seconds and (coefficient, power of basis functions) terms.
-CORRELATION: Dict[str, Tuple[float, Tuple[Tuple[float, int], ...]]] = {
+CORRELATION: dict[str, tuple[float, tuple[tuple[float, int], ...]]] = {
     "mp2": (0.0, ((9.6e-11, 5),)),
     "ccsd": (0.4, ((1.8e-10, 6),)),
     "ccsd(t)": (0.45, ((1.8e-10, 6), (1.5e-12, 7))),
@@ -29,7 +29,7 @@ GRADIENT_FACTOR = {"scf": 2.0, "correlated": 3.0}
 HESSIAN_FACTOR_PER_COORDINATE = 0.3
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def basis_functions(basis: str, element: str) -> int:
     """Spherical basis functions of ``element`` in ``basis``, from PySCF's basis library.
 
@@ -56,7 +56,7 @@ def _minimal_basis_estimate(element: str) -> int:
     return 1 if z <= 2 else 5 if z <= 10 else 9 if z <= 18 else 18
 
 
-def fragment_basis_functions(basis: str, fragment_symbols: Sequence[Sequence[str]]) -> Dict[int, int]:
+def fragment_basis_functions(basis: str, fragment_symbols: Sequence[Sequence[str]]) -> dict[int, int]:
     """1-based fragment -> number of basis functions of its atoms in ``basis``."""
     return {i + 1: sum(basis_functions(basis, s) for s in symbols) for i, symbols in enumerate(fragment_symbols)}
 
@@ -75,3 +75,13 @@ def estimate(nbf: int, natoms: int, method: str, driver: str) -> float:
     elif driver == "hessian":
         seconds *= GRADIENT_FACTOR["scf"] + HESSIAN_FACTOR_PER_COORDINATE * 3 * natoms
     return seconds
+
+
+def duration(seconds: float) -> str:
+    """A duration as people read it: ``42 s``, ``3 min 07 s``, ``2 h 05 min``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

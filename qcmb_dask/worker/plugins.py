@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import List
-
 from distributed import WorkerPlugin
 
 
 class HarnessPlugin(WorkerPlugin):
     """Registers QCEngine ``ProgramHarness`` instances in each worker process (and in workers that join later)."""
 
-    def __init__(self, harnesses: List):
+    def __init__(self, harnesses: list):
         self.harnesses = harnesses
 
     def setup(self, worker) -> None:
-        from .programs import register
+        from qcmb_dask.programs import register
 
         register(self.harnesses)

@@ -18,11 +18,11 @@ import os
 import sys
 import threading
 import time
-from typing import Optional
+
+from qcmb_dask.keys import TIMEOUT_EVENT
 
 logger = logging.getLogger("qcmb_dask")
 
-TIMEOUT_EVENT = "qcmb-dask-timeout"
 #: Exit status of a worker ended by the watchdog (EX_TEMPFAIL: the nanny restarts it).
 EXIT_STATUS = 75
 #: Time for the event to reach the scheduler before the process ends.
@@ -30,7 +30,7 @@ _FLUSH_SECONDS = 1.0
 
 
 @contextlib.contextmanager
-def limit(timeout: Optional[float], label: str):
+def limit(timeout: float | None, label: str):
     """Run the block; if it takes longer than ``timeout`` seconds on a nanny-managed worker, end the worker."""
     worker = _nanny_worker() if timeout else None
     if worker is None:
@@ -64,12 +64,3 @@ def _stop_worker(worker, label: str, timeout: float) -> None:
         worker.loop.add_callback(worker.log_event, TIMEOUT_EVENT, {"label": label, "timeout": timeout})
         time.sleep(_FLUSH_SECONDS)
     os._exit(EXIT_STATUS)
-
-
-def timeouts_seen(client) -> dict:
-    """label -> timeout (s), for every fragment the watchdog stopped on this client's scheduler."""
-    seen = {}
-    with contextlib.suppress(Exception):
-        for _, event in client.get_events(TIMEOUT_EVENT):
-            seen[event["label"]] = event["timeout"]
-    return seen

@@ -9,13 +9,19 @@ fragment each. Ranks 0 and 2+ never return from ``compute``: they exit when the 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dask
 import psutil
 
+from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings, workers_resources
+from qcmb_dask.clusters.session import DistributedSession
+from qcmb_dask.errors import InvalidArgument
+from qcmb_dask.options import Options, setting
+
 #: scheduler address once this process (rank 1) has set the MPI cluster up; a second compute reuses it
-_scheduler_address: Optional[str] = None
+_scheduler_address: str | None = None
 
 
 def _import_dask_mpi():
@@ -30,10 +36,10 @@ def _import_dask_mpi():
     return dask_mpi, MPI
 
 
-def check_launch(timeout_per_task: Optional[float] = None) -> int:
+def check_launch(timeout_per_task: float | None = None) -> int:
     """Workers this launch gives; refuses a run that could not work, on every rank alike, before it starts."""
     if timeout_per_task:
-        raise ValueError(
+        raise InvalidArgument(
             "timeout_per_task ends a worker process, and an MPI rank that ends takes the whole mpirun with it: "
             "leave it out with cluster='mpi'."
         )
@@ -71,12 +77,33 @@ def mpi_client(scheduler_settings: dict, worker_timeout: float) -> Iterator:
             dask_mpi.initialize(
                 nthreads=1,  # one fragment per worker rank; QCEngine gets threads_per_task cores
                 memory_limit=int(psutil.virtual_memory().total / ranks_here),
-                dashboard_address=dask.config.get("qcmb_dask.local.dashboard-address"),
-                interface=dask.config.get("qcmb_dask.mpi.interface"),
-                local_directory=dask.config.get("qcmb_dask.mpi.local-directory"),
+                dashboard_address=setting("local.dashboard-address"),
+                interface=setting("mpi.interface"),
+                local_directory=setting("mpi.local-directory"),
                 exit=True,
             )
         _scheduler_address = dask.config.get("scheduler-address")
     with Client(_scheduler_address) as client:
         client.wait_for_workers(nworkers, timeout=worker_timeout)
         yield client
+
+
+class MpiBackend(Backend):
+    kind = "MPI ranks"
+
+    @classmethod
+    def claim(cls, cluster: Any) -> Backend | None:
+        return cls(cluster) if cluster == "mpi" else None
+
+    def check(self, options: Options, ncalculations: int) -> None:
+        super().check(options, ncalculations)
+        check_launch(options.timeout_per_task)  # refused on every rank alike, before anything starts
+
+    @contextlib.contextmanager
+    def session(self, options: Options, harnesses: Sequence, ncalculations: int):
+        worker_timeout = float(setting("batch.worker-timeout"))
+        with mpi_client(scheduler_settings(), worker_timeout) as client:
+            install_harnesses(client, harnesses)
+            yield DistributedSession(
+                client, workers_resources(client, options.threads_per_task, options.memory_per_task)
+            )

@@ -1,9 +1,8 @@
 """Measured fragment durations refine the cost model, per program, method, basis and driver.
 
-The model (:mod:`qcmb_dask.cost`) is fitted to PySCF on one machine. Another machine is faster or slower
-by a factor, and another program by a factor per method: NWChem's small HF and MP2 calculations took
-3-4x the model's estimate on the development machine, its CCSD(T) 1.2x (benchmarks/cost_model.py), so
-across the levels of a multi-level run the model's order is no longer the real one. What a run
+The model (:mod:`qcmb_dask.planning.cost`) is fitted to PySCF on one machine. Another machine is faster or slower
+by a factor, and another program by a factor per method (``benchmarks/README.md``, section 5, has NWChem's),
+so across the levels of a multi-level run the model's order is no longer the real one. What a run
 measures fixes both, for the runs after it: every calculation it computed (not those taken from the
 store, not the failed ones) adds its ratio of measured core-seconds (wall time × cores it was given)
 to the model's estimate.
@@ -25,10 +24,11 @@ import dataclasses
 import json
 import statistics
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
 
-from .store import StoreWarning, write_atomically
+from qcmb_dask.errors import StoreWarning
+from qcmb_dask.store import write_atomically
 
 FILE = "cost-history.json"
 FORMAT = "qcmb-dask-cost-history-1"
@@ -43,7 +43,7 @@ def kind_of(task) -> str:
     return "|".join(str(part).lower() for part in (task.program, task.method, task.basis_set, task.driver))
 
 
-def load(root: Optional[Path]) -> Dict[str, List[float]]:
+def load(root: Path | None) -> dict[str, list[float]]:
     """kind -> the latest ratios (oldest first); empty without a store, a history or a readable one."""
     if root is None:
         return {}
@@ -69,16 +69,16 @@ def load(root: Optional[Path]) -> Dict[str, List[float]]:
     }
 
 
-def factors(history: Dict[str, List[float]]) -> Dict[str, Tuple[float, int]]:
+def factors(history: dict[str, list[float]]) -> dict[str, tuple[float, int]]:
     """kind -> (median ratio, number of ratios), for kinds with at least :data:`MIN_SAMPLES` ratios."""
     return {kind: (statistics.median(r), len(r)) for kind, r in history.items() if len(r) >= MIN_SAMPLES}
 
 
-def measured_ratios(tasks: Iterable, records: Iterable[dict], cores_per_task: int) -> List[Tuple[str, float]]:
+def measured_ratios(tasks: Iterable, records: Iterable[dict], cores_per_task: int) -> list[tuple[str, float]]:
     """(kind, measured core-seconds / model estimate) for every calculation a run computed.
 
-    ``tasks``: the plan's :class:`~qcmb_dask.plan.FragmentTask` (their ``model_cost`` is the model's
-    estimate); ``records``: the run's fragment ends (:attr:`qcmb_dask.progress.Reporter.records`).
+    ``tasks``: the plan's :class:`~qcmb_dask.planning.plan.FragmentTask` (their ``model_cost`` is the model's
+    estimate); ``records``: the run's fragment ends (:attr:`qcmb_dask.diagnostics.runlog.RunLog.records`).
     """
     by_label = {task.label: task for task in tasks}
     ratios = []
@@ -93,7 +93,7 @@ def measured_ratios(tasks: Iterable, records: Iterable[dict], cores_per_task: in
     return ratios
 
 
-def record(root: Optional[Path], ratios: List[Tuple[str, float]]) -> None:
+def record(root: Path | None, ratios: list[tuple[str, float]]) -> None:
     """Add a run's ratios to the history; a history that cannot be written is a warning, never an error."""
     if root is None or not ratios:
         return
@@ -112,7 +112,7 @@ def record(root: Optional[Path], ratios: List[Tuple[str, float]]) -> None:
         )
 
 
-def factor_for(task, history: Dict[str, List[float]]) -> Optional[Tuple[float, int, str]]:
+def factor_for(task, history: dict[str, list[float]]) -> tuple[float, int, str] | None:
     """(factor, ratios it is the median of, what they measured) for ``task``; None below :data:`MIN_SAMPLES`.
 
     From the closest measurements there are enough of: its kind, else its program, else any calculation.
@@ -131,7 +131,7 @@ def factor_for(task, history: Dict[str, List[float]]) -> Optional[Tuple[float, i
     return None
 
 
-def refine(plan, root: Optional[Path]):
+def refine(plan, root: Path | None):
     """``plan`` with each estimate the model's times its measured factor, where the store's history has one;
     the plan's ``cost_factors`` say, per model chemistry, which factor and from what."""
     history = load(root)

@@ -6,21 +6,14 @@ Nothing here talks to Dask or runs a QC program: errors surface before anything 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 from qcmanybody.models.v2 import ManyBodyInput
 
+from qcmb_dask.qcmanybody_adapter import NormalizedInput
+
 InputLike = Union[ManyBodyInput, "qcmanybody.models.v1.ManyBodyInput", dict, str, Path]  # noqa: F821
-
-
-@dataclass(frozen=True)
-class NormalizedInput:
-    """The input as a QCManyBody v2 model, and the schema version the result must have."""
-
-    model: ManyBodyInput
-    result_schema_version: int
 
 
 def normalize(data: Any) -> NormalizedInput:
@@ -45,7 +38,8 @@ def normalize(data: Any) -> NormalizedInput:
 
 def _checked_and_completed(data: dict) -> dict:
     """The dict with its molecule checked and its charges completed as QCElemental would (a new dict)."""
-    from . import molecule_input, validate
+    from qcmb_dask.planning import molecule as molecule_input
+    from qcmb_dask.planning import validate
 
     validate.check_specification_dict(data.get("specification"))
     molecule = data.get("molecule")
@@ -61,7 +55,7 @@ MAX_YAML_NODES = 10_000_000
 
 def read_input_file(path: Path) -> dict:
     """Read a ManyBodyInput dict from a ``.json``, ``.yaml`` or ``.yml`` file, with errors that name the file."""
-    from .validate import InvalidInput
+    from qcmb_dask.errors import InvalidInput
 
     if not path.is_file():
         raise FileNotFoundError(f"Many-body input file {str(path)!r} does not exist.")
@@ -73,10 +67,7 @@ def read_input_file(path: Path) -> dict:
         )
     text = path.read_text()
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            data = _load_yaml(text)
-        else:
-            data = json.loads(text)
+        data = _load_yaml(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
     except InvalidInput as err:
         raise InvalidInput(f"{str(path)!r}: {err.problem}") from None
     except Exception as err:  # json.JSONDecodeError, yaml.YAMLError, RecursionError (nesting)
@@ -92,7 +83,7 @@ def _load_yaml(text: str):
     """``yaml.safe_load``, refusing documents whose aliases expand past :data:`MAX_YAML_NODES` nodes."""
     import yaml
 
-    from .validate import InvalidInput
+    from qcmb_dask.errors import InvalidInput
 
     loader = yaml.SafeLoader(text)
     try:
@@ -114,7 +105,7 @@ def _expanded_size(root) -> int:
     """How many nodes the document has once every alias is copied out (a shared node counts once per use)."""
     import yaml
 
-    from .validate import InvalidInput
+    from qcmb_dask.errors import InvalidInput
 
     sizes, open_nodes = {}, set()
     stack = [(root, False)]

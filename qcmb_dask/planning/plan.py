@@ -6,18 +6,25 @@ Molecule is built per fragment here — workers build them.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
 
 from qcmanybody import ManyBodyCore
 from qcmanybody.utils import labeler
-from qcmanybody.v2 import ManyBodyComputer as QCMBComputer
 
-from . import cost, expansion_size, validate
-from .inputs import InputLike, NormalizedInput, normalize
+from qcmb_dask.planning import cost, expansion_size, validate
+from qcmb_dask.planning.inputs import InputLike, normalize
+from qcmb_dask.qcmanybody_adapter import (
+    NormalizedInput,
+    QCMBComputer,
+    atomic_specifications,
+    iterate_calculations,
+    qcmb_computer,
+    truncated_core,
+    unique_calculations,
+)
 
 # Programs that can take QCManyBody's embedding point charges, and how they receive them.
 EMBEDDING_PROGRAMS = ("pyscf", "psi4")
@@ -36,20 +43,20 @@ class FragmentTask:
     label: str
     model_chemistry: str
     nbody: int
-    real: Tuple[int, ...]
-    basis: Tuple[int, ...]
+    real: tuple[int, ...]
+    basis: tuple[int, ...]
     program: str
     method: str
     basis_set: str
     driver: str
-    #: estimated one-core seconds: orders fragments, longest first; the model's (:mod:`qcmb_dask.cost`) times
-    #: the factor measured in earlier runs, where there is one (:mod:`qcmb_dask.cost_history`)
+    #: estimated one-core seconds: orders fragments, longest first; the model's (:mod:`qcmb_dask.planning.cost`) times
+    #: the factor measured in earlier runs, where there is one (:mod:`qcmb_dask.planning.cost_history`)
     cost: float = 0.0
     #: the model's own estimate: rough one-core seconds for PySCF on the machine it was fitted on
     model_cost: float = 0.0
 
     @property
-    def ghost(self) -> Tuple[int, ...]:
+    def ghost(self) -> tuple[int, ...]:
         return tuple(sorted(set(self.basis) - set(self.real)))
 
 
@@ -58,20 +65,20 @@ class Plan:
     """Everything needed to build the task graph; ``len(plan)`` is the number of QC calculations."""
 
     input: NormalizedInput
-    tasks: List[FragmentTask]
+    tasks: list[FragmentTask]
     #: n-body level k -> labels that the k-body-truncated analysis needs (levels where it can be formed).
-    level_labels: Dict[int, Tuple[str, ...]]
+    level_labels: dict[int, tuple[str, ...]]
     #: model chemistry -> {"program": str, "specification": AtomicSpecification-like dict}
-    specifications: Dict[str, dict]
+    specifications: dict[str, dict]
     nfragments: int
     max_nbody: int
-    bsse_type: List[str]
+    bsse_type: list[str]
     driver: str
-    embedding_charges: Optional[Dict[int, List[float]]] = None
+    embedding_charges: dict[int, list[float]] | None = None
     token: str = field(default="")
     #: model chemistry -> (measured factor over the model, ratios it is the median of, what they measured),
-    #: where estimates use one (:func:`qcmb_dask.cost_history.factor_for`)
-    cost_factors: Dict[str, Tuple[float, int, str]] = field(default_factory=dict)
+    #: where estimates use one (:func:`qcmb_dask.planning.cost_history.factor_for`)
+    cost_factors: dict[str, tuple[float, int, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -82,9 +89,9 @@ class Plan:
     def total_cost(self) -> float:
         return sum(t.cost for t in self.tasks)
 
-    def counts(self) -> Dict[str, Dict[int, int]]:
+    def counts(self) -> dict[str, dict[int, int]]:
         """model chemistry -> n-body level -> number of calculations."""
-        out: Dict[str, Counter] = {}
+        out: dict[str, Counter] = {}
         for task in self.tasks:
             out.setdefault(task.model_chemistry, Counter())[task.nbody] += 1
         return {mc: dict(sorted(c.items())) for mc, c in out.items()}
@@ -93,10 +100,10 @@ class Plan:
         lines = [
             f"Many-body expansion: {self.nfragments} fragments, max_nbody={self.max_nbody}, "
             f"bsse_type={self.bsse_type}, driver={self.driver}: {len(self)} calculations, "
-            f"roughly {_duration(self.total_cost())} on one core",
+            f"roughly {cost.duration(self.total_cost())} on one core",
         ]
         total = self.total_cost() or 1.0
-        share: Dict[tuple, float] = {}
+        share: dict[tuple, float] = {}
         for task in self.tasks:
             share[task.model_chemistry, task.nbody] = share.get((task.model_chemistry, task.nbody), 0.0) + task.cost
         for mc, per_level in self.counts().items():
@@ -119,19 +126,11 @@ class Plan:
     __repr__ = __str__
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def make_plan(data: InputLike, max_calculations: Optional[int] = None) -> Plan:
+def make_plan(data: InputLike, max_calculations: int | None = None) -> Plan:
     """Plan an MBE: validate the input once, enumerate its unique calculations and their n-body levels.
 
     Every problem QCManyBody, QCElemental or qcmb_dask finds in the input is an
-    :class:`~qcmb_dask.validate.InvalidInput`; programs are checked to be known to QCEngine and able to run
+    :class:`~qcmb_dask.errors.InvalidInput`; programs are checked to be known to QCEngine and able to run
     the method and driver (whether they are installed is ``compute``'s check, where they run). An expansion
     of more than ``max_calculations`` calculations (default
     :data:`~qcmb_dask.expansion_size.DEFAULT_MAX_CALCULATIONS`) is refused before it is enumerated.
@@ -150,7 +149,7 @@ def make_plan(data: InputLike, max_calculations: Optional[int] = None) -> Plan:
     _check_size(core, cost_of, max_calculations)
 
     level_labels = _truncated_level_labels(computer)
-    first_level: Dict[str, int] = {}
+    first_level: dict[str, int] = {}
     for k, labels in level_labels.items():
         for label in labels:
             first_level.setdefault(label, k)
@@ -190,7 +189,7 @@ def make_plan(data: InputLike, max_calculations: Optional[int] = None) -> Plan:
     return plan
 
 
-def _check_size(core: ManyBodyCore, cost_of, max_calculations: Optional[int]) -> None:
+def _check_size(core: ManyBodyCore, cost_of, max_calculations: int | None) -> None:
     """Count before enumerating: refuse an expansion too large to plan, with its size and a rough time."""
     counts = expansion_size.count(
         core.nfragments,
@@ -207,7 +206,7 @@ def _check_size(core: ManyBodyCore, cost_of, max_calculations: Optional[int]) ->
     expansion_size.check(counts, max_calculations, seconds_per)
 
 
-def _cost_estimator(molecule, specifications: Dict[str, dict], driver: str):
+def _cost_estimator(molecule, specifications: dict[str, dict], driver: str):
     """(model chemistry, basis fragments) -> estimated seconds, from per-fragment basis-function counts.
 
     Cached: every counterpoise calculation of a model chemistry shares one basis, costed once.
@@ -218,9 +217,9 @@ def _cost_estimator(molecule, specifications: Dict[str, dict], driver: str):
         mc: cost.fragment_basis_functions(spec["specification"]["model"]["basis"], fragment_symbols)
         for mc, spec in specifications.items()
     }
-    costs: Dict[tuple, float] = {}
+    costs: dict[tuple, float] = {}
 
-    def cost_of(mc: str, basis: Tuple[int, ...]) -> float:
+    def cost_of(mc: str, basis: tuple[int, ...]) -> float:
         if (mc, basis) not in costs:
             nbf = sum(nbf_per_fragment[mc][i] for i in basis)
             natoms = sum(fragment_atoms[i] for i in basis)
@@ -231,70 +230,22 @@ def _cost_estimator(molecule, specifications: Dict[str, dict], driver: str):
     return cost_of
 
 
-def qcmb_computer(normalized: NormalizedInput) -> QCMBComputer:
-    """QCManyBody's own computer, validated, without running anything: the single source of MBE semantics."""
-    return QCMBComputer.from_manybodyinput(normalized.model, build_tasks=False)
-
-
-def atomic_specifications(computer: QCMBComputer) -> Dict[str, dict]:
-    """Per model chemistry, the program and the AtomicSpecification dict, as QCManyBody's computer forms them."""
-    specifications = {}
-    for mc, spec in computer.input_data.specification.specification.items():
-        spec = spec.model_dump()
-        program = spec.pop("program")
-        spec["driver"] = computer.driver  # the many-body driver overrides the atomic one
-        spec.pop("schema_name", None)
-        specifications[mc] = {"program": program, "specification": spec}
-    return specifications
-
-
-def iterate_calculations(core: ManyBodyCore) -> Iterator[Tuple[str, str, Tuple[int, ...], Tuple[int, ...]]]:
-    """(model chemistry, label, real, basis) in exactly ``ManyBodyCore.iterate_molecules`` order, no molecules."""
-    for mc, real, basis in _unique_calculations(core):
-        yield mc, labeler(mc, real, basis), real, basis
-
-
-def _unique_calculations(core: ManyBodyCore) -> Iterator[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
-    seen = set()
-    for mc, compute_dict in core.compute_map.items():
-        for compute_list in compute_dict["all"].values():
-            for real, basis in compute_list:
-                calc = (mc, tuple(real), tuple(basis))
-                if calc not in seen:  # a label is a function of (mc, real, basis): same dedup, no JSON
-                    seen.add(calc)
-                    yield calc
-
-
-def truncated_core(computer: QCMBComputer, nbody: int) -> ManyBodyCore:
-    """QCManyBody's core for the same expansion truncated at ``nbody`` (no supersystem level)."""
-    core = computer.qcmb_core
-    levels = {k: mc for k, mc in core.levels.items() if k != "supersystem" and int(k) <= nbody}
-    return ManyBodyCore(
-        core.molecule,
-        copy.copy(computer.bsse_type),
-        levels,
-        return_total_data=core.return_total_data,
-        supersystem_ie_only=False,
-        embedding_charges=core.embedding_charges,
-    )
-
-
-def _truncated_level_labels(computer: QCMBComputer) -> Dict[int, Tuple[str, ...]]:
+def _truncated_level_labels(computer: QCMBComputer) -> dict[int, tuple[str, ...]]:
     """For each k, the labels of the k-body-truncated analysis, when the full plan contains all of them.
 
     With ``supersystem_ie_only`` the intermediate levels are never computed, so those truncations
     are skipped rather than adding calculations the user did not ask for.
     """
-    full = set(_unique_calculations(computer.qcmb_core))
+    full = set(unique_calculations(computer.qcmb_core))
     levels = {}
     for k in range(1, computer.qcmb_core.max_nbody + 1):
-        calcs = list(_unique_calculations(truncated_core(computer, k)))
+        calcs = list(unique_calculations(truncated_core(computer, k)))
         if set(calcs) <= full:
             levels[k] = tuple(labeler(*calc) for calc in calcs)
     return levels
 
 
-def _check_embedding_programs(computer: QCMBComputer, specifications: Dict[str, dict]) -> None:
+def _check_embedding_programs(computer: QCMBComputer, specifications: dict[str, dict]) -> None:
     if not computer.embedding_charges:
         return
     for mc, spec in specifications.items():

@@ -1,0 +1,55 @@
+"""``cluster=`` -> a backend: one module per kind, behind the small interface of :class:`~.base.Backend`.
+
+    backend = resolve(cluster)                    # which kind, from compute's cluster= argument
+    backend.check(options, ncalculations)         # refuses what this kind cannot do, before anything runs
+    with backend.session(options, harnesses, ncalculations) as session:   # a running executor
+        outcome = session.run(graph, reporter, bsse_types)
+
+=================  ========================================  =====================
+``cluster=``       what runs the fragments                   module
+=================  ========================================  =====================
+``"sync"``         this process, one at a time               :mod:`.inprocess`
+``None``/"local"   an embedded LocalCluster                  :mod:`.local`
+``"slurm"``, ...   batch jobs through dask-jobqueue          :mod:`.jobqueue`
+``"mpi"``          the ranks of an mpirun (dask-mpi)         :mod:`.mpi`
+a Client, ...      a cluster the user has, left running      :mod:`.given`
+=================  ========================================  =====================
+
+Adding a kind is one module with a :class:`~.base.Backend` and its name in :func:`_kinds`. Nothing here knows
+chemistry beyond what a session reports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings
+from qcmb_dask.errors import InvalidArgument
+
+
+def _kinds() -> tuple:
+    from qcmb_dask.clusters.given import GivenBackend
+    from qcmb_dask.clusters.inprocess import InProcessBackend
+    from qcmb_dask.clusters.jobqueue import JobqueueBackend
+    from qcmb_dask.clusters.local import LocalBackend
+    from qcmb_dask.clusters.mpi import MpiBackend
+
+    return (InProcessBackend, LocalBackend, MpiBackend, JobqueueBackend, GivenBackend)
+
+
+def resolve(cluster: Any) -> Backend:
+    """The backend for a ``cluster=`` value; :class:`~qcmb_dask.errors.InvalidArgument` if no kind claims it."""
+    for kind in _kinds():
+        backend = kind.claim(cluster)
+        if backend is not None:
+            return backend
+    from qcmb_dask.clusters.jobqueue_settings import SYSTEMS
+
+    raise InvalidArgument(
+        f"cluster={cluster!r} is not understood. Use None (an embedded LocalCluster), 'sync' (in-process), "
+        f"a batch system ({', '.join(SYSTEMS)}) or a profile file (.yaml), 'mpi' (under mpirun), "
+        "a distributed.Client, a Dask cluster object, or a scheduler address such as 'tcp://host:8786'."
+    )
+
+
+__all__ = ["Backend", "install_harnesses", "resolve", "scheduler_settings"]

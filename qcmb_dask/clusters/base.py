@@ -1,0 +1,103 @@
+"""What every cluster kind shares: the :class:`Backend` interface, and the settings of schedulers we start.
+
+A backend knows how to check a run's arguments for its kind of cluster before anything is submitted, and how
+to open a session (an executor for the run's graph) and close what it opened. It knows nothing of chemistry.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import dask
+
+from qcmb_dask import keys
+from qcmb_dask.clusters import resources as res
+from qcmb_dask.errors import InvalidArgument
+from qcmb_dask.options import Options, setting
+
+
+class Backend(abc.ABC):
+    """One kind of ``cluster=``; :func:`qcmb_dask.clusters.resolve` picks it."""
+
+    #: a word for messages: "in-process", "embedded LocalCluster", "SLURM jobs", ...
+    kind: str = ""
+    #: whether the QC programs run in this process's machine, so compute checks they are installed here
+    programs_run_here: bool = False
+
+    def __init__(self, cluster: Any):
+        self.cluster = cluster
+
+    @classmethod
+    @abc.abstractmethod
+    def claim(cls, cluster: Any) -> Backend | None:
+        """This kind's backend if ``cluster`` names it, else None."""
+
+    def check(self, options: Options, ncalculations: int) -> None:
+        """Refuse arguments this kind cannot use, before anything is submitted (batch arguments, by default)."""
+        given = [name for name in ("jobs", "adapt", "cluster_options") if getattr(options, name)]
+        if given:
+            raise InvalidArgument(
+                f"{', '.join(given)} apply to batch clusters (cluster='slurm', 'pbs', ... or a profile file); "
+                f"cluster={self.cluster!r} is not one."
+            )
+
+    @abc.abstractmethod
+    def session(self, options: Options, harnesses: Sequence, ncalculations: int) -> AbstractContextManager:
+        """A running executor (:mod:`qcmb_dask.clusters.session`); closes what it started, leaves the user's."""
+
+
+def install_harnesses(client, harnesses: Sequence) -> None:
+    """Register user harnesses on every worker, now and on workers that join later."""
+    if harnesses:
+        from qcmb_dask.worker.plugins import HarnessPlugin
+
+        client.register_plugin(HarnessPlugin(list(harnesses)), name=keys.HARNESS_PLUGIN)
+
+
+def scheduler_settings(batch: bool = False) -> dict:
+    """Dask settings for a scheduler qcmb_dask starts (it reads them when it starts, in this process).
+
+    - allowed-failures: tries of a fragment whose worker dies under it (a lost worker is rarely its fault;
+      on a batch cluster, jobs end at their walltime or are pre-empted: ``qcmb_dask.batch.allowed-failures``);
+    - worker-saturation (default 1.0): a worker holds only the fragments it is running, none queued behind
+      them. A queued fragment would wait behind a long one instead of starting on the next free worker, and
+      would count as a suspect each time that worker dies: behind a fragment that crashes its worker every
+      time, the same next-in-priority fragment would fail with it. What the round trip costs is measured in
+      ``benchmarks/README.md``.
+    - preload :mod:`qcmb_dask.clusters.preload`: the scheduler sends each worker its next fragment within
+      ``qcmb_dask.scheduler-send-interval`` rather than Dask's fixed 5 ms batching interval.
+    """
+    failures_key = "batch.allowed-failures" if batch else "allowed-failures"
+    import distributed  # noqa: F401  loads distributed's defaults into dask.config (not loaded at our import)
+
+    def with_ours(key: str, module: str) -> list:  # the user's modules stay, ours is added once
+        modules = list(dask.config.get(key))
+        return modules if module in modules else [*modules, module]
+
+    return {
+        "distributed.scheduler.http.routes": with_ours("distributed.scheduler.http.routes", keys.LIVE_PAGE_ROUTES),
+        "distributed.scheduler.preload": with_ours("distributed.scheduler.preload", keys.PROMPT_SENDS),
+        "distributed.scheduler.allowed-failures": setting(failures_key),
+        "distributed.scheduler.worker-saturation": setting("worker-saturation"),
+    }
+
+
+def workers_resources(client, threads_per_task: int | None, memory_per_task: float | None) -> res.Resources:
+    """On a cluster qcmb_dask did not size, fragments get 1 core each unless told otherwise."""
+    workers = client.scheduler_info().get("workers", {})
+    slots = sum(w.get("nthreads", 1) for w in workers.values()) or 1
+    threads = threads_per_task or 1
+    if memory_per_task is None and workers:
+        per_thread = [w["memory_limit"] / w["nthreads"] for w in workers.values() if w.get("memory_limit")]
+        if per_thread:
+            memory_per_task = res.memory_share(min(per_thread) * threads / 2**30, 1)
+    return res.Resources(max(1, slots // threads), threads, memory_per_task)
+
+
+@contextlib.contextmanager
+def nothing_to_close(value):
+    yield value

@@ -1,0 +1,117 @@
+"""Every touch of a dependency's private API, behind one function each: the only place to mend when one changes.
+
+Each function names what it relies on and why there is no public way; ``tests/test_compat.py`` checks every
+one against the installed versions and fails loudly, naming the function, when a dependency changes shape.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+
+# -- QCEngine ----------------------------------------------------------------------------------------------------
+def registered_harness(name: str) -> Any | None:
+    """The harness QCEngine has registered under ``name``, without checking it is installed.
+
+    ``qcengine.get_program`` raises for a registered program that is not found on this machine; the registry
+    itself (``qcengine.programs.base.programs``) says what is registered.
+    """
+    import qcengine
+
+    return qcengine.programs.base.programs.get(name)
+
+
+# -- distributed: the scheduler ----------------------------------------------------------------------------------
+def worker_streams(scheduler) -> dict[str, Any]:
+    """Worker address -> the scheduler's ``BatchedSend`` to it (``Scheduler.stream_comms``)."""
+    return scheduler.stream_comms
+
+
+def shorten_batching(stream, interval: float) -> bool:
+    """Make a ``BatchedSend`` send within ``interval`` seconds (it reads ``interval`` at each send; Dask fixes it
+    at 5 ms, dask/distributed has no setting for it). False where this Dask has no such attribute."""
+    if stream is None or not hasattr(stream, "interval"):
+        return False
+    stream.interval = min(stream.interval, interval)
+    return True
+
+
+def tasks_processing(scheduler, key_prefix: str) -> int:
+    """Tasks of a key prefix now running on workers, from the scheduler's per-prefix state counts
+    (``Scheduler.task_prefixes[prefix].states``): no scan of every task."""
+    prefix = scheduler.task_prefixes.get(key_prefix)
+    return prefix.states.get("processing", 0) if prefix is not None else 0
+
+
+def serves_route(scheduler, handler_class) -> bool:
+    """Whether the scheduler's web server routes to ``handler_class`` (tornado's ``wildcard_router`` rules of
+    ``Scheduler.http_application``): a scheduler without qcmb_dask's page loaded serves none."""
+    app = getattr(scheduler, "http_application", None)
+    rules = getattr(getattr(app, "wildcard_router", None), "rules", [])
+    return any(getattr(rule, "target", None) is handler_class for rule in rules)
+
+
+# -- dask-jobqueue -----------------------------------------------------------------------------------------------
+def import_jobqueue():
+    """``dask_jobqueue``, with Ctrl-C left as a KeyboardInterrupt, importable from any thread.
+
+    Importing dask-jobqueue (0.9) sets the SIGINT handler to ``sys.exit()`` (for its own ``runner``
+    module, which qcmb_dask does not use). In the main thread that made Ctrl-C end a run with exit status
+    0, as if it had succeeded; in any other thread (a run started from a worker thread, a GUI) the import
+    itself fails ("signal only works in main thread"). So that one call is skipped while it imports, and
+    a handler it set earlier (the user imported it first) is put back to Python's own.
+    """
+    if "dask_jobqueue" not in sys.modules:
+        original = signal.signal
+
+        def leave_sigint_alone(signum, handler):
+            return signal.getsignal(signum) if signum == signal.SIGINT else original(signum, handler)
+
+        signal.signal = leave_sigint_alone
+        try:
+            import dask_jobqueue  # noqa: F401
+        finally:
+            signal.signal = original
+    import dask_jobqueue
+
+    handler = signal.getsignal(signal.SIGINT)
+    ours_replaced = getattr(handler, "__module__", None) == "dask_jobqueue.runner"
+    if ours_replaced and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return dask_jobqueue
+
+
+def jobqueue_shipped_defaults(system: str) -> dict[str, Any]:
+    """dask-jobqueue's own defaults for ``system``: its ``jobqueue.yaml``, which it loads only into the Dask
+    config, where a user's values have already replaced them."""
+    import yaml
+
+    dask_jobqueue = import_jobqueue()
+    with open(os.path.join(os.path.dirname(dask_jobqueue.__file__), "jobqueue.yaml")) as f:
+        return yaml.safe_load(f)["jobqueue"][system]
+
+
+def planned_jobs(cluster) -> Iterator:
+    """The names of the jobs a jobqueue cluster plans to have (``SpecCluster.worker_spec``)."""
+    return iter(list(cluster.worker_spec))
+
+
+def forget_job(cluster, name) -> Any | None:
+    """Drop an ended job from a jobqueue cluster's plan (``worker_spec``) and its jobs (``workers``), so that
+    ``scale`` submits a replacement: dask-jobqueue keeps ended jobs in its plan (dask/dask-jobqueue#691).
+    Returns the job object, to cancel, or None."""
+    cluster.worker_spec.pop(name, None)
+    return cluster.workers.pop(name, None)
+
+
+def mark_job_failed(job) -> None:
+    """A job whose submission was refused: closing the cluster then does not wait for it to start
+    (``distributed.core.Status.failed``)."""
+    from distributed.core import Status
+
+    job.status = Status.failed

@@ -1,0 +1,37 @@
+"""Names on the wire: graph keys, event topics, metadata paths and the modules a scheduler loads by name.
+
+A leaf: the graph (client), the fragments (workers) and the live page (scheduler) must agree on these, and
+none of them may import the others to learn them.
+"""
+
+from __future__ import annotations
+
+#: Workers log fragment ends on this scheduler event topic (batched per worker).
+FRAGMENT_TOPIC = "qcmb-fragment"
+#: A worker ended by the timeout watchdog logs this event before it exits.
+TIMEOUT_EVENT = "qcmb-dask-timeout"
+#: The client publishes the run and each level's result as scheduler metadata under this root.
+METADATA_ROOT = "qcmb"
+#: The Dask worker plugin that registers user harnesses on every worker.
+HARNESS_PLUGIN = "qcmb-dask-harnesses"
+
+#: The scheduler loads the live many-body page (/qcmb) from this module (``distributed.scheduler.http.routes``).
+LIVE_PAGE_ROUTES = "qcmb_dask.diagnostics.page"
+#: The scheduler preload that shortens Dask's batching of messages to workers.
+PROMPT_SENDS = "qcmb_dask.clusters.preload"
+
+_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
+
+
+def nbody_word(nbody: int) -> str:
+    """A key word for a level with letters only: Dask's key grouping stops at the first word with a digit."""
+    return _NUMBER_WORDS[nbody - 1] if 1 <= nbody <= len(_NUMBER_WORDS) else "many"
+
+
+def fragment_prefix(nbody: int) -> str:
+    """The key prefix of a level's fragments (``fragment-two-body``): the dashboard and the page group by it."""
+    return f"fragment-{nbody_word(nbody)}-body"
+
+
+def fragment_key(nbody: int, index: int, token: str) -> str:
+    return f"{fragment_prefix(nbody)}-{index}-{token}"

@@ -1,0 +1,39 @@
+"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: three optional members, each used where present.
+
+Any QCEngine harness runs under qcmb_dask as it is (``compute(..., harnesses=[MyHarness()])`` registers it on
+every worker). A harness of your own can do more by defining any of these; the shipped PySCF harness
+(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all three.
+
+- ``check_request(method, basis, driver, keywords, embedded, elements)``: called while planning, for every
+  model chemistry, before anything is submitted. Raise ``qcengine.exceptions.InputError`` with a message for
+  the user for what the program cannot run (an unknown method, a driver it has no derivatives for, a basis
+  missing for an element, an unknown keyword). Its words become the ``InvalidInput`` the user sees.
+- ``store_fingerprint()``: anything JSON can hold that changes when what the harness adds to a calculation
+  changes (its keyword defaults, how it calls the program). It enters every result's key in the store, so
+  an upgrade that changes a default recomputes instead of serving old numbers. Without it, QCEngine's
+  version stands in.
+- ``escalation_keywords``: a dict of keywords for one more try after a ``convergence_error``, used when the
+  run asks for it (``compute(..., escalate=True)``), e.g. ``{"max_cycle": 200, "level_shift": 0.2}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class ChecksRequests(Protocol):
+    def check_request(
+        self, method: str, basis: str, driver: str, keywords: dict, embedded: bool, elements: Sequence[str]
+    ) -> None: ...
+
+
+@runtime_checkable
+class FingerprintsResults(Protocol):
+    def store_fingerprint(self) -> Any: ...
+
+
+def escalation_keywords(harness) -> dict | None:
+    """The harness's ``escalation_keywords``, or None where it has none."""
+    return getattr(harness, "escalation_keywords", None)

@@ -1,0 +1,167 @@
+"""Everything taken from QCManyBody (and QCElemental's conversion it prints with), in one leaf.
+
+qcmb_dask runs QCManyBody's expansion as a graph; these are the places where it must do exactly what
+QCManyBody's sequential ``ManyBodyComputer`` does. Each block names the upstream lines it mirrors
+(qcmanybody 0.8.0); ``tests/test_fragment_molecule.py`` and ``tests/test_compute_vs_qcmanybody.py`` fail
+when they drift. Imported by the planning floor and by workers: it imports no floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qcmanybody import ManyBodyCore
+from qcmanybody.models.v2 import ManyBodyInput
+from qcmanybody.utils import labeler
+from qcmanybody.v2 import ManyBodyComputer as QCMBComputer
+
+from qcmb_dask.store import DRIVER_RANK
+
+
+def hartree_to_kcal() -> float:
+    """QCElemental's factor, as QCManyBody's own table prints it (``qcmanybody/utils.py``, ``hartree2kcalmol``)."""
+    from qcelemental import constants
+
+    return constants.hartree2kcalmol
+
+
+@dataclass(frozen=True)
+class NormalizedInput:
+    """The input as a QCManyBody v2 model, and the schema version the result must have."""
+
+    model: ManyBodyInput
+    result_schema_version: int
+
+
+def qcmb_computer(normalized: NormalizedInput) -> QCMBComputer:
+    """QCManyBody's own computer, validated, without running anything: the single source of MBE semantics."""
+    return QCMBComputer.from_manybodyinput(normalized.model, build_tasks=False)
+
+
+def atomic_specifications(computer: QCMBComputer) -> dict[str, dict]:
+    """Per model chemistry, the program and the AtomicSpecification dict, as QCManyBody's computer forms them."""
+    specifications = {}
+    for mc, spec in computer.input_data.specification.specification.items():
+        spec = spec.model_dump()
+        program = spec.pop("program")
+        spec["driver"] = computer.driver  # the many-body driver overrides the atomic one
+        spec.pop("schema_name", None)
+        specifications[mc] = {"program": program, "specification": spec}
+    return specifications
+
+
+# Mirrors ManyBodyCore.iterate_molecules's loop (qcmanybody/core.py, lines 244-252), without the molecules.
+def iterate_calculations(core: ManyBodyCore) -> Iterator[tuple[str, str, tuple[int, ...], tuple[int, ...]]]:
+    """(model chemistry, label, real, basis) in exactly ``ManyBodyCore.iterate_molecules`` order, no molecules."""
+    for mc, real, basis in unique_calculations(core):
+        yield mc, labeler(mc, real, basis), real, basis
+
+
+def unique_calculations(core: ManyBodyCore) -> Iterator[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    seen = set()
+    for mc, compute_dict in core.compute_map.items():
+        for compute_list in compute_dict["all"].values():
+            for real, basis in compute_list:
+                calc = (mc, tuple(real), tuple(basis))
+                if calc not in seen:  # a label is a function of (mc, real, basis): same dedup, no JSON
+                    seen.add(calc)
+                    yield calc
+
+
+def truncated_core(computer: QCMBComputer, nbody: int) -> ManyBodyCore:
+    """QCManyBody's core for the same expansion truncated at ``nbody`` (no supersystem level)."""
+    core = computer.qcmb_core
+    levels = {k: mc for k, mc in core.levels.items() if k != "supersystem" and int(k) <= nbody}
+    return ManyBodyCore(
+        core.molecule,
+        copy.copy(computer.bsse_type),
+        levels,
+        return_total_data=core.return_total_data,
+        supersystem_ie_only=False,
+        embedding_charges=core.embedding_charges,
+    )
+
+
+# Mirrors ManyBodyCore.iterate_molecules (qcmanybody/core.py, lines 238-275): the fragment molecules.
+def prepare_parent(parent):
+    """The parent molecule as workers use it: masses resolved once.
+
+    QCElemental's ``Molecule.masses`` recomputes every mass from the periodic table on each access
+    unless masses were given, and ``get_fragment`` reads it once per atom: quadratic in atoms, most
+    of a fragment's set-up time on large clusters. Fragments always receive explicit masses, so
+    caching them on the parent changes no fragment (tested against ``iterate_molecules``).
+    """
+    if parent.masses_ is None:
+        parent = parent.model_copy(update={"masses_": parent.masses})
+    return parent
+
+
+def build_fragment_molecule(parent, real: Sequence[int], basis: Sequence[int], embedding_charges=None):
+    """The fragment molecule exactly as ``ManyBodyCore.iterate_molecules`` builds it.
+
+    Same geometry and frame, real/ghost mask, fragment charges and multiplicities, fix_* flags,
+    and embedding charges (on fragments outside the basis) in ``extras``.
+    """
+    ghost_atoms = list(set(basis) - set(real))
+    real_0 = [x - 1 for x in real]
+    ghost_0 = [x - 1 for x in ghost_atoms]
+    mol = parent.get_fragment(real_0, ghost_0, orient=False, group_fragments=False)
+    updates = {"fix_com": True, "fix_orientation": True}
+    if parent.fix_symmetry == "c1":
+        updates["fix_symmetry"] = "c1"
+    mol = mol.model_copy(update=updates)
+
+    if embedding_charges:
+        nfragments = len(parent.fragments)
+        charges = []
+        for ifr in list(set(range(1, nfragments + 1)) - set(basis)):
+            positions = parent.get_fragment(ifr - 1).geometry.tolist()
+            charges.extend([[chg, xyz] for xyz, chg in zip(positions, embedding_charges[ifr])])
+        mol.extras["embedding_charges"] = charges
+    return mol
+
+
+def psi4_external_potentials(inp, molecule, program: str):
+    """Embedding charges for Psi4 go in as external potentials, as QCManyBody's computer passes them
+    (qcmanybody/v2/computer.py, lines 424-429); PySCF's harness reads them from the molecule's extras."""
+    charges = molecule.extras.get("embedding_charges")
+    if charges and program.lower() == "psi4":
+        fkw = inp.specification.keywords.get("function_kwargs", {})
+        fkw.update({"external_potentials": charges})
+        inp.specification.keywords["function_kwargs"] = fkw
+    return inp
+
+
+# Mirrors the property picking of QCManyBody's computer (qcmanybody/v2/computer.py, lines 444-451).
+def return_properties(result, driver: str = "hessian") -> dict[str, Any]:
+    """energy/gradient/hessian, picked exactly as QCManyBody's computer picks them from an AtomicResult.
+
+    Only what ``driver`` asks for: a stored gradient result serving an energy run gives its energy alone,
+    as the energy calculation itself would have.
+    """
+    props = {}
+    for p in ("energy", "gradient", "hessian")[: DRIVER_RANK[driver] + 1]:
+        value = getattr(result.properties, f"return_{p}", None)
+        if value is not None:
+            props[p] = np.asarray(value) if p != "energy" else value
+    return props
+
+
+@contextlib.contextmanager
+def embedding_accepted(normalized: NormalizedInput):
+    """QCManyBody accepts embedding charges only with QCMANYBODY_EMBEDDING_CHARGES set. The client checked
+    that when it planned; a worker on another node may lack the variable, so the analysis sets it."""
+    if not normalized.model.specification.keywords.embedding_charges or os.environ.get("QCMANYBODY_EMBEDDING_CHARGES"):
+        yield
+        return
+    os.environ["QCMANYBODY_EMBEDDING_CHARGES"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("QCMANYBODY_EMBEDDING_CHARGES", None)

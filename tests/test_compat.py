@@ -1,0 +1,80 @@
+"""Every private API qcmb_dask touches (qcmb_dask.compat), checked against the installed dependencies.
+
+When one of these fails after an upgrade, the function it names in qcmb_dask/compat.py is what to mend.
+"""
+
+import signal
+
+import pytest
+
+from qcmb_dask import compat
+from qcmb_dask.programs import register_shipped
+
+
+def test_registered_harness_reads_qcengines_registry():
+    register_shipped()
+    assert type(compat.registered_harness("pyscf")).__name__ == "PySCFHarness"
+    assert compat.registered_harness("no-such-program") is None
+
+
+def test_the_scheduler_internals_the_page_and_the_preload_read(local_client):
+    from qcmb_dask.diagnostics.page import PageHandler
+
+    def shapes(dask_scheduler):
+        streams = compat.worker_streams(dask_scheduler)
+        stream = next(iter(streams.values()))
+        before = stream.interval
+        applied = compat.shorten_batching(stream, before / 2)
+        return {
+            "workers": len(streams),
+            "shortened": applied and stream.interval == before / 2,
+            "processing": compat.tasks_processing(dask_scheduler, "no-such-prefix"),
+            "page": compat.serves_route(dask_scheduler, PageHandler),
+        }
+
+    local_client.submit(sum, [1, 2], key="compat-probe-1").result()
+    found = local_client.run_on_scheduler(shapes)
+    assert found == {"workers": 2, "shortened": True, "processing": 0, "page": True}
+    assert local_client.run_on_scheduler(lambda dask_scheduler: compat.tasks_processing(dask_scheduler, "compat")) == 0
+
+
+def test_dask_jobqueue_internals_the_batch_backend_uses():
+    handler = signal.getsignal(signal.SIGINT)
+    dask_jobqueue = compat.import_jobqueue()
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C stays a KeyboardInterrupt
+    assert {"cores", "memory", "walltime"} <= set(compat.jobqueue_shipped_defaults("slurm"))
+    cluster = dask_jobqueue.SLURMCluster(cores=1, memory="1GiB", scheduler_options={"dashboard_address": ":0"})
+    try:
+        cluster.scale(jobs=2)  # planned only: nothing is submitted until the loop starts them
+        names = list(compat.planned_jobs(cluster))
+        assert len(names) == 2
+        compat.forget_job(cluster, names[0])
+        assert list(compat.planned_jobs(cluster)) == names[1:]
+    finally:
+        cluster.close()
+
+
+def test_a_refused_job_can_be_marked_failed():
+    from distributed.core import Status
+
+    class Job:
+        status = Status.created
+
+    job = Job()
+    compat.mark_job_failed(job)
+    assert job.status == Status.failed
+
+
+@pytest.fixture
+def local_client():
+    import dask
+    from distributed import Client, LocalCluster
+
+    from qcmb_dask.clusters import scheduler_settings
+
+    with (
+        dask.config.set(scheduler_settings()),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
