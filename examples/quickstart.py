@@ -1,4 +1,5 @@
-"""Run the water-trimer MBE (HF/6-31G, CP and NoCP, up to 3-body) on an embedded Dask cluster.
+"""Run the water-trimer MBE (HF/6-31G, CP and NoCP, up to 3-body): on the embedded Dask cluster, or in this
+process where the plan is too small to be worth starting workers (the output says which).
 
     python examples/quickstart.py [INPUT.json]
 
@@ -9,18 +10,17 @@ import sys
 from pathlib import Path
 
 import qcmb_dask
-
-HARTREE_TO_KCAL = 627.5094740631
+from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
 
 
 def main(path: str) -> None:
     print(qcmb_dask.plan(path), "\n")
-    result = qcmb_dask.compute(path, progress=True)  # embedded LocalCluster sized to this machine
+    result = qcmb_dask.compute(path, progress=True)  # the embedded cluster, or this process for a small plan
     print()
     print(result.stdout)
     for bsse in result.input_data.specification.keywords.bsse_type:
         ie = getattr(result.properties, f"{bsse.value}_corrected_interaction_energy")
-        print(f"{bsse.value.upper():>5} interaction energy: {ie:.10f} Eh = {ie * HARTREE_TO_KCAL:.4f} kcal/mol")
+        print(f"{bsse.value.upper():>5} interaction energy: {ie:.10f} Eh = {ie * hartree_to_kcal():.4f} kcal/mol")
 
 
 if __name__ == "__main__":  # required: Dask starts worker processes that re-import this file

@@ -28,6 +28,7 @@ _PUBLIC = {
     "plan": "qcmb_dask.api",
     "timeline": "qcmb_dask.api",
     "ManyBodyComputer": "qcmb_dask.computer",
+    "close": "qcmb_dask.clusters.shared",
     "FragmentError": "qcmb_dask.errors",
     "FragmentsFailed": "qcmb_dask.errors",
     "InvalidArgument": "qcmb_dask.errors",

@@ -5,6 +5,7 @@ Orchestration only: options -> backend -> plan -> session -> finish. Each step's
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -65,7 +66,10 @@ def compute(
         A QCManyBody ``ManyBodyInput`` (v1 or v2), a dict in its layout, or a JSON/YAML file path.
         The result has the input's schema version (v1 in, v1 out; otherwise v2).
     cluster
-        ``None``/``"local"``: an embedded ``distributed.LocalCluster`` sized to this machine, closed afterwards.
+        ``None`` (default): this process's embedded ``distributed.LocalCluster``, sized to this machine, started
+        once and reused by later calls (closed by :func:`qcmb_dask.close`, after ``qcmb_dask.local.idle-timeout``
+        seconds without a run, or at exit); a plan too small to be worth starting workers runs in this process.
+        ``"local"``: a LocalCluster of this call's own, closed afterwards.
         ``"sync"``: in-process, one fragment at a time (the reference executor).
         ``"slurm"``, ``"pbs"``, ``"sge"``, ``"lsf"``, ``"htcondor"``, ``"oar"``, ``"moab"`` or a profile file
         (``"mysite.yaml"``, dask-jobqueue's format; see ``cluster_configs/``): batch jobs through
@@ -92,6 +96,7 @@ def compute(
     from qcmb_dask import clusters
     from qcmb_dask.graph import build
 
+    began = time.perf_counter()
     options = Options.resolve(
         jobs=jobs,
         adapt=adapt,
@@ -110,6 +115,7 @@ def compute(
     check_harnesses(harnesses)
     store_root = store.resolve(cache)
     backend = clusters.resolve(cluster)
+    backend.prepare()
     programs.register(harnesses)
     the_plan = make_plan(input, options.max_calculations)  # the input, checked before anything is submitted
     backend.check(options, len(the_plan))
@@ -118,6 +124,7 @@ def compute(
     if store_root is not None:
         store.prepare(store_root)
     the_plan = cost_history.refine(the_plan, store_root)  # what earlier runs measured orders this one
+    backend.consider(the_plan.total_cost(), sorted({t.program.lower() for t in the_plan}), store_root)
     policy = RunPolicy(str(store_root) if store_root else None, options.timeout_per_task, options.escalate)
     reporter = Reporter(options.progress, callback=callback)
     with backend.session(options, harnesses, len(the_plan)) as session:
@@ -135,6 +142,7 @@ def compute(
 
         plots.report(finished, _records(reporter), str(options.report))
         reporter.say(f"qcmb_dask: report written to {options.report}")
+    reporter.say(f"qcmb_dask: done in {time.perf_counter() - began:.1f} s")
     return finished
 
 
@@ -180,7 +188,10 @@ def plan(input: InputLike, *, harnesses: Sequence = (), cache: Any = None) -> Pl
     >>> len(p)       # number of QC calculations            # doctest: +SKIP
     >>> print(p)     # counts per model chemistry and n-body level  # doctest: +SKIP
     """
+    from qcmb_dask.worker.warmup import prime_in_background
+
     check_harnesses(harnesses)
+    prime_in_background()  # a plan is usually followed by a run: QCEngine's first-call set-up goes on meanwhile
     programs.register(harnesses)
     return cost_history.refine(make_plan(input, Options.resolve().max_calculations), store.resolve(cache))
 

@@ -45,10 +45,10 @@ def main():
 @click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--cluster",
-    default="local",
-    show_default=True,
-    help="local (embedded), sync (in-process), slurm, pbs, sge, lsf, htcondor, oar, moab, a profile .yaml, "
-    "mpi (under mpirun) or a scheduler address tcp://host:port.",
+    default=None,
+    help="Default: an embedded cluster, or this process for a plan too small to be worth starting workers. "
+    "local (an embedded cluster in any case), sync (in-process), slurm, pbs, sge, lsf, htcondor, oar, moab, a "
+    "profile .yaml, mpi (under mpirun) or a scheduler address tcp://host:port.",
 )
 @click.option("--jobs", type=int, help=short_help("jobs"))
 @click.option("--adapt", nargs=2, type=int, metavar="MIN MAX", help=short_help("adapt"))

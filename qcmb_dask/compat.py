@@ -26,6 +26,44 @@ def registered_harness(name: str) -> Any | None:
     return qcengine.programs.base.programs.get(name)
 
 
+def describe_machine_quickly() -> bool:
+    """Fill QCEngine's description of this machine without py-cpuinfo, where ``/proc/cpuinfo`` names the CPU.
+
+    QCEngine describes the machine once per process, at its first calculation (``qcengine.config.get_global``),
+    and its one use of py-cpuinfo is the CPU's name in each result's provenance; py-cpuinfo finds it by starting
+    a Python subprocess, about a second of CPU in every worker and in every process that runs a calculation.
+    The name is read from ``/proc/cpuinfo`` instead (what py-cpuinfo reports on Linux), while QCEngine fills
+    the rest as usual. False where there is no such file: QCEngine then does it its own way, at its own pace.
+    """
+    import qcengine.config
+
+    if qcengine.config._global_values is not None:
+        return True
+    brand = _cpu_name()
+    if brand is None:
+        return False
+    import cpuinfo
+
+    original = cpuinfo.get_cpu_info
+    cpuinfo.get_cpu_info = lambda: {"brand_raw": brand}
+    try:
+        qcengine.config.get_global()
+    finally:
+        cpuinfo.get_cpu_info = original
+    return True
+
+
+def _cpu_name() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 # -- distributed: the scheduler ----------------------------------------------------------------------------------
 def worker_streams(scheduler) -> dict[str, Any]:
     """Worker address -> the scheduler's ``BatchedSend`` to it (``Scheduler.stream_comms``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import time
@@ -12,6 +13,10 @@ import numpy as np
 import pytest
 
 BOHR_PER_ANGSTROM = 1 / 0.52917721067
+
+# compute(cluster=None) runs a plan this small in-process; the tests of workers, faults and the page need
+# worker processes, here and in the scripts they start. Tests of that choice set it themselves.
+os.environ["DASK_QCMB_DASK__LOCAL__STARTUP_SECONDS"] = "0"
 
 # Water trimer (Angstrom); the dimer is its first two waters.
 WATER_TRIMER_ANGSTROM = [
@@ -189,8 +194,16 @@ def _random_dashboard_port_and_no_store():
     store: every test computes what it checks unless it passes a ``cache`` of its own."""
     import dask
 
-    with dask.config.set({"qcmb_dask.local.dashboard-address": ":0", "qcmb_dask.cache": False}):
+    import qcmb_dask
+
+    settings = {
+        "qcmb_dask.local.dashboard-address": ":0",
+        "qcmb_dask.cache": False,
+        "qcmb_dask.local.startup-seconds": 0,
+    }
+    with dask.config.set(settings):
         yield
+    qcmb_dask.close()  # the embedded cluster compute(cluster=None) keeps: each test starts from none
 
 
 # Faults and the result store: the nocp water trimer through the test-only "faulty" program (PySCF underneath).

@@ -9,7 +9,9 @@
 ``cluster=``       what runs the fragments                   module
 =================  ========================================  =====================
 ``"sync"``         this process, one at a time               :mod:`.inprocess`
-``None``/"local"   an embedded LocalCluster                  :mod:`.local`
+``None``           this process's embedded cluster, reused,  :mod:`.auto`, :mod:`.shared`
+                   or this process for a small plan
+``"local"``        a LocalCluster of this call's own         :mod:`.local`
 ``"slurm"``, ...   batch jobs through dask-jobqueue          :mod:`.jobqueue`
 ``"mpi"``          the ranks of an mpirun (dask-mpi)         :mod:`.mpi`
 a Client, ...      a cluster the user has, left running      :mod:`.given`
@@ -28,13 +30,14 @@ from qcmb_dask.errors import InvalidArgument
 
 
 def _kinds() -> tuple:
+    from qcmb_dask.clusters.auto import AutoBackend
     from qcmb_dask.clusters.given import GivenBackend
     from qcmb_dask.clusters.inprocess import InProcessBackend
     from qcmb_dask.clusters.jobqueue import JobqueueBackend
     from qcmb_dask.clusters.local import LocalBackend
     from qcmb_dask.clusters.mpi import MpiBackend
 
-    return (InProcessBackend, LocalBackend, MpiBackend, JobqueueBackend, GivenBackend)
+    return (AutoBackend, InProcessBackend, LocalBackend, MpiBackend, JobqueueBackend, GivenBackend)
 
 
 def resolve(cluster: Any) -> Backend:

@@ -45,6 +45,22 @@ class Backend(abc.ABC):
                 f"cluster={self.cluster!r} is not one."
             )
 
+    #: the plan's estimate (one-core seconds), its programs and the result store, once planned (:meth:`consider`)
+    estimate: float | None = None
+    programs: tuple = ()
+    store_root: Any = None
+
+    def prepare(self) -> None:
+        """Before planning: where fragments may run in this process, QCEngine describes the machine meanwhile."""
+        if self.programs_run_here:
+            from qcmb_dask.worker.warmup import prime_in_background
+
+            prime_in_background()
+
+    def consider(self, estimate: float, programs: Sequence[str], store_root) -> None:
+        """What the plan costs and runs, and the result store, for kinds that choose or prepare by them."""
+        self.estimate, self.programs, self.store_root = estimate, tuple(programs), store_root
+
     @abc.abstractmethod
     def session(self, options: Options, harnesses: Sequence, ncalculations: int) -> AbstractContextManager:
         """A running executor (:mod:`qcmb_dask.clusters.session`); closes what it started, leaves the user's."""

@@ -37,9 +37,9 @@ class GivenBackend(Backend):
             if options.timeout_per_task:
                 _check_workers_have_nannies(client)
             install_harnesses(client, harnesses)
-            yield DistributedSession(
-                client, workers_resources(client, options.threads_per_task, options.memory_per_task)
-            )
+            resources = workers_resources(client, options.threads_per_task, options.memory_per_task)
+            where = f"qcmb_dask: on the cluster you gave (scheduler {client.scheduler.address})"
+            yield DistributedSession(client, resources, where)
 
 
 def _check_workers_have_nannies(client) -> None:

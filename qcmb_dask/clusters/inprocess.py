@@ -32,4 +32,5 @@ class InProcessBackend(Backend):
             )
 
     def session(self, options: Options, harnesses: Sequence, ncalculations: int):
-        return nothing_to_close(SyncSession(res.in_process(options.threads_per_task, options.memory_per_task)))
+        resources = res.in_process(options.threads_per_task, options.memory_per_task)
+        return nothing_to_close(SyncSession(resources, "qcmb_dask: running in this process (cluster='sync')"))

@@ -258,9 +258,9 @@ class JobqueueBackend(Backend):
             install_harnesses(client, harnesses)
             settings = self.settings
             workers = settings.workers_per_job * (adapt[1] if adapt else self.jobs)
-            yield DistributedSession(
-                client, res.Resources(workers, settings.threads_per_task, settings.memory_per_task)
-            )
+            resources = res.Resources(workers, settings.threads_per_task, settings.memory_per_task)
+            amount = f"adapt {adapt[0]}-{adapt[1]} jobs" if adapt else f"{self.jobs} job(s)"
+            yield DistributedSession(client, resources, f"qcmb_dask: on {self.kind} ({amount})")
 
 
 def preview_job_script(settings: BatchSettings) -> str:

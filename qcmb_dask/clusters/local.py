@@ -1,4 +1,7 @@
-"""``cluster=None`` or ``"local"``: an embedded ``distributed.LocalCluster`` sized to this machine, closed after."""
+"""``cluster="local"``: an embedded ``distributed.LocalCluster`` of this call's own, sized to it, closed after.
+
+``cluster=None`` shares one embedded cluster between the calls of a process instead (:mod:`.auto`).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ class LocalBackend(Backend):
 
     @classmethod
     def claim(cls, cluster: Any) -> Backend | None:
-        return cls(cluster) if cluster is None or cluster == "local" else None
+        return cls(cluster) if cluster == "local" else None
 
     def check(self, options: Options, ncalculations: int) -> None:
         super().check(options, ncalculations)
@@ -48,4 +51,5 @@ class LocalBackend(Backend):
             Client(local_cluster) as client,
         ):
             install_harnesses(client, harnesses)
-            yield DistributedSession(client, resources)
+            where = f"qcmb_dask: on an embedded cluster of its own ({resources.n_workers} worker(s), closed after)"
+            yield DistributedSession(client, resources, where)

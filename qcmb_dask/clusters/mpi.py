@@ -104,6 +104,6 @@ class MpiBackend(Backend):
         worker_timeout = float(setting("batch.worker-timeout"))
         with mpi_client(scheduler_settings(), worker_timeout) as client:
             install_harnesses(client, harnesses)
-            yield DistributedSession(
-                client, workers_resources(client, options.threads_per_task, options.memory_per_task)
-            )
+            resources = workers_resources(client, options.threads_per_task, options.memory_per_task)
+            where = f"qcmb_dask: on the MPI ranks ({resources.n_workers} worker(s))"
+            yield DistributedSession(client, resources, where)

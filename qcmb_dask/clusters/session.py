@@ -25,11 +25,19 @@ from qcmb_dask.worker.fragment import fragment_error, worker_lost_error
 class SyncSession:
     """Every fragment in this process, one at a time: the reference executor, and the one to debug with."""
 
-    def __init__(self, resources: res.Resources):
+    def __init__(self, resources: res.Resources, where: str = ""):
         self.resources = resources
+        #: the line that says where the run goes
+        self.where = where
 
     def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
         from dask.callbacks import Callback
+
+        from qcmb_dask.worker.warmup import prime_qcengine
+
+        if self.where:
+            reporter.say(self.where)
+        prime_qcengine()  # waits for the thread that began it while the plan was made
 
         from qcmb_dask.worker.fragment import FragmentOutput
 
@@ -64,15 +72,25 @@ class DistributedSession:
     died on every try, or it timed out) does not cancel the others: they finish and are stored.
     """
 
-    def __init__(self, client, resources: res.Resources):
+    def __init__(self, client, resources: res.Resources, where: str = ""):
         self.client = client
         self.resources = resources
+        #: the line that says where the run goes
+        self.where = where
 
     def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
+        # Dask's helpers (as_completed, wait, the futures' own calls) use the current client: this one, even
+        # where the user has another client as their default.
+        with self.client.as_current():
+            return self._run(graph, reporter, bsse_types)
+
+    def _run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
         from distributed import as_completed, wait
 
         from qcmb_dask.diagnostics.page import live_page_link
 
+        if self.where:
+            reporter.say(self.where)
         reporter.dashboard(self.client.dashboard_link)
         reporter.live_page(live_page_link(self.client))
         run_events.publish_run(self.client, graph.run_id, graph.level_sizes, bsse_types, time.time())
