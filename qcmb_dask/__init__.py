@@ -35,6 +35,7 @@ _PUBLIC = {
     "InvalidInput": "qcmb_dask.errors",
     "InputWarning": "qcmb_dask.errors",
     "JobsRefused": "qcmb_dask.errors",
+    "SchedulerLost": "qcmb_dask.errors",
     "StoreWarning": "qcmb_dask.errors",
     "WorkersNeverArrived": "qcmb_dask.errors",
     "FragmentTask": "qcmb_dask.planning.plan",

@@ -5,6 +5,7 @@
     qcmb-dask plan examples/water-trimer.json
     qcmb-dask programs
     qcmb-dask job-script --cluster slurm --cluster-option account=chem42
+    qcmb-dask failures examples/water-trimer.json [--show LABEL]
     qcmb-dask cache info | qcmb-dask cache clear
 
 Exit status: 0 done; 1 the run failed (fragments failed, workers never arrived); 2 bad input or
@@ -108,7 +109,7 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
     except KeyboardInterrupt:
         click.echo("\nqcmb-dask: interrupted. Finished fragments are in the result store: rerun to resume.", err=True)
         sys.exit(130)
-    except (qcmb_dask.FragmentsFailed, qcmb_dask.WorkersNeverArrived) as e:
+    except (qcmb_dask.FragmentsFailed, qcmb_dask.WorkersNeverArrived, qcmb_dask.SchedulerLost) as e:
         click.echo(f"qcmb-dask: the run failed.\n{e}", err=True)
         sys.exit(1)
     except (ValueError, FileNotFoundError) as e:  # InvalidInput is a ValueError
@@ -118,8 +119,9 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
         click.echo(
             f"qcmb-dask: {len(result.failures)} fragment(s) failed; complete through {result.nbody}-body:", err=True
         )
-        for failure in result.failures:
-            click.echo(f"  {failure}", err=True)
+        from qcmb_dask.errors import summary_lines
+
+        click.echo("\n".join(summary_lines(result.failures)), err=True)
         sys.exit(1)
     click.echo(_summary_table(summary_rows(result), result))
     if out:
@@ -183,6 +185,50 @@ def programs():
         state = "usable" if name in usable else "missing"
         hint = "" if name in usable else f"  ({INSTALL_HINTS.get(name, 'see QCEngine documentation')})"
         click.echo(f"{name:<{width}}  {state}{hint}")
+
+
+@main.command()
+@click.argument("input_file", metavar="[INPUT]", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--cache", "path", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
+@click.option("--show", metavar="LABEL", help="Print this fragment's whole record: the program's input and output.")
+def failures(input_file, path, show):
+    """What failed, from the store's failure records: of INPUT's calculations, or of every input.
+
+    One line each: the fragment, its program and model, the error type and the program's own reason. A rerun
+    of the input computes only what is missing.
+    """
+    store = _store(path)
+    records = store.failure_records()
+    if input_file:
+        import qcmb_dask
+
+        try:
+            token = qcmb_dask.plan(input_file, cache=False).token
+        except ValueError as e:
+            click.echo(f"qcmb-dask: {e}", err=True)
+            sys.exit(2)
+        records = [(p, r) for p, r in records if (r.get("qcmb_dask") or {}).get("input") == token]
+    if show is not None:
+        shown = [(p, r) for p, r in records if (r.get("qcmb_dask") or {}).get("label") == show]
+        if not shown:
+            click.echo(f"qcmb-dask: no failure record of {show!r} in {store.root}", err=True)
+            sys.exit(2)
+        for record_path, record in shown:
+            click.echo(f"{show}: {record_path}\n{record['error'].get('error_message', record['error'])}")
+        return
+    if not records:
+        click.echo(f"No failure records{' of ' + input_file if input_file else ''} in {store.root}.")
+        return
+    from qcmb_dask.errors import one_line_reason
+
+    for record_path, record in records:
+        about = record.get("qcmb_dask") or {}
+        error = record["error"]
+        model = f"{about.get('program', '?')} {about.get('method', '?')}/{about.get('basis', '?')}"
+        label = about.get("label", record_path.name)
+        reason = one_line_reason(str(error.get("error_message", "")))
+        click.echo(f"{label} ({about.get('nbody', '?')}-body, {model}) {error.get('error_type')}: {reason}")
+    click.echo(f"{len(records)} failure record(s) in {store.root / 'failed'}; --show LABEL prints one whole.")
 
 
 @main.command("job-script")

@@ -35,9 +35,22 @@ class FragmentError(RuntimeError):
         #: the file with QCEngine's whole FailedOperation (input, error, traceback), when a store was on
         self.record = record
         where = f" [input and full error: {record}]" if record else ""
-        super().__init__(
-            f"Fragment {label} ({nbody}-body, {program} {method}/{basis}) failed with {error_type}: {message}{where}"
+        super().__init__(f"{self.heading()}: {message}{where}")
+
+    def heading(self) -> str:
+        return f"Fragment {self.label} ({self.nbody}-body, {self.program} {self.method}/{self.basis}) failed with " + (
+            self.error_type
         )
+
+    @property
+    def reason(self) -> str:
+        """The failure in one line: the program's own last error line where its output is in the message."""
+        return one_line_reason(self.message)
+
+    def summary(self) -> str:
+        """One line: the fragment, the program, the error type, the reason, and where the whole record is."""
+        where = f" [input and full error: {self.record}]" if self.record else ""
+        return f"{self.heading()}: {self.reason}{where}"
 
     def __reduce__(self):
         # Keep every field through pickling: the error travels from a worker to the client.
@@ -54,8 +67,9 @@ class FragmentsFailed(RuntimeError):
     truncations that could still be assembled (``compute(..., on_error="partial")`` returns them).
     """
 
-    #: failures listed in the message; all of them are in ``failures``
-    SHOWN = 20
+    #: failures listed in the message, per kind of failure, and kinds listed; all of them are in ``failures``
+    SHOWN_PER_KIND = 3
+    KINDS_SHOWN = 4
 
     def __init__(self, failures, store=None, levels_done=()):
         # store: the store's path; False when it was off; None when unknown (build_graph)
@@ -63,9 +77,7 @@ class FragmentsFailed(RuntimeError):
         self.store = store
         self.levels_done = list(levels_done)
         lines = [f"{len(self.failures)} fragment calculation(s) failed:"]
-        lines += [f"  - {f}" for f in self.failures[: self.SHOWN]]
-        if len(self.failures) > self.SHOWN:
-            lines.append(f"  ... and {len(self.failures) - self.SHOWN} more (all in .failures)")
+        lines += summary_lines(self.failures, self.SHOWN_PER_KIND, self.KINDS_SHOWN)
         if store:
             lines.append(
                 f"Every other fragment finished and is stored in {store}. Fix the cause and run the same input "
@@ -82,6 +94,67 @@ class FragmentsFailed(RuntimeError):
 
     def __reduce__(self):
         return (type(self), (self.failures, self.store, self.levels_done))
+
+
+def summary_lines(failures, per_kind: int = 3, kinds: int = 4) -> list:
+    """A few lines for many failures: one line each for the first ``per_kind`` of each kind (same program,
+    method, basis, error type and reason), then how many more of that kind; at most ``kinds`` kinds."""
+    groups: dict = {}
+    for failure in failures:
+        kind = (failure.program, failure.method, failure.basis, failure.error_type, failure.reason)
+        groups.setdefault(kind, []).append(failure)
+    lines = []
+    for same in list(groups.values())[:kinds]:
+        lines += [f"  - {f.summary()}" for f in same[:per_kind]]
+        if len(same) > per_kind:
+            lines.append(f"    ... and {len(same) - per_kind} more fragment(s) that failed the same way")
+    rest = sum(len(same) for same in list(groups.values())[kinds:])
+    if rest:
+        lines.append(f"  ... and {rest} more failure(s) of {len(groups) - kinds} other kind(s)")
+    lines.append("  (every failure in full: .failures in Python, `qcmb-dask failures --show LABEL` from the store)")
+    return lines
+
+
+#: QCEngine's message of a failed program run: its input, output, stderr and traceback, in sections.
+_SECTIONS = ("INPUT:", "OUTPUT:", "STDERR:", "TRACEBACK:")
+
+
+def one_line_reason(message: str, width: int = 200) -> str:
+    """The program's own reason, in one line: the last line of its output that speaks of an error (then its
+    stderr's first such line); for a message without the program's output, its first line."""
+    sections = _split_sections(message)
+    # The output follows the input (programs such as NWChem echo their input, and QCEngine may not head it).
+    output = sections.get("INPUT:", []) + sections.get("OUTPUT:", [])
+    for lines, pick in ((output, -1), (sections.get("STDERR:", []), 0)):
+        errors = [line.strip() for line in lines if "error" in line.lower() and line.strip(" -=*")]
+        if errors:
+            return _shortened(errors[pick], width)
+    lines = [line.strip() for line in message.splitlines() if line.strip() and line.strip() != "NoneType: None"]
+    if not lines:
+        return ""
+    if "Traceback (most recent call last):" in message:  # a Python exception: its last line says what it was
+        return _shortened(lines[-1], width)
+    return _shortened(lines[0].removesuffix("INPUT:").strip() or lines[0], width)
+
+
+def _split_sections(message: str) -> dict:
+    sections, current = {"": []}, ""
+    for line in message.splitlines():
+        stripped = line.strip()
+        starts = next((s for s in _SECTIONS if stripped.startswith(s) or stripped.endswith(" " + s)), None)
+        if starts is not None:
+            if stripped != starts:  # "QCEngine Unknown Error: INPUT:": the words before belong to the heading
+                sections[""].append(stripped[: -len(starts)].strip())
+            current = starts
+            sections.setdefault(current, [])
+            continue
+        sections.setdefault(current, []).append(line)
+    return sections
+
+
+def _shortened(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 class InvalidInput(ValueError):
@@ -109,6 +182,32 @@ class InputWarning(UserWarning):
 
 class StoreWarning(UserWarning):
     """The store could not be read or written; the run goes on and its answer is unaffected."""
+
+
+class SchedulerLost(RuntimeError):
+    """The scheduler stopped answering in the middle of a run (killed, its node or network gone).
+
+    Every calculation that finished before is in the result store (when one was on): run the same input
+    again, with the same cache, on a running scheduler, and only the missing ones are computed.
+    """
+
+    def __init__(self, address: str, stored: int | None = None, store=None):
+        self.address = address
+        #: results this run wrote to the store before the scheduler went (None: the store was off)
+        self.stored = stored
+        self.store = store
+        if store:
+            kept = (
+                f"{stored} calculation(s) of this run finished before and are in the result store at {store}. Start "
+                "a scheduler again (or choose another cluster) and run the same input with the same cache: only "
+                "the missing calculations are computed."
+            )
+        else:
+            kept = "The result store was off (cache=False): a rerun computes every calculation again."
+        super().__init__(f"The scheduler at {address} stopped answering in the middle of the run. {kept}")
+
+    def __reduce__(self):
+        return (type(self), (self.address, self.stored, self.store))
 
 
 class WorkersNeverArrived(RuntimeError):

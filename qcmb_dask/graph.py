@@ -118,6 +118,7 @@ def build(
             keep_atomic_result=keep_atomic,
             policy=policy,
             run=run_id,
+            input_token=token,
         )
         previous = barrier_of_level.get(_previous_level(keys_by_level, task.nbody))
         after = TaskRef(previous) if previous else None

@@ -204,6 +204,20 @@ class ResultStore:
         traceback) where the user can read it; never read back as a result. Raises OSError."""
         return write_atomically(self.failure_path(key, driver), failed_json.encode())
 
+    def failure_records(self) -> list:
+        """(path, record) of every failure record, oldest first; a record of another kind is left out."""
+        records = []
+        for path in Path(self.root).glob("failed/*.json"):
+            if not _ENTRY.match(path.name):
+                continue
+            try:
+                record = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and "error" in record:
+                records.append((path, record))
+        return sorted(records, key=lambda item: (item[1].get("qcmb_dask") or {}).get("when", 0))
+
     def forget_failure(self, key: str, driver: str) -> None:
         """The calculation succeeded: an earlier failure record would only mislead."""
         self.failure_path(key, driver).unlink(missing_ok=True)
@@ -218,6 +232,14 @@ class ResultStore:
                 and _header(path) == (FORMAT, match["key"], match["driver"])
             ):
                 yield path
+
+    def written_since(self, since: float) -> int:
+        """Entries written (or rewritten) since ``since`` (epoch seconds): what a run that began then kept."""
+        count = 0
+        for path in self.entries():
+            with contextlib.suppress(OSError):
+                count += path.stat().st_mtime >= since - 1  # a second's slack for coarse file system clocks
+        return count
 
     def is_store(self) -> bool:
         """Whether the directory holds the store's marker or at least one of its entries (stores made before the

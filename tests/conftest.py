@@ -75,9 +75,14 @@ def mbe_input(
 
 
 def qcmanybody_reference(mbin):
-    """QCManyBody's sequential ManyBodyComputer on the same input (v1 computer for v1 inputs)."""
+    """QCManyBody's sequential ManyBodyComputer on the same input (v1 computer for v1 inputs), with the PySCF
+    harness qcmb_dask ships registered (as compute registers it)."""
     import qcmanybody.models.v1 as v1models
     from qcmanybody.models.v2 import ManyBodyInput
+
+    from qcmb_dask.programs import register_shipped
+
+    register_shipped()
 
     if isinstance(mbin, v1models.ManyBodyInput):
         from qcmanybody.v1 import ManyBodyComputer

@@ -19,6 +19,9 @@ class DimersFailHarness(PySCFHarness):
         return super().compute(input_data, config)
 
 
+#: Calls of FaultyHarness in this process (``store_fails_after`` counts them).
+_CALLS_HERE: dict[str, int] = {}
+
 #: One random sequence per seed and process: a seeded run fails the same calls every time.
 _RNGS: dict[Any, Any] = {}
 
@@ -33,7 +36,9 @@ class FaultyHarness(PySCFHarness):
     - ``crash_nreal``: calculations with this many real waters end their process (``os._exit``);
     - ``fail_nreal``: calculations with this many real waters fail with an InputError (deterministic);
     - ``random_failure``, ``seed``: every call fails with a RandomError with this probability;
-    - ``fallback_nreal``: calculations with this many real waters do not converge unless a level shift is set.
+    - ``fallback_nreal``: calculations with this many real waters do not converge unless a level shift is set;
+    - ``store_fails_on_worker``, ``store_fails_after``: on the Dask worker of this name, after this many calls,
+      every write to the result store fails from then on (as a disk that fills or goes read-only under it).
     """
 
     _defaults: ClassVar[dict[str, Any]] = {**PySCFHarness._defaults, "name": "faulty"}
@@ -48,6 +53,7 @@ class FaultyHarness(PySCFHarness):
         rules = self.extras or {}
         nreal = sum(input_data.molecule.real) // 3
         self._log(rules, nreal, "start")
+        self._maybe_break_the_store(rules)
         time.sleep(rules.get("sleep", 0))
         if nreal == rules.get("hang_nreal"):
             time.sleep(3600)
@@ -65,6 +71,27 @@ class FaultyHarness(PySCFHarness):
         result = super().compute(input_data, config)
         self._log(rules, nreal, "done")
         return result
+
+    @staticmethod
+    def _maybe_break_the_store(rules):
+        if "store_fails_on_worker" not in rules:
+            return
+        try:
+            from distributed import get_worker
+
+            name = get_worker().name
+        except (ImportError, ValueError):
+            return
+        _CALLS_HERE["n"] = _CALLS_HERE.get("n", 0) + 1
+        if str(name) == str(rules["store_fails_on_worker"]) and _CALLS_HERE["n"] > rules.get("store_fails_after", 0):
+            import errno
+
+            from qcmb_dask import store
+
+            def read_only(f, data):
+                raise OSError(errno.EROFS, "Read-only file system")
+
+            store._write_bytes = read_only  # this worker process only
 
     @staticmethod
     def _log(rules, nreal, event):

@@ -235,3 +235,71 @@ def test_workers_that_retire_at_their_walltime_still_finish_the_run(scenario, tm
         stored=n,
         answer=assert_same_answer(result, reference),
     )
+
+
+@contextlib.contextmanager
+def scheduler_and_workers(folder: Path, nworkers: int = 2):
+    """A ``dask scheduler`` and ``dask worker`` processes of their own, on loopback: a scheduler that can die
+    while this process lives (the embedded one and dask-jobqueue's run inside the client's process)."""
+    root = Path(__file__).resolve().parent.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    address_file = folder / "scheduler.json"
+    command = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": root}
+    scheduler = subprocess.Popen(
+        [*command, "--dashboard-address", ":0", "--scheduler-file", str(address_file)], **quiet
+    )
+    deadline = time.time() + 60
+    while not address_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    address = __import__("json").loads(address_file.read_text())["address"]
+    worker = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1"]
+    workers = [subprocess.Popen(worker, **quiet) for _ in range(nworkers)]
+    try:
+        yield address, scheduler
+    finally:
+        for process in [*workers, scheduler]:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait(timeout=30)
+
+
+def test_the_scheduler_killed_mid_run_ends_it_clearly_and_the_rerun_computes_only_the_rest(
+    scenario, tmp_path, reference
+):
+    log, store_dir = tmp_path / "calls.log", tmp_path / "store"
+    harness = FaultyHarness(extras={"log": str(log), "sleep": 0.5})
+    n = len(qcmb_dask.plan(faulty_input()))
+
+    def kill_after_two(scheduler):
+        deadline = time.time() + 120
+        while calls(log, "done") < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the second result reaches the store
+        os.kill(scheduler.pid, signal.SIGKILL)
+
+    with scheduler_and_workers(tmp_path / "first") as (address, scheduler):
+        threading.Thread(target=kill_after_two, args=(scheduler,), daemon=True).start()
+        started = time.time()
+        with pytest.raises(qcmb_dask.SchedulerLost) as lost:
+            qcmb_dask.compute(faulty_input(), address, harnesses=[harness], cache=store_dir, progress=False)
+        ended_after = time.time() - started
+    message = str(lost.value)
+    assert f"The scheduler at {address} stopped answering" in message
+    assert f"are in the result store at {store_dir}" in message and "only the missing" in message
+    assert lost.value.stored >= 2
+    kept = len(entries(store_dir))  # also what the workers finished after the scheduler had gone
+    assert lost.value.stored <= kept < n
+    before = calls(log)
+    with scheduler_and_workers(tmp_path / "second") as (address, _):
+        result = qcmb_dask.compute(faulty_input(), address, harnesses=[harness], cache=store_dir, progress=False)
+    assert calls(log) - before == n - kept  # the rerun computed only what was not kept
+    scenario.record(
+        "a scheduler of its own SIGKILLed mid-run (after 2 results), then a rerun on a new one",
+        f"SchedulerLost after {ended_after:.0f} s naming the {lost.value.stored} stored; the rerun computed the "
+        f"other {n - kept}",
+        calls=calls(log),
+        stored=len(entries(store_dir)),
+        answer=assert_same_answer(result, reference),
+    )

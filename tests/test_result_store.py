@@ -383,3 +383,33 @@ def test_two_runs_sharing_one_store_at_once_both_get_the_answer(scenario, tmp_pa
         stored=n,
         answer="both = QCManyBody (1e-9 Eh)",
     )
+
+
+def test_a_store_that_turns_unwritable_on_one_worker_loses_nothing_the_others_stored(
+    scenario, tmp_path, reference, local_client
+):
+    """Worker "0" can no longer write after its first calculation: a warning names what was not kept, every
+    result the other worker stored is there, the answer is whole, and a rerun computes only what is missing."""
+    n = len(qcmb_dask.plan(faulty_input()))
+    rules = {"log": str(tmp_path / "calls.log"), "store_fails_on_worker": 0, "store_fails_after": 1, "sleep": 0.2}
+    harness = FaultyHarness(extras=rules)
+    local_client.restart()  # fresh worker processes: the fault counts calls from here
+    with pytest.warns(store.StoreWarning, match=r"(\d+) fragment result\(s\) could not be written.*Read-only") as w:
+        result = qcmb_dask.compute(faulty_input(), local_client, harnesses=[harness], cache=tmp_path / "store")
+    not_kept = int(re.search(r"(\d+) fragment result", str(w[0].message)).group(1))
+    stored = len(entries(tmp_path / "store"))
+    assert not_kept >= 1 and stored == n - not_kept and stored >= 2  # the other worker's results are all there
+    answer = assert_same_answer(result, reference)
+    local_client.restart()  # the disk is back
+    healthy = FaultyHarness(extras={"log": str(tmp_path / "calls.log")})
+    again = qcmb_dask.compute(faulty_input(), local_client, harnesses=[healthy], cache=tmp_path / "store")
+    assert calls(tmp_path / "calls.log") == n + not_kept  # the rerun computed only what was not kept
+    assert len(entries(tmp_path / "store")) == n
+    assert_same_answer(again, reference)
+    scenario.record(
+        "the store turns read-only on one of 2 workers after its first calculation",
+        f"StoreWarning: {not_kept} not kept; the other {stored} stored; the rerun computed only those {not_kept}",
+        calls=calls(tmp_path / "calls.log"),
+        stored=n,
+        answer=answer,
+    )

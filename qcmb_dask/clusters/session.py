@@ -16,7 +16,9 @@ from qcmb_dask import keys
 from qcmb_dask.clusters import resources as res
 from qcmb_dask.diagnostics import run_events
 from qcmb_dask.diagnostics.progress import Reporter
+from qcmb_dask.errors import SchedulerLost
 from qcmb_dask.graph import MBEGraph
+from qcmb_dask.store import ResultStore
 from qcmb_dask.worker.analysis import LevelResult, Outcome, summarize
 from qcmb_dask.worker.events import FLUSH_SECONDS
 from qcmb_dask.worker.fragment import fragment_error, worker_lost_error
@@ -113,6 +115,7 @@ class DistributedSession:
                     str(record["worker"]),
                 )
 
+        started = time.time()
         self.client.subscribe_topic(keys.FRAGMENT_TOPIC, fragments_ended)
         futures = self.client.compute([graph.outcome, *levels, *graph.fragments.values()])
         outcome_future, level_futures, fragment_futures = futures[0], futures[1 : 1 + nlevels], futures[1 + nlevels :]
@@ -137,12 +140,18 @@ class DistributedSession:
             if not lost:
                 return outcome_future.result()  # the analysis itself failed: raise its error
             return self._outcome_with_lost_fragments(graph, lost, fragment_futures, level_futures)
-        except BaseException:
+        except BaseException as err:
+            if isinstance(err, Exception) and _scheduler_lost(self.client, err):
+                store = next(iter(graph.jobs.values())).policy.store if graph.jobs else None
+                stored = ResultStore(store).written_since(started) if store else None
+                raise SchedulerLost(_address(self.client), stored, store) from err
             # On error or Ctrl-C, stop what is still queued: a shared cluster must not keep our work.
-            self.client.cancel(futures)
+            with contextlib.suppress(Exception):  # a scheduler that went away has nothing left to cancel
+                self.client.cancel(futures)
             raise
         finally:
-            self.client.unsubscribe_topic(keys.FRAGMENT_TOPIC)
+            with contextlib.suppress(Exception):
+                self.client.unsubscribe_topic(keys.FRAGMENT_TOPIC)
             reporter.finish()
 
     def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, fragment_futures, level_futures) -> Outcome:
@@ -171,10 +180,21 @@ class DistributedSession:
         return Outcome(None, failures + returned_failures, stats, levels)
 
 
-def _await_last_fragment_records(reporter: Reporter) -> None:
+def _scheduler_lost(client, err: Exception) -> bool:
+    """The run ended because the client lost its scheduler (killed, its node gone), not by its own error."""
+    return "scheduler-connection-lost" in str(err) or client.status in ("closing", "closed", "connecting")
+
+
+def _address(client) -> str:
+    with contextlib.suppress(Exception):
+        return client.scheduler.address
+    return "(unknown)"
+
+
+def _await_last_fragment_records(reporter: Reporter, seconds: float = 4 * FLUSH_SECONDS) -> None:
     """Workers send fragment ends every ``FLUSH_SECONDS``: wait for the last batch (bounded: a lost
     worker's batch never comes), so that progress and the timeline count every fragment."""
-    deadline = time.time() + 4 * FLUSH_SECONDS
+    deadline = time.time() + seconds
     while reporter.log is not None and reporter.log.ndone < reporter.log.ntotal:
         if time.time() > deadline:
             return

@@ -12,6 +12,7 @@ measured corrects that factor per program, method, basis and driver (:mod:`qcmb_
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 
 # SCF: fixed + per atom (integral screening, set-up) + cubic in basis functions (diagonalization, J/K).
@@ -31,14 +32,19 @@ HESSIAN_FACTOR_PER_COORDINATE = 0.3
 
 @functools.cache
 def basis_functions(basis: str, element: str) -> int:
-    """Spherical basis functions of ``element`` in ``basis``, from PySCF's basis library.
+    """Spherical basis functions of ``element`` in ``basis``, from PySCF's basis library read as data (a neutral
+    source whatever the program: its warnings, such as its advice to install basis-set-exchange, are PySCF's
+    business, not a Psi4 or NWChem run's).
 
-    Unknown basis names fall back to a minimal-basis-like count (the cost only orders fragments).
+    Unknown basis names fall back to a minimal-basis-like count (the cost only orders fragments); whether the
+    program knows the basis is the program's question (its harness's ``check_request``, or its own error).
     """
     try:
         from pyscf.gto import basis as library
 
-        shells = library.load(basis, element.capitalize())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            shells = library.load(basis, element.capitalize())
     except Exception:  # unknown to PySCF's library: another program may still know it
         return _minimal_basis_estimate(element)
     count = 0

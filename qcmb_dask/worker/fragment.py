@@ -6,6 +6,7 @@ Knows nothing about clusters; runs the same under the synchronous scheduler and 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class FragmentJob:
     policy: RunPolicy = RunPolicy()
     #: this compute call's id: the fragment's end is logged under it (see :mod:`qcmb_dask.worker.events`)
     run: str = ""
+    #: the input's token (:attr:`qcmb_dask.planning.plan.Plan.token`): failure records say which input they are of
+    input_token: str = ""
 
 
 @dataclass
@@ -134,7 +137,7 @@ def _run_fragment(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
         message = result.error.error_message
         if escalated:
             message = f"{message} (also with the convergence fallback {escalated})"
-        record = _keep_failure(store, key, driver, result, job.label)
+        record = _keep_failure(store, key, driver, result, job)
         return FragmentFailure(job.label, job.nbody, fragment_error(job, result.error.error_type, message, record))
 
     output = _output(job, result, driver, start, from_store=False, escalated=escalated)
@@ -159,14 +162,26 @@ def _store_and_key(job: FragmentJob, inp) -> tuple[ResultStore | None, str | Non
     return ResultStore(Path(job.policy.store)), key
 
 
-def _keep_failure(store: ResultStore | None, key: str, driver: str, failed, label: str) -> str | None:
-    """Write QCEngine's FailedOperation (input, error, traceback) beside the store; its path, or None."""
+def _keep_failure(store: ResultStore | None, key: str, driver: str, failed, job: FragmentJob) -> str | None:
+    """Write QCEngine's FailedOperation (input, error, traceback) beside the store, with which fragment of which
+    input it was (for ``qcmb-dask failures``); its path, or None."""
     if store is None:
         return None
+    model = job.specification.get("model", {})
+    fragment = {
+        "label": job.label,
+        "nbody": job.nbody,
+        "program": job.program,
+        "method": model.get("method"),
+        "basis": model.get("basis"),
+        "input": job.input_token,
+        "when": time.time(),
+    }
+    record = {"qcmb_dask": fragment, **json.loads(failed.model_dump_json())}
     try:
-        return str(store.save_failure(key, driver, failed.model_dump_json()))
+        return str(store.save_failure(key, driver, json.dumps(record)))
     except OSError as err:
-        logger.warning("qcmb_dask: could not keep the failure record of %s: %s", label, err)
+        logger.warning("qcmb_dask: could not keep the failure record of %s: %s", job.label, err)
         return None
 
 
