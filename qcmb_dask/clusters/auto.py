@@ -21,7 +21,6 @@ from qcmb_dask.options import Options
 
 
 class AutoBackend(Backend):
-    kind = "embedded cluster or this process"
     programs_run_here = True
 
     @classmethod

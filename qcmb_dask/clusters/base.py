@@ -23,8 +23,6 @@ from qcmb_dask.options import Options, setting
 class Backend(abc.ABC):
     """One kind of ``cluster=``; :func:`qcmb_dask.clusters.resolve` picks it."""
 
-    #: a word for messages: "in-process", "embedded LocalCluster", "SLURM jobs", ...
-    kind: str = ""
     #: whether the QC programs run in this process's machine, so compute checks they are installed here
     programs_run_here: bool = False
 

@@ -16,8 +16,6 @@ from qcmb_dask.options import Options
 
 
 class GivenBackend(Backend):
-    kind = "the cluster you gave"
-
     @classmethod
     def claim(cls, cluster: Any) -> Backend | None:
         if (isinstance(cluster, str) and "://" in cluster) or hasattr(cluster, "scheduler_address"):

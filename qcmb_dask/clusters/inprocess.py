@@ -16,7 +16,6 @@ from qcmb_dask.options import Options
 
 
 class InProcessBackend(Backend):
-    kind = "in-process"
     programs_run_here = True
 
     @classmethod

@@ -219,10 +219,6 @@ class JobqueueBackend(Backend):
     def claim(cls, cluster: Any) -> Backend | None:
         return cls(cluster) if is_batch(cluster) else None
 
-    @property
-    def kind(self) -> str:
-        return f"{self.settings.system.upper()} jobs" if self.settings else "batch jobs"
-
     settings: BatchSettings | None = None
     jobs: int | None = None
 
@@ -260,7 +256,7 @@ class JobqueueBackend(Backend):
             workers = settings.workers_per_job * (adapt[1] if adapt else self.jobs)
             resources = res.Resources(workers, settings.threads_per_task, settings.memory_per_task)
             amount = f"adapt {adapt[0]}-{adapt[1]} jobs" if adapt else f"{self.jobs} job(s)"
-            yield DistributedSession(client, resources, f"qcmb_dask: on {self.kind} ({amount})")
+            yield DistributedSession(client, resources, f"qcmb_dask: on {settings.system.upper()} jobs ({amount})")
 
 
 def preview_job_script(settings: BatchSettings) -> str:

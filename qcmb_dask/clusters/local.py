@@ -18,7 +18,6 @@ from qcmb_dask.options import Options, setting
 
 
 class LocalBackend(Backend):
-    kind = "embedded LocalCluster"
     programs_run_here = True
 
     @classmethod

@@ -89,8 +89,6 @@ def mpi_client(scheduler_settings: dict, worker_timeout: float) -> Iterator:
 
 
 class MpiBackend(Backend):
-    kind = "MPI ranks"
-
     @classmethod
     def claim(cls, cluster: Any) -> Backend | None:
         return cls(cluster) if cluster == "mpi" else None
