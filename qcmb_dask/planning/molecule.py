@@ -21,25 +21,37 @@ def check(molecule) -> None:
     """Every problem in a molecule dict that QCElemental would report obscurely, or not at all."""
     if not isinstance(molecule, dict):
         raise InvalidInput(f"molecule: expected an object with symbols, geometry and fragments, got {_kind(molecule)}.")
+    if "units" in molecule:
+        raise InvalidInput(
+            "molecule.units: a QCSchema molecule has no units field; its geometry is in Bohr. Convert the coordinates "
+            "(1 Angstrom = 1.8897 Bohr), or give the molecule as a string with 'units angstrom' and '--' between "
+            "fragments (Psi4's format)."
+        )
     symbols = _symbols(molecule)
     natoms = len(symbols)
     _check_geometry(molecule, symbols)
     _check_real(molecule, natoms)
     fragments = molecule.get("fragments")
-    if fragments is not None:
-        _check_fragments(fragments, symbols)
-        if len(fragments) < 2:
+    if fragments is None:
+        raise InvalidInput(
+            "molecule.fragments is missing: a many-body expansion needs the molecule split into fragments, a list "
+            "of atom-index lists (e.g. [[0, 1, 2], [3, 4, 5]] for two waters)."
+        )
+    _check_masses(molecule, natoms)
+    _check_fragments(fragments, symbols)
+    if len(fragments) < 2:
+        raise InvalidInput(
+            f"molecule.fragments has {len(fragments)} fragment(s); a many-body expansion needs at least two "
+            "fragments (e.g. [[0, 1, 2], [3, 4, 5]] for two waters)."
+        )
+    for field in ("fragment_charges", "fragment_multiplicities"):
+        values = molecule.get(field)
+        if values is not None and (not _is_list(values) or len(values) != len(fragments)):
             raise InvalidInput(
-                f"molecule.fragments has {len(fragments)} fragment(s); a many-body expansion needs at least two "
-                "fragments (e.g. [[0, 1, 2], [3, 4, 5]] for two waters)."
+                f"molecule.{field}: expected one value per fragment ({len(fragments)}), got {_shown(values)}; "
+                "use null for a value QCElemental should complete."
             )
-        for field in ("fragment_charges", "fragment_multiplicities"):
-            values = molecule.get(field)
-            if values is not None and (not _is_list(values) or len(values) != len(fragments)):
-                raise InvalidInput(
-                    f"molecule.{field}: expected one value per fragment ({len(fragments)}), got {_shown(values)}; "
-                    "use null for a value QCElemental should complete."
-                )
+    _check_multiplicity_values(molecule)
 
 
 def complete_charges(molecule: dict) -> dict:
@@ -52,21 +64,56 @@ def complete_charges(molecule: dict) -> dict:
     fragments = molecule.get("fragments") or []
     charges = _or_nones(molecule.get("fragment_charges"), len(fragments))
     multiplicities = _or_nones(molecule.get("fragment_multiplicities"), len(fragments))
-    if len(fragments) < 2 or (None not in charges and None not in multiplicities):
+    if len(fragments) < 2:
         return molecule
     electrons = _neutral_electrons(molecule)
+    fragment_electrons = [[electrons[i] for i in atoms] for atoms in fragments]
     try:
         filled = fill(
-            [[electrons[i] for i in atoms] for atoms in fragments],
+            fragment_electrons,
             molecule.get("molecular_charge"),
             charges,
             molecule.get("molecular_multiplicity"),
             multiplicities,
         )
     except ChargeMultiplicityError as err:
+        problems = _charge_problems(molecule, [sum(f) for f in fragment_electrons], charges, multiplicities)
+        if problems:
+            raise InvalidInput(
+                f"molecule: the charges and multiplicities do not fit together: {'; '.join(problems)}."
+            ) from err
         raise InvalidInput(f"molecule: {err}") from err
+    if None not in charges and None not in multiplicities:
+        return molecule  # all given, and consistent: QCElemental keeps them as they are
     _warn_about_choices(fragments, electrons, charges, multiplicities, filled)
     return {**molecule, **filled}
+
+
+def _charge_problems(molecule: dict, electrons: list[float], charges: list, multiplicities: list) -> list[str]:
+    """The given values that no completion can reconcile, named (empty where only the combination fails)."""
+    problems = []
+    for i, (charge, mult) in enumerate(zip(charges, multiplicities)):
+        if charge is None or mult is None or float(mult) != int(mult):
+            continue
+        left = electrons[i] - charge
+        if float(left) == int(left) and int(left) % 2 == int(mult) % 2:
+            problems.append(
+                f"fragment {i} (fragment_charges[{i}] = {charge:g}) has {left:g} electrons, "
+                f"{'an even' if int(left) % 2 == 0 else 'an odd'} number, which cannot have multiplicity {mult:g} "
+                f"(fragment_multiplicities[{i}]; {'1, 3, 5' if int(left) % 2 == 0 else '2, 4, 6'} ... can)"
+            )
+    total = molecule.get("molecular_charge")
+    if total is not None and None not in charges and abs(sum(charges) - total) > 1e-6:
+        problems.append(f"molecular_charge is {total:g} but fragment_charges add up to {sum(charges):g}")
+    total_mult = molecule.get("molecular_multiplicity")
+    if total is not None and total_mult is not None and float(total_mult) == int(total_mult):
+        left = sum(electrons) - total
+        if float(left) == int(left) and int(left) % 2 == int(total_mult) % 2:
+            problems.append(
+                f"the molecule (molecular_charge {total:g}) has {left:g} electrons, which cannot have "
+                f"molecular_multiplicity {total_mult:g}"
+            )
+    return problems
 
 
 def _warn_about_choices(fragments, electrons, charges, multiplicities, filled) -> None:
@@ -126,6 +173,26 @@ def _check_geometry(molecule: dict, symbols: Sequence[str]) -> None:
             raise InvalidInput(
                 f"molecule.geometry: atom {atom} ({symbols[atom]}) has {'xyz'[i % 3]} = {value!r}; every coordinate "
                 "must be a finite number (Bohr)."
+            )
+
+
+def _check_masses(molecule: dict, natoms: int) -> None:
+    for field in ("masses", "atomic_numbers", "mass_numbers", "atom_labels"):
+        values = molecule.get(field)
+        if values is not None and (not _is_list(values) or len(values) != natoms):
+            raise InvalidInput(f"molecule.{field}: expected one value per atom ({natoms}), got {_shown(values)}.")
+
+
+def _check_multiplicity_values(molecule: dict) -> None:
+    """A multiplicity is 2S + 1: a number of at least 1 (QCElemental accepts fractional ones)."""
+    named = [(f"fragment_multiplicities[{i}]", m) for i, m in enumerate(molecule.get("fragment_multiplicities") or [])]
+    named.append(("molecular_multiplicity", molecule.get("molecular_multiplicity")))
+    for name, value in named:
+        if value is None:
+            continue
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 1:
+            raise InvalidInput(
+                f"molecule.{name} = {value!r}: a multiplicity is 2S+1, at least 1 (1 singlet, 2 doublet, 3 triplet)."
             )
 
 

@@ -9,6 +9,7 @@ is installed, and can run the method and driver asked of it. Neither runs a QC c
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable
 
 from qcmb_dask.errors import InvalidInput
@@ -25,7 +26,7 @@ def input_errors():
     except InvalidInput:
         raise
     except MoleculeError as err:  # atoms on top of each other, impossible charge/multiplicity
-        raise InvalidInput(f"molecule: {err.message}") from err
+        raise InvalidInput(_molecule_problem(err.message)) from err
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors(include_url=False)
@@ -36,6 +37,24 @@ def input_errors():
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, StopIteration) as err:
         # What slips past the checks here, in the words of QCElemental or QCManyBody, but never a raw traceback.
         raise InvalidInput(f"{type(err).__name__} while reading it: {err}") from err
+
+
+_CLOSE_PAIR = re.compile(r"\((?:np\.int64\()?(\d+)\)?, (?:np\.int64\()?(\d+)\)?, (?:np\.float64\()?([-+\d.eE]+)\)?\)")
+
+
+def _molecule_problem(message: str) -> str:
+    """QCElemental's molecule message, in the input's terms where it has its own (atoms too close)."""
+    if "too close" in message:
+        pairs = _CLOSE_PAIR.findall(message)
+        if pairs:
+            first, second, distance = pairs[0]
+            more = f" (and {len(pairs) - 1} more pair(s))" if len(pairs) > 1 else ""
+            return (
+                f"molecule.geometry: atoms {first} and {second} are {float(distance):.3f} Bohr apart{more}, closer "
+                "than any bond. Coordinates are in Bohr: if they are in Angstrom, multiply by 1.8897 or give the "
+                "molecule as a string with 'units angstrom'."
+            )
+    return f"molecule: {message}"
 
 
 def check_specification_dict(spec) -> None:
