@@ -28,6 +28,9 @@ _PUBLIC = {
     "plan": "qcmb_dask.api",
     "timeline": "qcmb_dask.api",
     "ManyBodyComputer": "qcmb_dask.computer",
+    "load_result": "qcmb_dask.diagnostics.results",
+    "table": "qcmb_dask.diagnostics.results",
+    "manybody_input": "qcmb_dask.planning.inputs",
     "close": "qcmb_dask.clusters.shared",
     "FragmentError": "qcmb_dask.errors",
     "FragmentsFailed": "qcmb_dask.errors",
@@ -45,7 +48,12 @@ _PUBLIC = {
     "ResultStore": "qcmb_dask.store",
 }
 #: public modules reached as attributes (``qcmb_dask.plots.timeline(...)``)
-_MODULES = {"plots": "qcmb_dask.diagnostics.plots", "programs": "qcmb_dask.programs"}
+_MODULES = {
+    "plots": "qcmb_dask.diagnostics.plots",
+    "programs": "qcmb_dask.programs",
+    "v1": "qcmb_dask.v1",
+    "v2": "qcmb_dask.v2",
+}
 
 
 def __getattr__(name: str):

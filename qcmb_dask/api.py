@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qcmb_dask import programs, store
-from qcmb_dask.diagnostics import runlog
+from qcmb_dask.diagnostics import provenance, runlog
 from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
-from qcmb_dask.errors import FragmentsFailed
+from qcmb_dask.errors import FragmentsFailed, InvalidArgument
 from qcmb_dask.options import Options, check_harnesses, document
 from qcmb_dask.planning import cost_history, validate
 from qcmb_dask.planning.inputs import InputLike
@@ -96,7 +96,7 @@ def compute(
     from qcmb_dask import clusters
     from qcmb_dask.graph import build
 
-    began = time.perf_counter()
+    began, began_epoch = time.perf_counter(), time.time()
     options = Options.resolve(
         jobs=jobs,
         adapt=adapt,
@@ -136,8 +136,18 @@ def compute(
             runlog.remember(reporter.log)
             threads = session.resources.threads_per_task
             cost_history.record(store_root, cost_history.measured_ratios(the_plan.tasks, _records(reporter), threads))
-    finished = _finish(outcome, options.on_error, store_root, reporter)
-    if options.report is not None and not isinstance(finished, PartialResult):
+        where = session.describe()
+    record = provenance.run_record(
+        run_id=graph.run_id,
+        cluster=where,
+        stats=outcome.stats,
+        store_root=store_root,
+        began=began_epoch,
+        log=reporter.log,
+        level_labels=the_plan.level_labels,
+    )
+    finished = _finish(outcome, options.on_error, store_root, reporter, record)
+    if options.report is not None:
         from qcmb_dask.diagnostics import plots
 
         plots.report(finished, _records(reporter), str(options.report))
@@ -146,9 +156,20 @@ def compute(
     return finished
 
 
-def timeline() -> list:
-    """The fragments of the last ``compute`` in this process: one dict each with ``label``, ``nbody``, ``ok``,
-    ``from_store``, ``start`` and ``stop`` (epoch seconds) and ``worker``; for ``qcmb_dask.plots.timeline``."""
+def timeline(result: Any = None) -> list[dict[str, Any]]:
+    """The fragments of a run: one dict each with ``label``, ``nbody``, ``ok``, ``from_store``, ``start`` and
+    ``stop`` (epoch seconds) and ``worker``; for ``qcmb_dask.plots.timeline``.
+
+    ``result``: a result ``compute`` returned (a ManyBodyResult or PartialResult), one read back from JSON, or
+    the path of a saved one; without it, the last ``compute`` in this process.
+    """
+    if result is not None:
+        record = provenance.record_of(result)
+        if record is None:
+            raise InvalidArgument(
+                "this result has no qcmb_dask record (extras['qcmb_dask']): it was not made by qcmb_dask.compute."
+            )
+        return list(record.get("timeline", []))
     log = runlog.last()
     return list(log.records) if log is not None else []
 
@@ -157,14 +178,16 @@ def _records(reporter: Reporter) -> list:
     return list(reporter.log.records) if reporter.log is not None else []
 
 
-def _finish(outcome: Outcome, on_error: str, store_root, reporter: Reporter):
-    """Report where results came from; the result, a PartialResult, or FragmentsFailed."""
+def _finish(outcome: Outcome, on_error: str, store_root, reporter: Reporter, record: dict):
+    """Report where results came from; the result, a PartialResult (both with ``record`` in their extras), or
+    FragmentsFailed."""
     reporter.stats(outcome.stats, store_root)
     if not outcome.failures:
-        return outcome.result
+        return provenance.with_record(outcome.result, record)
     if on_error == "partial":
         highest = outcome.levels[max(outcome.levels)] if outcome.levels else None
-        partial = PartialResult(highest, outcome.levels, outcome.failures, outcome.stats)
+        extras = {provenance.EXTRAS_KEY: record}
+        partial = PartialResult(highest, outcome.levels, outcome.failures, outcome.stats, extras)
         reporter.say(
             f"qcmb_dask: {len(outcome.failures)} fragment(s) failed; returning the expansion through "
             f"{partial.nbody}-body (on_error='partial')"

@@ -1,6 +1,8 @@
 """``qcmb-dask``: the command line, a thin layer over the Python API.
 
     qcmb-dask run examples/water-trimer.json --out result.json --report report.html
+    qcmb-dask run cluster.xyz --method mp2 --basis cc-pvdz --bsse cp --max-nbody 3
+    qcmb-dask table result.json [--csv] | qcmb-dask report result.json --out report.html
     qcmb-dask run hexamer.json --cluster slurm --jobs 4 --cluster-option account=chem42
     qcmb-dask plan examples/water-trimer.json
     qcmb-dask programs
@@ -15,6 +17,7 @@ arguments, refused before anything was submitted; 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -36,6 +39,58 @@ def _cluster_options(pairs: tuple[str, ...]) -> dict | None:
     return options or None
 
 
+def _model_flags(command):
+    """Flags that make a whole input from a molecule file (``.xyz``, or a Psi4-style string in ``.psi4``)."""
+    flags = [
+        click.option("--method", help="Molecule files: the QC method (e.g. hf, mp2, b3lyp)."),
+        click.option("--basis", help="Molecule files: the basis set (e.g. 6-31g, cc-pvdz)."),
+        click.option("--program", default=None, help="Molecule files: the QC program (default pyscf)."),
+        click.option(
+            "--bsse", default=None, help="Molecule files: cp, nocp, vmfc or a comma-separated list (default cp)."
+        ),
+        click.option("--max-nbody", type=int, help="Molecule files: the highest n-body order (default: all)."),
+        click.option(
+            "--driver", type=click.Choice(["energy", "gradient", "hessian"]), help="Molecule files: default energy."
+        ),
+        click.option(
+            "--fragments",
+            default=None,
+            help=".xyz files: auto (one fragment per connected molecule, the default) or 0-based atom ranges, "
+            "e.g. 0-2,3-5,6-8.",
+        ),
+    ]
+    for flag in reversed(flags):
+        command = flag(command)
+    return command
+
+
+_MODEL_FLAGS = ("method", "basis", "program", "bsse", "max_nbody", "driver", "fragments")
+
+
+def _input(input_file: str, model: dict):
+    """INPUT as compute takes it: the file itself, or the input made from a molecule file and the model flags."""
+    from qcmb_dask.planning.inputs import is_molecule_file, manybody_input
+
+    given = {k: v for k, v in model.items() if v is not None}
+    if not is_molecule_file(Path(input_file)):
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise click.UsageError(
+                f"{flags}: only for molecule files (.xyz, .psi4); {input_file} is a whole input with its own "
+                "specification: change it there."
+            )
+        return input_file
+    missing = [f"--{k}" for k in ("method", "basis") if k not in given]
+    if missing:
+        raise click.UsageError(
+            f"{input_file} is a molecule: give the model chemistry with {' and '.join(missing)} "
+            "(e.g. --method hf --basis 6-31g)."
+        )
+    bsse = given.pop("bsse", "cp")
+    given["bsse_type"] = [b.strip() for b in bsse.split(",")] if "," in bsse else bsse
+    return manybody_input(input_file, **given)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qcmb_dask")
 def main():
@@ -44,6 +99,7 @@ def main():
 
 @main.command()
 @click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@_model_flags
 @click.option(
     "--cluster",
     default=None,
@@ -70,11 +126,18 @@ def main():
 )
 @click.option("--timeout-per-task", type=float, help=short_help("timeout_per_task"))
 @click.option("--quiet", "-q", is_flag=True, help="No progress, only the summary.")
-def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_task, memory_per_task, cache, no_cache,
-        out, report, on_error, timeout_per_task, quiet):  # fmt: skip
-    """Run the many-body expansion in INPUT (a ManyBodyInput as JSON or YAML)."""
+def run(input_file, method, basis, program, bsse, max_nbody, driver, fragments, cluster, jobs, adapt, cluster_option,
+        workers, threads_per_task, memory_per_task, cache, no_cache, out, report, on_error, timeout_per_task,
+        quiet):  # fmt: skip
+    """Run the many-body expansion in INPUT: a ManyBodyInput (JSON or YAML, geometry in Bohr), or a molecule file
+    (.xyz in Angstrom, or a Psi4-style string in a .psi4 file: '--' between fragments, 'units angstrom') with
+    --method and --basis.
+
+    \b
+    qcmb-dask run cluster.xyz --method mp2 --basis cc-pvdz --bsse cp --max-nbody 3
+    """
     import qcmb_dask
-    from qcmb_dask.diagnostics.plots import summary_rows
+    from qcmb_dask.diagnostics.results import table, text_table
     from qcmb_dask.options import check_output_path
     from qcmb_dask.worker.analysis import PartialResult
 
@@ -84,7 +147,8 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
         for path, option in ((out, "--out"), (report, "--report")):
             if path:  # a typo here must not cost the run: checked before anything is computed
                 check_output_path(path, option)
-        plan = qcmb_dask.plan(input_file, cache=False if no_cache else cache)
+        mbin = _input(input_file, dict(zip(_MODEL_FLAGS, (method, basis, program, bsse, max_nbody, driver, fragments))))
+        plan = qcmb_dask.plan(mbin, cache=False if no_cache else cache)
         if cluster == "mpi":  # every rank runs this command; only rank 1 (the client) speaks
             from qcmb_dask.clusters.mpi import is_client_rank
 
@@ -92,7 +156,7 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
         if not quiet:
             click.echo(str(plan) + "\n", err=True)
         result = qcmb_dask.compute(
-            input_file,
+            mbin,
             cluster,
             jobs=jobs,
             adapt=tuple(adapt) if adapt else None,
@@ -115,19 +179,22 @@ def run(input_file, cluster, jobs, adapt, cluster_option, workers, threads_per_t
     except (ValueError, FileNotFoundError) as e:  # InvalidInput is a ValueError
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(2)
-    if isinstance(result, PartialResult):
+    partial = isinstance(result, PartialResult)
+    if partial:
+        from qcmb_dask.errors import summary_lines
+
         click.echo(
             f"qcmb-dask: {len(result.failures)} fragment(s) failed; complete through {result.nbody}-body:", err=True
         )
-        from qcmb_dask.errors import summary_lines
-
         click.echo("\n".join(summary_lines(result.failures)), err=True)
-        sys.exit(1)
-    click.echo(_summary_table(summary_rows(result), result))
+    click.echo(text_table(table(result), None if partial else result.return_result))
     if out:
-        click.echo(f"ManyBodyResult written to {_write_result(out, result.model_dump_json(indent=1))}")
+        kind = "PartialResult" if partial else "ManyBodyResult"
+        click.echo(f"{kind} written to {_write_result(out, result.model_dump_json(indent=1))}")
     if report:
         click.echo(f"Report written to {report}")
+    if partial:
+        sys.exit(1)
 
 
 def _write_result(out: str, text: str) -> str:
@@ -146,25 +213,59 @@ def _write_result(out: str, text: str) -> str:
         return f.name
 
 
-def _summary_table(rows, result) -> str:
-    lines = [f"{'BSSE':<6}{'n-body':>7}{'IE (Eh)':>18}{'IE (kcal/mol)':>16}"]
-    lines += [f"{bt:<6}{n:>7}{eh:>18.10f}{kcal:>16.4f}" for bt, n, eh, kcal in rows]
-    if not rows:
-        lines.append(f"(no interaction energies; total {result.return_result})")
-    return "\n".join(lines)
+@main.command("table")
+@click.argument("result_file", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+@click.option("--csv", "as_csv", is_flag=True, help="Comma-separated, every column, for a spreadsheet.")
+def table_command(result_file, as_csv):
+    """The interaction energies of a saved result (run --out), per BSSE treatment and n-body level."""
+    from qcmb_dask.diagnostics.results import csv_table, load, table, text_table
+
+    result = _load_or_exit(load, result_file)
+    rows = table(result)
+    click.echo(csv_table(rows) if as_csv else text_table(rows, getattr(result, "return_result", None)), nl=not as_csv)
+
+
+@main.command("report")
+@click.argument("result_file", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out", default="report.html", show_default=True, type=click.Path(dir_okay=False))
+def report_command(result_file, out):
+    """An HTML report of a saved result: the table, the n-body convergence and, where kept, the timeline."""
+    from qcmb_dask.diagnostics import plots
+    from qcmb_dask.diagnostics.provenance import record_of
+    from qcmb_dask.diagnostics.results import load
+    from qcmb_dask.options import check_output_path
+
+    result = _load_or_exit(load, result_file)
+    try:
+        check_output_path(out, "--out")
+    except ValueError as e:
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(2)
+    plots.report(result, (record_of(result) or {}).get("timeline"), out)
+    click.echo(f"Report written to {out}")
+
+
+def _load_or_exit(load, path):
+    try:
+        return load(path)
+    except (ValueError, FileNotFoundError) as e:  # InvalidArgument, pydantic's ValidationError
+        click.echo(f"qcmb-dask: {path}: {e}", err=True)
+        sys.exit(2)
 
 
 @main.command()
 @click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@_model_flags
 @click.option(
     "--cache", type=click.Path(file_okay=False), help="Result store whose measured durations refine the estimates."
 )
-def plan(input_file, cache):
+def plan(input_file, method, basis, program, bsse, max_nbody, driver, fragments, cache):
     """What INPUT would run: calculations per model chemistry and n-body level, estimated cost. No QC."""
     import qcmb_dask
 
     try:
-        click.echo(str(qcmb_dask.plan(input_file, cache=cache)))
+        mbin = _input(input_file, dict(zip(_MODEL_FLAGS, (method, basis, program, bsse, max_nbody, driver, fragments))))
+        click.echo(str(qcmb_dask.plan(mbin, cache=cache)))
     except ValueError as e:
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(2)

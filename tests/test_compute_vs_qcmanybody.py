@@ -126,7 +126,7 @@ def test_cluster_results_none_by_default():
 
 def test_manybodycomputer_drop_in(references):
     data = ENERGY_CASES["cp"]
-    ours = qcmb_dask.ManyBodyComputer.from_manybodyinput(ManyBodyInput(**data), parallel=False, progress=False)
+    ours = qcmb_dask.ManyBodyComputer.from_manybodyinput(ManyBodyInput(**data), cluster="sync", progress=False)
     assert_same_result(ours, references("cp", data))
 
 

@@ -55,7 +55,7 @@ class AutoBackend(Backend):
         here, line = self.in_process(options)
         if here:
             resources = res.in_process(options.threads_per_task, options.memory_per_task)
-            yield SyncSession(resources, line)
+            yield SyncSession(resources, line, kind="in-process")
             return
         resources = self._resources(options)
         programs = self.programs
@@ -65,4 +65,4 @@ class AutoBackend(Backend):
                 f"qcmb_dask: on the embedded cluster ({resources.n_workers} worker(s), {where}; "
                 "kept for the next run, qcmb_dask.close() ends it)"
             )
-            yield DistributedSession(client, resources, line)
+            yield DistributedSession(client, resources, line, kind="embedded")

@@ -37,7 +37,7 @@ class GivenBackend(Backend):
             install_harnesses(client, harnesses)
             resources = workers_resources(client, options.threads_per_task, options.memory_per_task)
             where = f"qcmb_dask: on the cluster you gave (scheduler {client.scheduler.address})"
-            yield DistributedSession(client, resources, where)
+            yield DistributedSession(client, resources, where, kind="given")
 
 
 def _check_workers_have_nannies(client) -> None:

@@ -32,4 +32,5 @@ class InProcessBackend(Backend):
 
     def session(self, options: Options, harnesses: Sequence, ncalculations: int):
         resources = res.in_process(options.threads_per_task, options.memory_per_task)
-        return nothing_to_close(SyncSession(resources, "qcmb_dask: running in this process (cluster='sync')"))
+        where = "qcmb_dask: running in this process (cluster='sync')"
+        return nothing_to_close(SyncSession(resources, where, kind="sync"))

@@ -256,7 +256,8 @@ class JobqueueBackend(Backend):
             workers = settings.workers_per_job * (adapt[1] if adapt else self.jobs)
             resources = res.Resources(workers, settings.threads_per_task, settings.memory_per_task)
             amount = f"adapt {adapt[0]}-{adapt[1]} jobs" if adapt else f"{self.jobs} job(s)"
-            yield DistributedSession(client, resources, f"qcmb_dask: on {settings.system.upper()} jobs ({amount})")
+            where = f"qcmb_dask: on {settings.system.upper()} jobs ({amount})"
+            yield DistributedSession(client, resources, where, kind=settings.system)
 
 
 def preview_job_script(settings: BatchSettings) -> str:

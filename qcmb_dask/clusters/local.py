@@ -51,4 +51,4 @@ class LocalBackend(Backend):
         ):
             install_harnesses(client, harnesses)
             where = f"qcmb_dask: on an embedded cluster of its own ({resources.n_workers} worker(s), closed after)"
-            yield DistributedSession(client, resources, where)
+            yield DistributedSession(client, resources, where, kind="local")

@@ -104,4 +104,4 @@ class MpiBackend(Backend):
             install_harnesses(client, harnesses)
             resources = workers_resources(client, options.threads_per_task, options.memory_per_task)
             where = f"qcmb_dask: on the MPI ranks ({resources.n_workers} worker(s))"
-            yield DistributedSession(client, resources, where)
+            yield DistributedSession(client, resources, where, kind="mpi")

@@ -27,10 +27,15 @@ from qcmb_dask.worker.fragment import fragment_error, worker_lost_error
 class SyncSession:
     """Every fragment in this process, one at a time: the reference executor, and the one to debug with."""
 
-    def __init__(self, resources: res.Resources, where: str = ""):
+    def __init__(self, resources: res.Resources, where: str = "", kind: str = "sync"):
         self.resources = resources
         #: the line that says where the run goes
         self.where = where
+        #: what ``cluster=`` chose, for the result's record of how it was made
+        self.kind = kind
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "workers": 1, "where": self.where}
 
     def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
         from dask.callbacks import Callback
@@ -74,11 +79,25 @@ class DistributedSession:
     died on every try, or it timed out) does not cancel the others: they finish and are stored.
     """
 
-    def __init__(self, client, resources: res.Resources, where: str = ""):
+    def __init__(self, client, resources: res.Resources, where: str = "", kind: str = "given"):
         self.client = client
         self.resources = resources
         #: the line that says where the run goes
         self.where = where
+        #: what ``cluster=`` chose, for the result's record of how it was made
+        self.kind = kind
+
+    def describe(self) -> dict:
+        workers = {}
+        with contextlib.suppress(Exception):  # a scheduler already gone has no workers to count
+            workers = self.client.scheduler_info().get("workers", {})
+        return {
+            "kind": self.kind,
+            "workers": len(workers),
+            "threads": sum(w.get("nthreads", 0) for w in workers.values()),
+            "scheduler": _address(self.client),
+            "where": self.where,
+        }
 
     def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
         # Dask's helpers (as_completed, wait, the futures' own calls) use the current client: this one, even

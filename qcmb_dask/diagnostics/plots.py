@@ -13,27 +13,18 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
-
 #: one color per n-body level (Bokeh's Category10)
 LEVEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-BSSE_PREFIX = {"cp": "cp_corrected", "nocp": "nocp_corrected", "vmfc": "vmfc_corrected"}
 
 
 def convergence_data(result) -> dict[str, list[tuple]]:
-    """BSSE type -> [(n, interaction energy through n-body in kcal/mol)], from a ManyBodyResult's properties."""
-    props = result.properties.model_dump() if hasattr(result.properties, "model_dump") else dict(result.properties)
-    bsse_types = [getattr(b, "value", b) for b in result.input_data.specification.keywords.bsse_type]
-    series = {}
-    for bt in bsse_types:
-        prefix = f"{BSSE_PREFIX[bt]}_interaction_energy_through_"
-        points = sorted(
-            (int(key[len(prefix) :].split("_")[0]), value * hartree_to_kcal())
-            for key, value in props.items()
-            if key.startswith(prefix) and value is not None
-        )
-        if points:
-            series[bt] = points
+    """BSSE type -> [(n, interaction energy through n-body in kcal/mol)], from a ManyBodyResult or PartialResult."""
+    from qcmb_dask.diagnostics.results import table
+
+    series: dict[str, list[tuple]] = {}
+    for row in table(result):
+        if row["interaction_energy"] is not None:
+            series.setdefault(row["bsse"], []).append((row["nbody"], row["interaction_energy_kcal"]))
     return series
 
 
@@ -120,10 +111,13 @@ def report(result, records: Sequence[dict[str, Any]] | None, path: str, title: s
 
 def summary_rows(result) -> list[tuple]:
     """(BSSE type, n-body, IE in Eh, IE in kcal/mol) for every truncation in the result."""
-    rows = []
-    for bt, points in convergence_data(result).items():
-        rows.extend((bt.upper(), n, kcal / hartree_to_kcal(), kcal) for n, kcal in points)
-    return rows
+    from qcmb_dask.diagnostics.results import table
+
+    return [
+        (row["bsse"].upper(), row["nbody"], row["interaction_energy"], row["interaction_energy_kcal"])
+        for row in table(result)
+        if row["interaction_energy"] is not None
+    ]
 
 
 def summary_html(result) -> str:

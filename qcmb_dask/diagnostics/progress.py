@@ -108,6 +108,8 @@ class Reporter:
             self.say(f"qcmb_dask: many-body progress page at {link}")
 
     def level(self, level, bsse_types: Sequence[str]) -> None:
+        if self.log is not None:
+            self.log.level_reported[level.nbody] = time.time()
         if isinstance(level, LevelIncomplete):
             self.say(
                 f"qcmb_dask: the {level.nbody}-body level cannot be assembled: {len(level.failed)} of its "

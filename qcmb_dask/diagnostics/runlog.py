@@ -25,6 +25,8 @@ class RunLog:
         self.seen: set = set()
         #: one dict per finished fragment: label, nbody, ok, from_store, start, stop (epoch s), worker
         self.records: list[dict[str, Any]] = []
+        #: n-body level -> when its result reached this process (epoch s)
+        self.level_reported: dict[int, float] = {}
 
     @property
     def ndone(self) -> int:

@@ -11,6 +11,7 @@ from typing import Any, Union
 
 from qcmanybody.models.v2 import ManyBodyInput
 
+from qcmb_dask.errors import InvalidInput
 from qcmb_dask.qcmanybody_adapter import NormalizedInput
 
 InputLike = Union[ManyBodyInput, "qcmanybody.models.v1.ManyBodyInput", dict, str, Path]  # noqa: F821
@@ -21,13 +22,22 @@ def normalize(data: Any) -> NormalizedInput:
 
     v1 in gives v1 out; a v2 model, a dict or a file give v2.
     """
+    if isinstance(data, NormalizedInput):
+        return data
     if isinstance(data, ManyBodyInput):
         return NormalizedInput(data, 2)
     v1_model = _v1_input_class()
     if v1_model is not None and isinstance(data, v1_model):
         return NormalizedInput(data.convert_v(2), 1)
     if isinstance(data, (str, Path)):
-        data = read_input_file(Path(data))
+        path = Path(data)
+        if is_molecule_file(path):
+            raise InvalidInput(
+                f"{str(path)!r} holds a molecule only; a many-body input also needs a model chemistry: on the "
+                "command line give --method and --basis (qcmb-dask run cluster.xyz --method hf --basis 6-31g), in "
+                "Python build one with qcmb_dask.manybody_input(path, method=..., basis=...)."
+            )
+        data = read_input_file(path)
     if isinstance(data, dict):
         return NormalizedInput(ManyBodyInput(**_checked_and_completed(data)), 2)
     raise TypeError(
@@ -43,8 +53,83 @@ def _checked_and_completed(data: dict) -> dict:
 
     validate.check_specification_dict(data.get("specification"))
     molecule = data.get("molecule")
+    if isinstance(molecule, str):  # Psi4's format: '--' between fragments, 'units angstrom'
+        from qcmb_dask.planning.molecule_text import from_psi4_string
+
+        molecule = from_psi4_string(molecule)
     molecule_input.check(molecule)
     return {**data, "molecule": molecule_input.complete_charges(molecule)}
+
+
+#: file name endings read as a molecule (not a whole input): XYZ, and Psi4-style molecule strings
+XYZ_SUFFIXES = (".xyz",)
+MOLECULE_STRING_SUFFIXES = (".psi4", ".molstr", ".txt")
+
+
+def is_molecule_file(path: Path) -> bool:
+    return path.suffix.lower() in XYZ_SUFFIXES + MOLECULE_STRING_SUFFIXES
+
+
+def read_molecule(molecule, fragments: Any = "auto") -> dict:
+    """A molecule given any way -> a QCSchema molecule dict: a dict (as it is), a Psi4-style string, or the path
+    of an ``.xyz`` file (Angstrom; ``fragments``: "auto" or atom ranges) or of a Psi4-style string file."""
+    from qcmb_dask.planning.molecule_text import from_psi4_string, from_xyz
+
+    if isinstance(molecule, dict):
+        return molecule
+    if isinstance(molecule, Path) or (isinstance(molecule, str) and "\n" not in molecule):
+        path = Path(molecule)
+        if not path.is_file():
+            raise FileNotFoundError(f"molecule file {str(path)!r} does not exist.")
+        text = path.read_text()
+        if path.suffix.lower() in XYZ_SUFFIXES:
+            return from_xyz(text, fragments, where=str(path))
+        molecule = text
+    if fragments not in ("auto", None):
+        raise InvalidInput("fragments: a Psi4-style molecule string gives its fragments with '--' lines.")
+    return from_psi4_string(molecule)
+
+
+def manybody_input(
+    molecule,
+    *,
+    method: str,
+    basis: str,
+    program: str = "pyscf",
+    bsse_type: str | list[str] = "cp",
+    max_nbody: int | None = None,
+    driver: str = "energy",
+    keywords: dict | None = None,
+    fragments: Any = "auto",
+) -> dict:
+    """A ManyBodyInput dict (v2) from a molecule and one model chemistry: what ``qcmb-dask run cluster.xyz
+    --method ... --basis ...`` runs. ``molecule``: a Psi4-style string (``--`` between fragments), the path of an
+    ``.xyz`` file (fragments ``"auto"``: one per connected molecule, or ranges ``"0-2,3-5"``) or of a string
+    file, or a QCSchema molecule dict. ``max_nbody`` defaults to the number of fragments (QCManyBody's default).
+
+    Examples
+    --------
+    >>> mbin = qcmb_dask.manybody_input("cluster.xyz", method="mp2", basis="cc-pvdz", max_nbody=3)  # doctest: +SKIP
+    >>> result = qcmb_dask.compute(mbin)                                                            # doctest: +SKIP
+    """
+    mbe_keywords: dict[str, Any] = {"bsse_type": bsse_type}
+    if max_nbody is not None:
+        mbe_keywords["max_nbody"] = max_nbody
+    return {
+        "molecule": read_molecule(molecule, fragments),
+        "specification": {
+            "driver": driver,
+            "keywords": mbe_keywords,
+            "specification": {
+                "(auto)": {
+                    "program": program,
+                    "driver": driver,
+                    "model": {"method": method, "basis": basis},
+                    "keywords": dict(keywords or {}),
+                }
+            },
+        },
+    }
 
 
 #: Larger input files are refused unread: a many-body input of 10^5 atoms is about 10 MB of JSON.
@@ -55,7 +140,6 @@ MAX_YAML_NODES = 10_000_000
 
 def read_input_file(path: Path) -> dict:
     """Read a ManyBodyInput dict from a ``.json``, ``.yaml`` or ``.yml`` file, with errors that name the file."""
-    from qcmb_dask.errors import InvalidInput
 
     if not path.is_file():
         raise FileNotFoundError(f"Many-body input file {str(path)!r} does not exist.")
@@ -83,8 +167,6 @@ def _load_yaml(text: str):
     """``yaml.safe_load``, refusing documents whose aliases expand past :data:`MAX_YAML_NODES` nodes."""
     import yaml
 
-    from qcmb_dask.errors import InvalidInput
-
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -104,8 +186,6 @@ def _load_yaml(text: str):
 def _expanded_size(root) -> int:
     """How many nodes the document has once every alias is copied out (a shared node counts once per use)."""
     import yaml
-
-    from qcmb_dask.errors import InvalidInput
 
     sizes, open_nodes = {}, set()
     stack = [(root, False)]

@@ -139,8 +139,10 @@ def make_plan(data: InputLike, max_calculations: int | None = None) -> Plan:
         normalized = data if isinstance(data, NormalizedInput) else normalize(data)
         validate.check_fragmentation(normalized.model)
         computer = qcmb_computer(normalized)
-        specifications = atomic_specifications(computer)
-        validate.check_levels_are_specified(computer.levels, specifications)
+        given = atomic_specifications(computer)
+        validate.check_levels_are_specified(computer.levels, given)
+        # QCManyBody runs only the model chemistries the levels name; the others are neither checked nor run.
+        specifications = {mc: spec for mc, spec in given.items() if mc in set(computer.levels.values())}
         validate.check_duplicate_model_chemistries(specifications)
         _check_embedding_programs(computer, specifications)
     core: ManyBodyCore = computer.qcmb_core

@@ -68,17 +68,95 @@ class Outcome:
 
 @dataclass
 class PartialResult:
-    """``on_error="partial"``: the highest n-body truncation that could be assembled, and what failed."""
+    """``on_error="partial"``: the highest n-body truncation that could be assembled, and what failed.
+
+    It round-trips through JSON as the results do: ``PartialResult.model_validate_json(p.model_dump_json())``.
+    """
 
     #: the highest complete truncation; None when not even the 1-body level is complete
     level: LevelResult | None
     levels: dict[int, LevelResult]
     failures: list[FragmentError]
     stats: RunStats
+    #: ``{"qcmb_dask": ...}``: how the run was made, as in a ManyBodyResult's extras
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    #: tells a saved PartialResult from a saved ManyBodyResult
+    schema_name = "qcmb_dask_partial_result"
 
     @property
     def nbody(self) -> int:
         return self.level.nbody if self.level else 0
+
+    def model_dump(self) -> dict[str, Any]:
+        """Plain JSON types: levels, failures (every field of each), statistics and extras."""
+        return {
+            "schema_name": self.schema_name,
+            "nbody": self.nbody,
+            "levels": {str(n): _level_dict(level) for n, level in sorted(self.levels.items())},
+            "failures": [{name: getattr(f, name) for name in FAILURE_FIELDS} for f in self.failures],
+            "stats": {
+                "computed": self.stats.computed,
+                "from_store": self.stats.from_store,
+                "escalated": self.stats.escalated,
+                "store_errors": self.stats.store_errors,
+                "store_error_count": self.stats.store_error_count,
+            },
+            "extras": _plain(self.extras),
+        }
+
+    def model_dump_json(self, indent: int | None = None) -> str:
+        import json
+
+        return json.dumps(self.model_dump(), indent=indent)
+
+    @classmethod
+    def model_validate(cls, data: dict[str, Any]) -> PartialResult:
+        if data.get("schema_name") != cls.schema_name:
+            raise ValueError(f"not a saved PartialResult (schema_name {data.get('schema_name')!r})")
+        levels = {int(n): LevelResult(**_arrays(level)) for n, level in data["levels"].items()}
+        failures = [FragmentError(**{name: f.get(name) for name in FAILURE_FIELDS}) for f in data["failures"]]
+        highest = levels[max(levels)] if levels else None
+        return cls(highest, levels, failures, RunStats(**data["stats"]), dict(data.get("extras") or {}))
+
+    @classmethod
+    def model_validate_json(cls, text: str) -> PartialResult:
+        import json
+
+        return cls.model_validate(json.loads(text))
+
+
+#: the fields of a FragmentError, in its constructor's order
+FAILURE_FIELDS = ("label", "nbody", "program", "method", "basis", "error_type", "message", "record")
+
+
+def _level_dict(level: LevelResult) -> dict[str, Any]:
+    return {
+        "nbody": level.nbody,
+        "ncalculations": level.ncalculations,
+        "properties": _plain(level.properties),
+        "energy_body_dict": _plain(level.energy_body_dict),
+        "return_energy": float(level.return_energy),
+    }
+
+
+def _plain(value):
+    """Numpy arrays and scalars as lists and floats, through dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _arrays(level: dict[str, Any]) -> dict[str, Any]:
+    """A level dict read back: gradients and Hessians (lists) as numpy arrays again, as the analysis made them."""
+    import numpy as np
+
+    properties = {k: np.asarray(v) if isinstance(v, list) else v for k, v in level["properties"].items()}
+    return {**level, "properties": properties}
 
 
 def summarize(outputs: Iterable[FragmentOutput | FragmentFailure]) -> tuple:
