@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from qcmb_dask import programs, store
 from qcmb_dask.diagnostics import provenance, runlog
@@ -19,6 +19,15 @@ from qcmb_dask.planning.inputs import InputLike
 from qcmb_dask.planning.plan import Plan, make_plan
 from qcmb_dask.worker.analysis import Outcome, PartialResult
 from qcmb_dask.worker.fragment import RunPolicy
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+    from qcmanybody.models.v1 import ManyBodyResult as ManyBodyResultV1
+    from qcmanybody.models.v2 import ManyBodyResult
+
+#: what ``compute`` returns: QCManyBody's result (of the input's schema version), or the levels that could be
+#: assembled with ``on_error="partial"``
+Result = Union["ManyBodyResult", "ManyBodyResultV1", PartialResult]  # noqa: UP007  (a runtime alias, read on 3.10)
 
 
 @document(
@@ -57,7 +66,7 @@ def compute(
     callback: Callable[[str, int, int, int], None] | None = None,
     report: str | None = None,
     ordering: str | None = None,
-):
+) -> Result:
     """Run a many-body expansion as a Dask task graph and return QCManyBody's ManyBodyResult.
 
     Parameters
@@ -226,7 +235,7 @@ def build_graph(
     threads_per_task: int | None = None,
     memory_per_task: float | None = None,
     ordering: str | None = None,
-):
+) -> Delayed:
     """The expansion as a Dask ``Delayed``: ``.compute()`` returns the ManyBodyResult, ``.visualize()`` draws it.
 
     The graph holds the parent-molecule node, one node per fragment calculation, one node per n-body

@@ -15,7 +15,10 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qcmb_dask.api import Result
 
 from qcmb_dask.errors import InvalidArgument
 
@@ -44,7 +47,7 @@ class _Computer:
         cluster: Any = None,
         executor_config: Mapping | Any | None = None,
         **compute_options,
-    ):
+    ) -> Result | Any:
         """Run ``input_model`` as QCManyBody would, its fragments as a Dask graph; return its ManyBodyResult.
 
         ``build_tasks=False`` runs nothing and returns QCManyBody's own computer, as QCManyBody does.

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas
+
+    from qcmb_dask.api import Result
 
 from qcmb_dask.errors import InvalidArgument
 from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
@@ -28,7 +33,7 @@ COLUMNS = (
 )
 
 
-def load(path: str | Path):
+def load(path: str | Path) -> Result:
     """A result saved as JSON (``qcmb-dask run --out``, ``result.model_dump_json()``): a ``ManyBodyResult`` of
     the schema version it was saved with, or a :class:`~qcmb_dask.PartialResult`."""
     path = Path(path)
@@ -41,7 +46,7 @@ def load(path: str | Path):
     return from_dict(data, str(path))
 
 
-def from_dict(data: Any, where: str = "the result"):
+def from_dict(data: Any, where: str = "the result") -> Result:
     from qcmb_dask.worker.analysis import PartialResult
 
     if not isinstance(data, dict):
@@ -84,7 +89,7 @@ def bsse_types_of(result) -> list[str]:
     return [getattr(b, "value", b) for b in result.input_data.specification.keywords.bsse_type]
 
 
-def table(result, as_frame: bool = False):
+def table(result: Result | str | Path, as_frame: bool = False) -> list[dict[str, Any]] | pandas.DataFrame:
     """One row per BSSE treatment and n-body level: the interaction energy through that level (Eh and kcal/mol),
     that level's contribution, and the total energy through it (Eh). Missing values are None.
 

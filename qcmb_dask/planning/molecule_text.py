@@ -34,7 +34,7 @@ def from_psi4_string(text: str) -> dict:
         ...
     """
     import qcelemental as qcel
-    from qcelemental.exceptions import MoleculeFormatError, ValidationError
+    from qcelemental.exceptions import MoleculeFormatError, NotAnElementError, ValidationError
 
     lines = text.splitlines()
     global_lines = [line for line in lines if _GLOBAL_LINE.match(line)]
@@ -55,7 +55,7 @@ def from_psi4_string(text: str) -> dict:
             raise InvalidInput(f"molecule: fragment {k} (block {k + 1} between '--' lines) has no atoms.")
         try:
             record, parsed = qcel.molparse.from_string("\n".join(global_lines + block), return_processed=True)
-        except (MoleculeFormatError, ValidationError) as err:
+        except (MoleculeFormatError, ValidationError, NotAnElementError) as err:
             raise InvalidInput(f"molecule: fragment {k} (block {k + 1} between '--' lines): {err.message}") from err
         qm = record["qm"]
         start = len(symbols)
