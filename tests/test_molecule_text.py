@@ -139,3 +139,18 @@ def test_a_molecule_file_given_as_a_whole_input_says_what_it_lacks(tmp_path):
         qcmb_dask.plan(str(xyz))
     mbin = qcmb_dask.manybody_input(str(xyz), method="hf", basis="sto-3g", bsse_type=["nocp"])
     assert len(qcmb_dask.plan(mbin)) == 3
+
+
+@pytest.mark.slow
+def test_the_angstrom_examples_compute_the_bohr_examples_answer():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    reference = qcmb_dask.compute(str(examples / "water-trimer.json"), "sync", progress=False)
+    for name in ("water-trimer.psi4", "water-trimer.xyz"):
+        mbin = qcmb_dask.manybody_input(str(examples / name), method="hf", basis="6-31g", bsse_type=["cp", "nocp"])
+        ours = qcmb_dask.compute(mbin, "sync", progress=False)
+        assert ours.properties.cp_corrected_interaction_energy == pytest.approx(
+            reference.properties.cp_corrected_interaction_energy, abs=1e-9
+        )
+        assert ours.return_result == pytest.approx(reference.return_result, abs=1e-9)
