@@ -5,6 +5,7 @@ Orchestration only: options -> backend -> plan -> session -> finish. Each step's
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Union
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Union
 from qcmb_dask import programs, store
 from qcmb_dask.diagnostics import provenance, runlog
 from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
-from qcmb_dask.errors import FragmentsFailed, InvalidArgument
+from qcmb_dask.errors import FragmentsFailed, InvalidArgument, summary_lines
+from qcmb_dask.interrupts import as_interrupts
 from qcmb_dask.options import Options, check_harnesses, document
 from qcmb_dask.planning import cost_history, validate
 from qcmb_dask.planning.inputs import InputLike
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from dask.delayed import Delayed
     from qcmanybody.models.v1 import ManyBodyResult as ManyBodyResultV1
     from qcmanybody.models.v2 import ManyBodyResult
+
+logger = logging.getLogger("qcmb_dask")
 
 #: what ``compute`` returns: QCManyBody's result (of the input's schema version), or the levels that could be
 #: assembled with ``on_error="partial"``
@@ -136,7 +140,9 @@ def compute(
     backend.consider(the_plan.total_cost(), sorted({t.program.lower() for t in the_plan}), store_root)
     policy = RunPolicy(str(store_root) if store_root else None, options.timeout_per_task, options.escalate)
     reporter = Reporter(options.progress, callback=callback)
-    with backend.session(options, harnesses, len(the_plan)) as session:
+    logger.info("%s", the_plan)  # a batch job's log shows what the run is, as the terminal's plan table does
+    backend.announce = reporter.say
+    with as_interrupts(), backend.session(options, harnesses, len(the_plan)) as session:
         task_config = session.resources.task_config(retries=options.retries)
         graph = build(the_plan, task_config=task_config, policy=policy, ordering=options.ordering)
         try:
@@ -199,7 +205,7 @@ def _finish(outcome: Outcome, on_error: str, store_root, reporter: Reporter, rec
         partial = PartialResult(highest, outcome.levels, outcome.failures, outcome.stats, extras)
         reporter.say(
             f"qcmb_dask: {len(outcome.failures)} fragment(s) failed; returning the expansion through "
-            f"{partial.nbody}-body (on_error='partial')"
+            f"{partial.nbody}-body (on_error='partial'):\n" + "\n".join(summary_lines(outcome.failures))
         )
         return partial
     raise FragmentsFailed(

@@ -11,7 +11,9 @@
     qcmb-dask cache info | qcmb-dask cache clear
 
 Exit status: 0 done; 1 the run failed (fragments failed, workers never arrived); 2 bad input or
-arguments, refused before anything was submitted; 130 interrupted (Ctrl-C).
+arguments, refused before anything was submitted; 130 interrupted (Ctrl-C); 143 SIGTERM (scancel, a
+walltime), 129 SIGHUP (a closed login session): in each case batch jobs are cancelled and finished
+fragments stay in the store.
 """
 
 from __future__ import annotations
@@ -170,9 +172,16 @@ def run(input_file, method, basis, program, bsse, max_nbody, driver, fragments, 
             progress=not quiet,
             report=report,
         )
-    except KeyboardInterrupt:
-        click.echo("\nqcmb-dask: interrupted. Finished fragments are in the result store: rerun to resume.", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        from qcmb_dask.errors import Terminated
+
+        what = f"{interrupt.signal_name} received" if isinstance(interrupt, Terminated) else "interrupted"
+        click.echo(
+            f"\nqcmb-dask: {what}: nothing more is computed, and batch jobs are cancelled. Finished fragments are "
+            "in the result store: run the same command again to compute only what is missing.",
+            err=True,
+        )
+        sys.exit(interrupt.exit_status if isinstance(interrupt, Terminated) else 130)
     except (qcmb_dask.FragmentsFailed, qcmb_dask.WorkersNeverArrived, qcmb_dask.SchedulerLost) as e:
         click.echo(f"qcmb-dask: the run failed.\n{e}", err=True)
         sys.exit(1)

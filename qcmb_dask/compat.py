@@ -6,10 +6,12 @@ one against the installed versions and fails loudly, naming the function, when a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,3 +155,23 @@ def mark_job_failed(job) -> None:
     from distributed.core import Status
 
     job.status = Status.failed
+
+
+def submitted_job_ids(cluster) -> dict:
+    """job name -> the batch system's job id, for the jobs a jobqueue cluster has submitted (``SpecCluster.workers``
+    holds dask-jobqueue's Job objects; ``job_id`` is set once the submission command answered)."""
+    ids = {}
+    for name, job in list(cluster.workers.items()):
+        job_id = getattr(job, "job_id", None)
+        if job_id:
+            ids[name] = str(job_id)
+    return ids
+
+
+@contextlib.contextmanager
+def renamed_keys_translated() -> Iterator[None]:
+    """dask-jobqueue reads its old key names (``job-extra``, ``env-extra``, ...) from the Dask config itself and
+    warns, even where the new name is given: qcmb_dask translated them already, with its own warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".* has been renamed to .*", category=FutureWarning)
+        yield

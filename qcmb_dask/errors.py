@@ -180,6 +180,11 @@ class InputWarning(UserWarning):
     """The input runs, and gives QCManyBody's answer, but something in it may not be what the user meant."""
 
 
+class SettingWarning(UserWarning):
+    """A batch setting from a profile, the Dask config or cluster_options was changed or read differently; the
+    warning says what was used instead."""
+
+
 class StoreWarning(UserWarning):
     """The store could not be read or written; the run goes on and its answer is unaffected."""
 
@@ -216,3 +221,21 @@ class WorkersNeverArrived(RuntimeError):
 
 class JobsRefused(WorkersNeverArrived):
     """The batch system refused the job (``sbatch``/``qsub`` failed): its message and the job script."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the process running ``compute`` (``scancel`` of a driver job, its walltime, a
+    closed login session). It takes the Ctrl-C path: what is queued is cancelled, batch jobs too, finished
+    fragments stay in the store; a rerun computes only what is missing. ``qcmb-dask`` exits with 128 + the
+    signal's number (143 for SIGTERM, 129 for SIGHUP)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"{self.signal_name} received")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum

@@ -1,11 +1,15 @@
 """Batch-cluster settings without a batch system: layers, job shape, walltime -> lifetime, job scripts,
 and bad arguments refused before anything is submitted."""
 
+import contextlib
+
 import dask
 import pytest
 
 import qcmb_dask
+from qcmb_dask import compat
 from qcmb_dask.clusters import jobqueue_settings as bs
+from qcmb_dask.errors import SettingWarning
 
 from .conftest import mbe_input
 
@@ -52,14 +56,79 @@ def test_bad_profiles_and_settings_are_refused_with_the_reason(tmp_path):
         bs.resolve("slurm", {"partition": "compute"})
     with pytest.raises(ValueError, match="did you mean job_extra_directives"):
         bs.resolve("slurm", {"job-extras": []})
-    with pytest.raises(ValueError, match="renamed by dask-jobqueue; use 'worker_extra_args'"):
-        bs.resolve("slurm", {"extra": ["--resources", "GPU=1"]})
-    with pytest.raises(ValueError, match="'processes' is not set by hand"):
-        bs.resolve("slurm", {"processes": 4})
-    with pytest.raises(ValueError, match="must divide the job's 8 cores"):
-        bs.resolve("slurm", threads_per_task=3)
     with pytest.raises(ValueError, match="does not fit"):
         bs.resolve("slurm", {"memory": "8GiB"}, memory_per_task=4)
+
+
+def test_what_qcmb_dask_owns_is_overridden_with_a_warning_and_old_names_translated():
+    with pytest.warns(SettingWarning, match=r"processes=4 from cluster_options is not used.*runs 8 worker"):
+        assert bs.resolve("slurm", {"processes": 4}).kwargs["processes"] == 8
+    with pytest.warns(SettingWarning, match=r"does not divide the job's 8 cores.*2 worker\(s\) per job, 2 core"):
+        assert bs.resolve("slurm", threads_per_task=3).workers_per_job == 2
+    with pytest.warns(SettingWarning, match=r"more than the job's 8 cores \(.*\): each fragment gets 8"):
+        assert bs.resolve("slurm", threads_per_task=16).threads_per_task == 8
+    with pytest.warns(SettingWarning, match="'extra' is dask-jobqueue's old name for 'worker_extra_args'"):
+        settings = bs.resolve("slurm", {"extra": ["--resources", "GPU=1"], "job-extra": ["--qos=debug"]})
+    assert settings.kwargs["worker_extra_args"][:2] == ["--resources", "GPU=1"]
+    assert settings.kwargs["job_extra_directives"] == ["--qos=debug"]
+
+
+@contextlib.contextmanager
+def site_config(tmp_path, monkeypatch, text: str, name: str = "site.yaml"):
+    """A site's Dask config as sites install it: a YAML file in a directory on Dask's search path (what
+    DASK_CONFIG=<dir> or /etc/dask give), and its values in the config as Dask loads them at import."""
+    import yaml
+
+    directory = tmp_path / "etc-dask"
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_text(text)
+    monkeypatch.setattr(dask.config, "paths", [*dask.config.paths, str(directory)])
+    compat.import_jobqueue()  # its defaults first, as at a site: leaving the context restores them
+    sections = yaml.safe_load(text)["jobqueue"]  # set key by key: dask.config.set of a dict replaces the subtree
+    with dask.config.set({f"jobqueue.{system}.{k}": v for system, keys in sections.items() for k, v in keys.items()}):
+        yield directory / name
+
+
+def test_the_sites_dask_config_wins_over_the_profile_whatever_its_values(tmp_path, monkeypatch):
+    text = (
+        "jobqueue:\n  slurm:\n    walltime: '00:30:00'\n    queue: debug\n    processes: 1\n"
+        "    job-extra: ['--comment=site']\n"
+    )
+    with site_config(tmp_path, monkeypatch, text) as path, pytest.warns(SettingWarning) as seen:
+        settings = bs.resolve("slurm")
+        script = qcmb_dask.job_script("slurm")
+    assert {str(w.message).split(":")[0] for w in seen} >= {f"dask config {path}"}
+    # 00:30:00 is dask-jobqueue's own default, and the site's: the site wins over the shipped profile's 01:00:00
+    assert settings.kwargs["walltime"] == "00:30:00" and settings.walltime_s == 1800
+    assert settings.kwargs["queue"] == "debug"
+    assert settings.kwargs["job_extra_directives"] == ["--comment=site"]
+    assert settings.kwargs["processes"] == 8  # overridden, with the warning
+    assert settings.sources["walltime"] == f"dask config {path}"
+    assert settings.sources["cores"].startswith("profile ")
+    assert "#SBATCH -t 00:30:00" in script and "#SBATCH -p debug" in script
+    assert f"walltime = '00:30:00'  (dask config {path})" in script
+
+
+def test_an_environment_variable_equal_to_the_default_is_still_the_users(monkeypatch):
+    monkeypatch.setenv("DASK_JOBQUEUE__SLURM__WALLTIME", "00:30:00")
+    settings = bs.resolve("slurm")
+    assert settings.kwargs["walltime"] == "00:30:00"
+    assert settings.sources["walltime"] == "environment (DASK_JOBQUEUE__...)"
+    with dask.config.set({"qcmb_dask.jobqueue.slurm.walltime": "02:00:00"}):
+        assert bs.resolve("slurm").kwargs["walltime"] == "02:00:00"  # qcmb_dask's own section is later
+        assert bs.resolve("slurm", {"walltime": "00:05:00"}).kwargs["walltime"] == "00:05:00"  # the call, last
+
+
+def test_scratch_settings_reach_qcengines_task_config():
+    settings = bs.resolve("slurm", {"scratch_directory": "/local/scratch", "scratch-messy": True})
+    assert settings.task_config == {"scratch_directory": "/local/scratch", "scratch_messy": True}
+    assert "scratch_directory" not in settings.kwargs  # not a dask-jobqueue setting
+    from qcmb_dask.clusters.resources import Resources
+
+    config = Resources(8, 1, 4.0, settings.task_config).task_config(retries=2)
+    assert config["scratch_directory"] == "/local/scratch" and config["scratch_messy"] is True
+    with dask.config.set({"qcmb_dask.scratch-directory": "/tmp/qc"}):
+        assert Resources(1, 1, None).task_config()["scratch_directory"] == "/tmp/qc"
 
 
 def test_a_job_is_cut_into_one_fragment_workers_that_share_its_memory():

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -47,6 +48,9 @@ class Backend(abc.ABC):
     estimate: float | None = None
     programs: tuple = ()
     store_root: Any = None
+
+    #: how the backend tells the user what it waits for (a queued job, its reason); compute sets its reporter's
+    announce: Callable[[str], None] = staticmethod(logging.getLogger("qcmb_dask").info)
 
     def prepare(self) -> None:
         """Before planning: where fragments may run in this process, QCEngine describes the machine meanwhile."""

@@ -3,9 +3,11 @@
 - Jobs that end (walltime reached, ``scancel``, node lost) are replaced while work remains. dask-jobqueue
   does not do this by itself: a job that ended stays in the cluster's plan, so neither ``scale`` nor
   ``adapt`` sees a missing job (dask/dask-jobqueue#691). :class:`JobKeeper` forgets ended jobs.
-- No worker within ``qcmb_dask.batch.worker-timeout`` seconds (queue held, job script broken, workers
-  that cannot reach the scheduler): :class:`WorkersNeverArrived` with the job script, the queue's view and
-  the job logs, instead of a run that waits forever.
+- Jobs waiting in the queue are waited for, however long, with the queue's reason said every
+  ``qcmb_dask.batch.queue-report-interval`` seconds; a job that ran and ended (or ran for
+  ``batch.connect-timeout`` seconds) without a worker, a refused submission, or a ``batch.worker-timeout`` the
+  user set ends the wait: :class:`WorkersNeverArrived` or :class:`JobsRefused` with the job script, the
+  queue's view and the job logs.
 - The cluster is closed and its jobs cancelled when compute returns, raises or is interrupted (Ctrl-C).
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 import dask
 
 from qcmb_dask import compat
+from qcmb_dask.clusters import queue_state
 from qcmb_dask.clusters import resources as res
 from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings
 from qcmb_dask.clusters.jobqueue_settings import BatchSettings, is_batch, jobs_for
@@ -31,6 +34,7 @@ from qcmb_dask.clusters.jobqueue_settings import resolve as resolve_settings
 from qcmb_dask.clusters.session import DistributedSession
 from qcmb_dask.errors import InvalidArgument, JobsRefused, WorkersNeverArrived
 from qcmb_dask.options import Options, setting
+from qcmb_dask.planning.cost import duration
 
 #: the command that shows each system's queue, for the error when no worker arrives
 QUEUE_COMMANDS = {
@@ -45,19 +49,30 @@ QUEUE_COMMANDS = {
 
 
 class JobKeeper:
-    """Keeps ``jobs`` jobs (or lets ``adapt`` decide) by forgetting jobs whose workers all left.
+    """Keeps ``jobs`` jobs (or lets ``adapt`` decide) by forgetting jobs that ended.
 
-    Runs on the cluster's event loop, so it never races the cluster's own bookkeeping. A job counts as
-    ended once its workers had connected and none is connected any more.
+    Runs on the cluster's event loop, so it never races the cluster's own bookkeeping. A job whose workers had
+    connected and none is connected any more is either ended or restarting a worker (its nanny restarts one after
+    ``timeout_per_task`` or a crash, in seconds): the batch system is asked which (off the event loop). A job it
+    still lists as running is kept, unless it stays without a worker for ``batch.connect-timeout`` seconds; where
+    the system's state is not read here, a job is ended after ``RESTART_GRACE_S`` seconds without a worker.
     """
 
-    def __init__(self, cluster, jobs: int | None, interval_s: float = 1.0):
+    #: seconds a job may go without a worker, where the batch system cannot be asked, before it counts as ended
+    RESTART_GRACE_S = 60.0
+
+    def __init__(self, cluster, jobs: int | None, system: str, interval_s: float = 1.0):
         from tornado.ioloop import PeriodicCallback
 
         self.cluster = cluster
         self.jobs = jobs
+        self.system = system
         self.seen: set = set()
+        #: job name -> when it was first seen without a connected worker (monotonic seconds)
+        self.silent_since: dict = {}
         self.replaced = 0
+        self._asking = False
+        self._limit = float(setting("batch.connect-timeout"))
         self._callback = PeriodicCallback(self._tick, interval_s * 1000)
 
     def start(self) -> None:
@@ -80,15 +95,46 @@ class JobKeeper:
         live = {self._job_of(w.get("name"), jobs_by_name) for w in cluster.scheduler_info.get("workers", {}).values()}
         live.discard(None)
         self.seen |= live
-        ended = [name for name in self.seen - live if name in jobs_by_name.values()]
+        silent = [name for name in self.seen - live if name in jobs_by_name.values()]
+        now = time.monotonic()
+        self.silent_since = {name: self.silent_since.get(name, now) for name in silent}  # a worker back: forgiven
+        if silent and not self._asking:
+            self._asking = True
+            asyncio.ensure_future(self._decide())
+
+    async def _decide(self) -> None:
+        try:
+            names = list(self.silent_since)
+            ids = compat.submitted_job_ids(self.cluster)
+            asked = [ids[name] for name in names if name in ids]
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(None, queue_state.states, self.system, asked)
+            now = time.monotonic()
+            ended = []
+            for name in names:
+                if name not in self.silent_since:
+                    continue  # its worker came back while the batch system was asked
+                waited = now - self.silent_since[name]
+                if found is not None and name in ids:
+                    state = found.get(ids[name])
+                    if state is None or not state.alive or waited > self._limit:
+                        ended.append(name)
+                elif waited > self.RESTART_GRACE_S:
+                    ended.append(name)
+            self._end(ended)
+        finally:
+            self._asking = False
+
+    def _end(self, ended: list) -> None:
         for name in ended:
             self.seen.discard(name)
-            job = compat.forget_job(cluster, name)
+            self.silent_since.pop(name, None)
+            job = compat.forget_job(self.cluster, name)
             if job is not None:  # cancel the job in case its process outlives its workers
                 asyncio.ensure_future(job.close())
             self.replaced += 1
         if ended and self.jobs is not None:
-            cluster.scale(jobs=self.jobs)
+            self.cluster.scale(jobs=self.jobs)
 
 
 @contextlib.contextmanager
@@ -98,16 +144,16 @@ def batch_client(
     jobs: int | None,
     adapt: tuple[int, int] | None,
     scheduler_settings: dict,
-    worker_timeout: float,
+    announce,
 ) -> Iterator:
     """Start the cluster, submit the jobs, wait for a first worker; close it all on the way out."""
     from distributed import Client
 
     refusals: list[str] = []
     job_class = _recording_refusals(settings.cluster_class.job_cls, refusals)
-    with dask.config.set(scheduler_settings):  # the scheduler runs here; it reads these when it starts
+    with dask.config.set(scheduler_settings), compat.renamed_keys_translated():  # the scheduler reads these now
         cluster = settings.cluster_class(job_cls=job_class, **settings.kwargs)
-    keeper = JobKeeper(cluster, None if adapt else jobs)
+    keeper = JobKeeper(cluster, None if adapt else jobs, settings.system)
     try:
         with Client(cluster) as client:
             if adapt:
@@ -115,7 +161,7 @@ def batch_client(
             else:
                 cluster.scale(jobs=jobs)
             keeper.start()
-            _wait_for_first_worker(client, cluster, settings, worker_timeout, refusals)
+            _wait_for_first_worker(client, cluster, settings, refusals, announce)
             yield client
     finally:
         keeper.stop()
@@ -140,11 +186,22 @@ def _recording_refusals(job_class, refusals: list[str]):
     return RecordingRefusals
 
 
-def _wait_for_first_worker(client, cluster, settings: BatchSettings, timeout: float, refusals: list[str]) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_for_first_worker(client, cluster, settings: BatchSettings, refusals: list[str], announce) -> None:
+    """Wait while the jobs wait in the queue, saying why every ``batch.queue-report-interval`` seconds.
+
+    Gives up only on a refusal (:class:`JobsRefused`), on a job that ran and ended, or ran for
+    ``batch.connect-timeout`` seconds, without a worker connecting (the job script fails, or the workers cannot
+    reach this scheduler), or after ``batch.worker-timeout`` seconds if the user set one
+    (:class:`WorkersNeverArrived`). Jobs that merely wait keep their place in the queue.
+    """
+    began = time.monotonic()
+    limit = setting("batch.worker-timeout")
+    connect_limit = float(setting("batch.connect-timeout"))
+    every = float(setting("batch.queue-report-interval"))
+    last_report, running_since = began, {}
     while True:
         try:
-            client.wait_for_workers(1, timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+            client.wait_for_workers(1, timeout=1.0)
             return
         except TimeoutError:
             pass
@@ -155,25 +212,56 @@ def _wait_for_first_worker(client, cluster, settings: BatchSettings, timeout: fl
                 "cluster_options or the profile, and check the result with qcmb_dask.job_script() before running "
                 f"again.\nJob script:\n{cluster.job_script()}"
             )
-        if time.monotonic() >= deadline:
-            raise WorkersNeverArrived(diagnose(cluster, settings, timeout))
+        now = time.monotonic()
+        ids = list(compat.submitted_job_ids(cluster).values())
+        found = queue_state.states(settings.system, ids)
+        if found is not None:
+            for job_id in ids:
+                if job_id in found and found[job_id].state == "RUNNING":
+                    running_since.setdefault(job_id, now)
+            ended = [j for j in ids if j in running_since and (j not in found or not found[j].alive)]
+            ended += [j for j in ids if j in found and not found[j].alive and j not in ended]
+            if ended:
+                raise WorkersNeverArrived(
+                    diagnose(cluster, settings, now - began, f"job {ended[0]} ended without a worker connecting")
+                )
+            stuck = [j for j, since in running_since.items() if now - since > connect_limit and j in found]
+            if stuck:
+                raise WorkersNeverArrived(
+                    diagnose(
+                        cluster,
+                        settings,
+                        now - began,
+                        f"job {stuck[0]} has run for {connect_limit:.0f} s (batch.connect-timeout) without a worker "
+                        "connecting",
+                    )
+                )
+        if limit is not None and now - began >= float(limit):
+            raise WorkersNeverArrived(
+                diagnose(cluster, settings, now - began, f"the limit batch.worker-timeout={limit} s was reached")
+            )
+        if now - last_report >= every:
+            last_report = now
+            where = f": {queue_state.summary(found, ids)}" if found is not None else ""
+            announce(
+                f"qcmb_dask: waiting for {len(ids)} {settings.system.upper()} job(s) to start{where}; "
+                f"{duration(now - began)} so far. Queued jobs keep their place; Ctrl-C cancels them."
+            )
 
 
-def diagnose(cluster, settings: BatchSettings, waited: float) -> str:
-    """What a user needs when no worker came: the job script, the queue, the logs, what to try."""
+def diagnose(cluster, settings: BatchSettings, waited: float, why: str) -> str:
+    """What a user needs when no worker came: why we stopped waiting, the job script, the queue, the logs."""
     queue_view = _queue_view(settings.system)
     logs = _log_tails(settings.kwargs.get("log_directory"))
     interface = settings.kwargs.get("interface")
     return "\n".join(
         [
-            f"No Dask worker connected within {waited:.0f} s of submitting {len(list(compat.planned_jobs(cluster)))} "
-            f"{settings.system.upper()} job(s) named {settings.kwargs.get('job_name')!r}; nothing was computed and "
-            "the jobs are being cancelled.",
-            "Likely causes: the jobs are still queued or held (see the queue below), the job script fails "
-            "(see the logs), or the workers cannot reach the scheduler at "
+            f"No Dask worker connected in {waited:.0f} s after submitting {len(list(compat.planned_jobs(cluster)))} "
+            f"{settings.system.upper()} job(s) named {settings.kwargs.get('job_name')!r}: {why}. Nothing was "
+            "computed, and the jobs are being cancelled.",
+            "Likely causes: the job script fails (see the logs), or the workers cannot reach the scheduler at "
             f"{cluster.scheduler_address} (set 'interface' to the network the compute nodes share with this "
             f"machine, e.g. ib0; now {interface!r}).",
-            "Wait longer with dask config qcmb_dask.batch.worker-timeout (seconds).",
             "",
             "Job script:",
             cluster.job_script(),
@@ -249,12 +337,14 @@ class JobqueueBackend(Backend):
             jobs=self.jobs,
             adapt=adapt,
             scheduler_settings=scheduler_settings(batch=True),
-            worker_timeout=float(setting("batch.worker-timeout")),
+            announce=self.announce,
         ) as client:
             install_harnesses(client, harnesses)
             settings = self.settings
             workers = settings.workers_per_job * (adapt[1] if adapt else self.jobs)
-            resources = res.Resources(workers, settings.threads_per_task, settings.memory_per_task)
+            resources = res.Resources(
+                workers, settings.threads_per_task, settings.memory_per_task, settings.task_config
+            )
             amount = f"adapt {adapt[0]}-{adapt[1]} jobs" if adapt else f"{self.jobs} job(s)"
             where = f"qcmb_dask: on {settings.system.upper()} jobs ({amount})"
             yield DistributedSession(client, resources, where, kind=settings.system)
@@ -270,9 +360,23 @@ def preview_job_script(settings: BatchSettings) -> str:
     log_directory = kwargs.get("log_directory")
     created = bool(log_directory) and not os.path.exists(log_directory)
     try:
-        script = job_class(scheduler="tcp://SCHEDULER:8786", name="WORKER-NAME", **kwargs).job_script()
+        with compat.renamed_keys_translated():
+            script = job_class(scheduler="tcp://SCHEDULER:8786", name="WORKER-NAME", **kwargs).job_script()
     finally:
         if created:  # the job class makes the log directory; a preview leaves no trace
             with contextlib.suppress(OSError):
                 os.rmdir(log_directory)
-    return script + "".join(f"# qcmb_dask: {note}\n" for note in settings.notes)
+    origins = [
+        f"# qcmb_dask:   {key} = {_shown(settings, key)!r}  ({where})" for key, where in settings.sources.items()
+    ]
+    origins.append("# qcmb_dask:   every other setting: dask-jobqueue's default")
+    notes = "".join(f"# qcmb_dask: {note}\n" for note in settings.notes)
+    return (
+        script + notes + "# qcmb_dask: where each setting came from (later layers win):\n" + "\n".join(origins) + "\n"
+    )
+
+
+def _shown(settings: BatchSettings, key: str):
+    if key in settings.task_config:
+        return settings.task_config[key]
+    return settings.kwargs.get("job_name" if key == "name" else key)

@@ -2,20 +2,29 @@
 
 Pure: reads files and dask config, starts nothing, so ``job_script`` and the tests can use it anywhere.
 
-Layers, later wins:
+Layers, later wins, as a site admin expects:
 1. dask-jobqueue's own defaults (its ``jobqueue.yaml``);
 2. the profile: ``cluster_configs/<system>.yaml`` shipped with qcmb_dask, or a file the user names;
-3. the user's dask config: ``jobqueue.<system>`` (values that differ from dask-jobqueue's defaults),
-   then ``qcmb_dask.jobqueue.<system>``;
-4. ``cluster_options`` given to the call.
+3. the site's and the user's Dask config, ``jobqueue.<system>``, whatever its values (equal to dask-jobqueue's
+   defaults or not): each YAML file in Dask's search path (``/etc/dask``, ``$DASK_CONFIG``,
+   ``~/.config/dask``, ...) in Dask's order, then ``DASK_JOBQUEUE__...`` variables, then values set in this
+   process with ``dask.config.set``;
+4. ``qcmb_dask.jobqueue.<system>`` in the Dask config;
+5. ``cluster_options`` given to the call.
+
+Keys qcmb_dask must set itself (``processes``; ``cores`` that ``threads_per_task`` does not divide) are
+overridden with a :class:`~qcmb_dask.errors.SettingWarning` saying what was used; keys dask-jobqueue renamed
+are translated with a warning, as dask-jobqueue does. :attr:`BatchSettings.sources` says which layer set what.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +33,7 @@ import yaml
 
 from qcmb_dask import compat
 from qcmb_dask.clusters.resources import memory_share
+from qcmb_dask.errors import SettingWarning
 from qcmb_dask.options import setting
 
 #: cluster= name -> dask-jobqueue's class
@@ -39,13 +49,21 @@ SYSTEMS = {
 
 PROFILES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cluster_configs")
 
-#: Settings qcmb_dask derives itself; a profile or cluster_options that sets them is refused with the reason.
+#: Settings qcmb_dask derives itself: a layer that sets them is overridden, with a warning that says why.
 _DERIVED = {
-    "processes": "qcmb_dask runs cores / threads_per_task workers per job (pass threads_per_task instead)",
+    "processes": "qcmb_dask runs cores / threads_per_task workers per job, one fragment each",
 }
 
-#: dask-jobqueue's old names, which it still reads with a warning
-_RENAMED = {"extra": "worker_extra_args", "env_extra": "job_script_prologue", "job_extra": "job_extra_directives"}
+#: dask-jobqueue's old names, which it still reads with a warning: translated the same way
+_RENAMED = {
+    "extra": "worker_extra_args",
+    "env_extra": "job_script_prologue",
+    "job_extra": "job_extra_directives",
+    "header_skip": "job_directives_skip",
+}
+
+#: Keys of a profile or cluster_options that go to QCEngine's task_config, not to dask-jobqueue
+TASK_CONFIG_KEYS = ("scratch_directory", "scratch_messy")
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,10 @@ class BatchSettings:
     walltime_s: float | None = None
     lifetime: tuple[float, float] | None = None  # (lifetime, stagger) in seconds
     notes: list[str] = field(default_factory=list)
+    #: setting -> the layer that set it (a file, the environment, cluster_options, ...)
+    sources: dict[str, str] = field(default_factory=dict)
+    #: QCEngine task_config entries from the layers (scratch_directory, scratch_messy)
+    task_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cluster_class(self):
@@ -89,16 +111,29 @@ def resolve(
     valid = _jobqueue_defaults(system)
     layers = [
         (f"profile {profile_path}", profile),
-        (f"dask config jobqueue.{system}", _user_changed(system, valid)),
+        *_dask_config_layers(system, valid),
         (f"dask config qcmb_dask.jobqueue.{system}", setting(f"jobqueue.{system}", default={})),
         ("cluster_options", cluster_options or {}),
     ]
     merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    task_config: dict[str, Any] = {}
     for where, layer in layers:
         for key, value in (layer or {}).items():
             key = _canonical(key)
-            if key in _RENAMED and value:
-                raise ValueError(f"{where}: {key!r} was renamed by dask-jobqueue; use {_RENAMED[key]!r}.")
+            if key in TASK_CONFIG_KEYS:
+                task_config[key] = value
+                sources[key] = where
+                continue
+            if key in _RENAMED:
+                if value is None or value == []:
+                    continue  # dask-jobqueue's own default of the old name
+                warnings.warn(
+                    f"{where}: {key!r} is dask-jobqueue's old name for {_RENAMED[key]!r}; read as {_RENAMED[key]!r}.",
+                    SettingWarning,
+                    stacklevel=3,
+                )
+                key = _RENAMED[key]
             if key not in valid:
                 close = difflib.get_close_matches(key, [k for k in valid if k not in _RENAMED], n=2)
                 hint = f" (did you mean {' or '.join(close)}?)" if close else ""
@@ -106,14 +141,69 @@ def resolve(
                     f"{where}: {key!r} is not a setting of dask-jobqueue's {SYSTEMS[system]}{hint}. "
                     f"Settings: {', '.join(sorted(valid))}."
                 )
-            if key in _DERIVED and value is not None:
-                raise ValueError(f"{where}: {key!r} is not set by hand: {_DERIVED[key]}.")
             merged[key] = value
+            sources[key] = where
     full = {**valid, **merged}  # what the job will see, dask-jobqueue's defaults included
-    return _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per_task)
+    settings = _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per_task, sources)
+    return dataclasses.replace(settings, task_config=task_config)
 
 
-def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per_task) -> BatchSettings:
+def _dask_config_layers(system: str, defaults: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``jobqueue.<system>`` from each Dask config file, the environment, and this process, in Dask's order.
+
+    dask-jobqueue's defaults live in the same config tree; what a file or a variable says is the site's or the
+    user's, whatever its value. Values set in this process (``dask.config.set``) are told from the defaults by
+    differing from them and from every file and variable.
+    """
+    layers = []
+    for path in _config_files():
+        try:
+            with open(path) as f:
+                content = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue  # Dask itself reports an unreadable config file
+        section = _section(content, system)
+        if section:
+            layers.append((f"dask config {path}", section))
+    environment = _section(dask.config.collect_env(), system)
+    if environment:
+        layers.append(("environment (DASK_JOBQUEUE__...)", environment))
+    seen = {**defaults}
+    for _, layer in layers:
+        seen.update({_canonical(k): v for k, v in layer.items()})
+    current = dask.config.get(f"jobqueue.{system}", default={}) or {}
+    in_process = {
+        _canonical(k): v for k, v in current.items() if _canonical(k) in defaults and seen.get(_canonical(k)) != v
+    }
+    if in_process:
+        layers.append((f"dask.config.set(jobqueue.{system}) in this process", in_process))
+    return layers
+
+
+def _config_files() -> list[str]:
+    """Dask's config files, in the order Dask reads them (later wins), as ``dask.config.collect_yaml`` lists them."""
+    files = []
+    for path in dask.config.paths:
+        if os.path.isdir(path):
+            try:
+                names = sorted(os.listdir(path))
+            except OSError:
+                continue
+            files += [os.path.join(path, n) for n in names if n.endswith((".yaml", ".yml", ".json"))]
+        elif os.path.isfile(path):
+            files.append(path)
+    return files
+
+
+def _section(content: Any, system: str) -> dict[str, Any]:
+    if not isinstance(content, dict):
+        return {}
+    jobqueue = content.get("jobqueue")
+    section = jobqueue.get(system) if isinstance(jobqueue, dict) else None
+    return dict(section) if isinstance(section, dict) else {}
+
+
+def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per_task, sources) -> BatchSettings:
     """One fragment per worker, ``threads_per_task`` cores each, all the job's cores used, memory shared."""
     cores = full.get("cores")
     memory = full.get("memory")
@@ -124,12 +214,32 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
         )
     cores = int(cores)
     threads = int(threads_per_task or 1)
-    if threads < 1 or cores % threads:
-        raise ValueError(
-            f"threads_per_task={threads} must divide the job's {cores} cores: each job runs cores / "
-            f"threads_per_task workers, one fragment each, so that no core is idle or shared."
+    if threads < 1:
+        raise ValueError(f"threads_per_task={threads}: give at least 1 core per fragment.")
+    if threads > cores:
+        warnings.warn(
+            f"threads_per_task={threads} is more than the job's {cores} cores ('cores' from "
+            f"{sources.get('cores', 'dask-jobqueue')}): each fragment gets {cores} cores.",
+            SettingWarning,
+            stacklevel=4,
+        )
+        threads = cores
+    elif cores % threads:
+        warnings.warn(
+            f"threads_per_task={threads} does not divide the job's {cores} cores ('cores' from "
+            f"{sources.get('cores', 'dask-jobqueue')}): {cores // threads} worker(s) per job, {cores % threads} "
+            "core(s) of each job left idle. Choose threads_per_task dividing cores to use them.",
+            SettingWarning,
+            stacklevel=4,
         )
     workers = cores // threads
+    if merged.get("processes") not in (None, workers):
+        warnings.warn(
+            f"processes={merged['processes']} from {sources.get('processes')} is not used: "
+            f"{_DERIVED['processes']}, so each job runs {workers} worker(s) ({cores} cores / {threads}).",
+            SettingWarning,
+            stacklevel=4,
+        )
     worker_gib = _parse_bytes(memory) / workers / 2**30
     if memory_per_task is None:
         # What QCEngine is told: leave a fifth of the worker's share for Python, Dask and the program's overhead.
@@ -142,6 +252,10 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
     kwargs = dict(merged)
     kwargs["cores"] = cores
     kwargs["processes"] = workers
+    overridden = (
+        f"; processes={merged['processes']} from {sources['processes']} overridden" if "processes" in merged else ""
+    )
+    sources = {**sources, "processes": f"qcmb_dask: cores / threads_per_task{overridden}"}
     extra = list(full.get("worker_extra_args") or [])
     notes: list[str] = []
     if threads > 1:
@@ -160,7 +274,9 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
     kwargs["worker_extra_args"] = extra
     # The profile's ``name`` is the job's name (dask-jobqueue's config key); the classes call it job_name.
     kwargs["job_name"] = kwargs.pop("name", None) or "qcmb-dask"
-    return BatchSettings(system, kwargs, profile_path, workers, threads, memory_per_task, walltime_s, lifetime, notes)
+    return BatchSettings(
+        system, kwargs, profile_path, workers, threads, memory_per_task, walltime_s, lifetime, notes, dict(sources)
+    )
 
 
 def lifetime_for(walltime_s: float) -> tuple[float, float]:
@@ -237,12 +353,6 @@ def _canonical(key: str) -> str:
 def _jobqueue_defaults(system: str) -> dict[str, Any]:
     """dask-jobqueue's shipped defaults for ``system``, keys as its cluster classes take them."""
     return {_canonical(k): v for k, v in compat.jobqueue_shipped_defaults(system).items()}
-
-
-def _user_changed(system: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """The user's ``jobqueue.<system>`` values that differ from dask-jobqueue's defaults (those are the user's)."""
-    current = dask.config.get(f"jobqueue.{system}", default={}) or {}
-    return {_canonical(k): v for k, v in current.items() if _canonical(k) in defaults and defaults[_canonical(k)] != v}
 
 
 def _parse_bytes(memory: Any) -> float:

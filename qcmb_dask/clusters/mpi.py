@@ -99,7 +99,7 @@ class MpiBackend(Backend):
 
     @contextlib.contextmanager
     def session(self, options: Options, harnesses: Sequence, ncalculations: int):
-        worker_timeout = float(setting("batch.worker-timeout"))
+        worker_timeout = float(setting("mpi.worker-timeout"))
         with mpi_client(scheduler_settings(), worker_timeout) as client:
             install_harnesses(client, harnesses)
             resources = workers_resources(client, options.threads_per_task, options.memory_per_task)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
@@ -19,13 +20,27 @@ class Resources:
     n_workers: int
     threads_per_task: int
     memory_per_task: float | None
+    #: more task_config entries where the workers run: ``scratch_directory``, ``scratch_messy`` (a batch profile's)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def task_config(self, retries: int = 0) -> dict:
         """QCEngine's task_config; without it QCEngine gives every call all cores and most memory.
 
-        ``retries``: QCEngine reruns a calculation that fails with a ``RandomError`` this many times.
+        ``retries``: QCEngine reruns a calculation that fails with a ``RandomError`` this many times. Scratch
+        settings come from ``qcmb_dask.scratch-directory`` / ``scratch-messy``, then from the batch layers.
         """
-        config = {"ncores": self.threads_per_task, "nnodes": 1, "retries": retries}
+        from qcmb_dask.options import setting
+
+        config = {
+            key: value
+            for key, value in (
+                ("scratch_directory", setting("scratch-directory")),
+                ("scratch_messy", setting("scratch-messy")),
+            )
+            if value
+        }
+        config.update({k: v for k, v in self.extra.items() if v is not None})
+        config.update({"ncores": self.threads_per_task, "nnodes": 1, "retries": retries})
         if self.memory_per_task:
             config["memory"] = self.memory_per_task
         return config

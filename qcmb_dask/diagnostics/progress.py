@@ -2,7 +2,8 @@
 
 Where it shows (``progress=``):
 - ``"auto"`` (default): a live bar in a terminal (stderr is a TTY), an HTML block updated in place in
-  Jupyter, nothing otherwise (batch jobs, pipes): there every line still goes to the ``qcmb_dask`` logger;
+  Jupyter; otherwise (a batch job's log, a pipe, a file) every line goes to stderr as a plain log line, at INFO,
+  through the ``qcmb_dask`` logger (unless logging is configured already: then it goes where that says);
 - ``True``: lines on stderr (levels and the summary; the bar too when stderr is a terminal);
 - ``False``: the logger only;
 - a callable: receives every :class:`~qcmb_dask.analysis.LevelResult` as it arrives.
@@ -32,6 +33,9 @@ from qcmb_dask.worker.analysis import LevelIncomplete
 logger = logging.getLogger("qcmb_dask")
 
 
+#: seconds between progress lines in a log (a batch job's, a pipe's), where no live bar can be drawn
+LOG_EVERY_S = 60.0
+
 ProgressArg = Union[bool, str, Callable, None]  # noqa: UP007  (a runtime alias, read on Python 3.10)
 FragmentCallback = Callable[[str, int, int, int], None]
 
@@ -56,6 +60,11 @@ class Reporter:
         self.notebook = progress == "auto" and not tty and _in_jupyter()
         self.enabled = progress is True or (progress == "auto" and tty)
         self.live_bar = self.enabled and tty
+        #: nothing watches: the progress line goes to the log every LOG_EVERY_S seconds instead of a live bar
+        self.log_progress = progress == "auto" and not tty and not self.notebook
+        if self.log_progress:
+            log_to_stderr_when_unwatched()
+        self._last_logged = time.time()
         #: the run's log (counts, ETA, the fragment records): what the displays draw, from :meth:`start` on
         self.log: RunLog | None = None
         self._lock = threading.Lock()
@@ -85,6 +94,9 @@ class Reporter:
                 return
             done, total = self.log.ndone, self.log.ntotal
             self._draw(force=done == total)
+            if self.log_progress and time.time() - self._last_logged >= LOG_EVERY_S:
+                self._last_logged = time.time()
+                logger.info(self.log.line())
         if self.fragment_callback is not None:
             self.fragment_callback(label, nbody, done, total)
 
@@ -194,6 +206,36 @@ class Reporter:
             self._notebook_handle = display(content, display_id=True)
         else:
             self._notebook_handle.update(content)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when it writes (tests and notebooks replace it)."""
+
+    def emit(self, record):
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def log_to_stderr_when_unwatched() -> None:
+    """Nothing watches (a batch job, a pipe): the ``qcmb_dask`` logger's lines go to stderr at INFO, once per process.
+
+    Left alone where logging is configured: a handler on the ``qcmb_dask`` or the root logger (``logging.
+    basicConfig``, a framework's), or ``qcmb_dask`` named in the Dask config's ``logging:`` section (which
+    distributed applies when it is imported, so it is imported here).
+    """
+    import dask.config
+
+    if "qcmb_dask" in (dask.config.get("logging", default={}) or {}):
+        import distributed  # noqa: F401  applies the Dask config's logging section
+
+        return
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = _Stderr(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def _linked(text: str) -> str:
