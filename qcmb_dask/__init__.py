@@ -26,6 +26,7 @@ _PUBLIC = {
     "compute": "qcmb_dask.api",
     "job_script": "qcmb_dask.api",
     "plan": "qcmb_dask.api",
+    "progress_in_store": "qcmb_dask.api",
     "timeline": "qcmb_dask.api",
     "ManyBodyComputer": "qcmb_dask.computer",
     "load_result": "qcmb_dask.diagnostics.results",

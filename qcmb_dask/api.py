@@ -213,6 +213,33 @@ def _finish(outcome: Outcome, on_error: str, store_root, reporter: Reporter, rec
     )
 
 
+def progress_in_store(input: InputLike, *, cache: Any = None, harnesses: Sequence = ()) -> dict[int, tuple[int, int]]:
+    """How far a run of ``input`` got, from the result store alone (a run under way, ended, or killed):
+    n-body level -> (calculations in the store, calculations planned). Runs nothing.
+
+    Examples
+    --------
+    >>> qcmb_dask.progress_in_store("hexamer.json", cache="/shared/qcmb-store")   # doctest: +SKIP
+    {1: (6, 6), 2: (30, 36), 3: (0, 40)}
+    """
+    from qcmb_dask.graph import build
+    from qcmb_dask.qcmanybody_adapter import prepare_parent
+    from qcmb_dask.worker.fragment import in_store
+
+    the_plan = plan(input, harnesses=harnesses, cache=False)
+    root = store.resolve(cache)
+    if root is None:
+        raise InvalidArgument("the result store is off (cache=False): there is nothing to count progress in.")
+    graph = build(the_plan, task_config={}, policy=RunPolicy(str(root)))
+    parent = prepare_parent(the_plan.input.model.molecule)
+    counts: dict[int, list[int]] = {}
+    for task in the_plan:
+        tally = counts.setdefault(task.nbody, [0, 0])
+        tally[0] += in_store(parent, graph.jobs[task.label])
+        tally[1] += 1
+    return {nbody: (done, total) for nbody, (done, total) in sorted(counts.items())}
+
+
 def plan(input: InputLike, *, harnesses: Sequence = (), cache: Any = None) -> Plan:
     """What ``compute`` would run, without running it. ``harnesses``: programs of your own, as for ``compute``.
 

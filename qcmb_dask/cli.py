@@ -5,6 +5,8 @@
     qcmb-dask table result.json [--csv] | qcmb-dask report result.json --out report.html
     qcmb-dask run hexamer.json --cluster slurm --jobs 4 --cluster-option account=chem42
     qcmb-dask plan examples/water-trimer.json
+    qcmb-dask submit hexamer.json --cluster slurm --cache /shared/store --jobs 4   # the driver as a job too
+    qcmb-dask status hexamer.json --cache /shared/store                            # how far it got
     qcmb-dask programs
     qcmb-dask job-script --cluster slurm --cluster-option account=chem42
     qcmb-dask failures examples/water-trimer.json [--show LABEL]
@@ -18,6 +20,7 @@ fragments stay in the store.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -95,8 +98,20 @@ def _input(input_file: str, model: dict):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qcmb_dask")
-def main():
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Log lines of the qcmb_dask logger at this level on stderr (instead of the live display).",
+)
+def main(log_level):
     """Many-body expansions as Dask task graphs: QCManyBody's answer, computed in parallel."""
+    if log_level:
+        import logging
+
+        from qcmb_dask.diagnostics.progress import log_to_stderr_when_unwatched
+
+        logging.getLogger("qcmb_dask").setLevel(log_level.upper())
+        log_to_stderr_when_unwatched()
 
 
 @main.command()
@@ -155,7 +170,7 @@ def run(input_file, method, basis, program, bsse, max_nbody, driver, fragments, 
             from qcmb_dask.clusters.mpi import is_client_rank
 
             quiet = quiet or not is_client_rank()
-        if not quiet:
+        if not quiet and _terminal():  # elsewhere compute logs the plan with the other lines
             click.echo(str(plan) + "\n", err=True)
         result = qcmb_dask.compute(
             mbin,
@@ -169,7 +184,8 @@ def run(input_file, method, basis, program, bsse, max_nbody, driver, fragments, 
             cache=False if no_cache else cache,
             on_error=on_error,
             timeout_per_task=timeout_per_task,
-            progress=not quiet,
+            # a terminal's live display, else (or with --log-level) plain log lines
+            progress=False if quiet or click.get_current_context().find_root().params.get("log_level") else "auto",
             report=report,
         )
     except KeyboardInterrupt as interrupt:
@@ -204,6 +220,13 @@ def run(input_file, method, basis, program, bsse, max_nbody, driver, fragments, 
         click.echo(f"Report written to {report}")
     if partial:
         sys.exit(1)
+
+
+def _terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _write_result(out: str, text: str) -> str:
@@ -278,6 +301,106 @@ def plan(input_file, method, basis, program, bsse, max_nbody, driver, fragments,
     except ValueError as e:
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(2)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@click.option("--cluster", default="slurm", show_default=True, help="slurm, pbs, or a profile .yaml of either.")
+@click.option(
+    "--cache", type=click.Path(file_okay=False), help="Result store on a shared path (default: the configured)."
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="Where the driver writes the result (default result.json)."
+)
+@click.option("--driver-walltime", default="1-00:00:00", show_default=True, help="The driver job's walltime.")
+@click.option("--driver-memory", default="4G", show_default=True, help="The driver job's memory.")
+@click.option("--cluster-option", "cluster_option", multiple=True, metavar="KEY=VALUE", help="dask-jobqueue setting.")
+@click.option("--dry-run", is_flag=True, help="Print the driver job's script; submit nothing.")
+@click.argument("run_options", nargs=-1, type=click.UNPROCESSED)
+def submit(input_file, cluster, cache, out, driver_walltime, driver_memory, cluster_option, dry_run, run_options):
+    """Submit the run itself as a small batch job (the driver), so that nothing long runs on the login node.
+
+    The driver job runs `qcmb-dask run INPUT --cluster CLUSTER ...` (any further RUN_OPTIONS, e.g. --jobs 4
+    --method hf --basis 6-31g, are passed on), submits and cancels the worker jobs itself, and keeps finished
+    fragments in the store: `qcmb-dask status INPUT` says how far it got; submitting again resumes.
+
+    \b
+    qcmb-dask submit hexamer.json --cluster slurm --cache /shared/qcmb-store --jobs 4
+    """
+    import qcmb_dask
+    from qcmb_dask import store
+    from qcmb_dask.clusters import driver_job
+    from qcmb_dask.clusters.jobqueue_settings import resolve as resolve_settings
+    from qcmb_dask.errors import JobsRefused
+
+    input_path = os.path.abspath(input_file)
+    cluster_arg = os.path.abspath(cluster) if cluster.endswith((".yaml", ".yml")) else cluster
+    root = store.resolve(cache)
+    if root is None:
+        raise click.UsageError("the driver job keeps its progress in the result store: give --cache DIR (shared).")
+    out = os.path.abspath(out or "result.json")
+    arguments = [input_path, "--cluster", cluster_arg, "--cache", str(root), "--out", out]
+    arguments += [f"--cluster-option={pair}" for pair in cluster_option]
+    arguments += list(run_options)
+    try:
+        parsed = run.make_context("run", list(arguments), resilient_parsing=False).params  # refused here, not later
+        model = {k: parsed[k] for k in _MODEL_FLAGS}
+        qcmb_dask.plan(_input(input_path, model), cache=root)  # bad input is refused before anything is submitted
+        settings = resolve_settings(
+            cluster_arg, _cluster_options(cluster_option), threads_per_task=parsed["threads_per_task"]
+        )
+        job = driver_job.driver_job(
+            settings,
+            arguments,
+            walltime=driver_walltime,
+            memory=driver_memory,
+            log_directory=os.path.abspath(settings.kwargs.get("log_directory") or "qcmb-dask-logs"),
+        )
+    except (ValueError, FileNotFoundError) as e:
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(2)
+    if dry_run:
+        click.echo(job.script)
+        return
+    script_path = os.path.join(os.path.dirname(job.log), "qcmb-dask-driver.sh")
+    try:
+        job_id = driver_job.submit(job, script_path)
+    except JobsRefused as e:
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(1)
+    log = job.log.replace("%j", job_id)
+    queue = f"squeue -j {job_id}" if job.system == "slurm" else f"qstat {job_id}"
+    cancel = f"scancel {job_id}" if job.system == "slurm" else f"qdel {job_id}"
+    click.echo(
+        f"Submitted driver job {job_id} ({job.system.upper()}): qcmb-dask run {input_file}, result to {out}.\n"
+        f"  follow it:     tail -f {log}\n"
+        f"  in the queue:  {queue}\n"
+        f"  how far:       qcmb-dask status {input_file} --cache {root}\n"
+        f"  stop it:       {cancel}   (its worker jobs are cancelled with it; submit again to resume)"
+    )
+
+
+@main.command()
+@click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@_model_flags
+@click.option("--cache", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
+def status(input_file, method, basis, program, bsse, max_nbody, driver, fragments, cache):
+    """How far a run of INPUT got, from the result store alone: calculations stored per n-body level. Runs nothing."""
+    import qcmb_dask
+
+    try:
+        mbin = _input(input_file, dict(zip(_MODEL_FLAGS, (method, basis, program, bsse, max_nbody, driver, fragments))))
+        counts = qcmb_dask.progress_in_store(mbin, cache=cache)
+    except (ValueError, FileNotFoundError) as e:
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(2)
+    from qcmb_dask import store
+
+    done, total = sum(d for d, _ in counts.values()), sum(t for _, t in counts.values())
+    levels = " | ".join(f"{n}-body {d}/{t}" for n, (d, t) in counts.items())
+    state = "complete: a run computes nothing more" if done == total else f"{total - done} still to compute"
+    click.echo(f"{input_file}: {done} of {total} calculations in the store at {store.resolve(cache)} ({state})")
+    click.echo(f"  {levels}")
 
 
 @main.command()

@@ -6,7 +6,6 @@ one against the installed versions and fails loudly, naming the function, when a
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -168,10 +167,8 @@ def submitted_job_ids(cluster) -> dict:
     return ids
 
 
-@contextlib.contextmanager
-def renamed_keys_translated() -> Iterator[None]:
+def renamed_keys_translated() -> None:
     """dask-jobqueue reads its old key names (``job-extra``, ``env-extra``, ...) from the Dask config itself and
-    warns, even where the new name is given: qcmb_dask translated them already, with its own warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".* has been renamed to .*", category=FutureWarning)
-        yield
+    warns, from its event loop, each time a job is made, even where the new name is given: qcmb_dask translated
+    them already, with its own warning. Its FutureWarning is filtered from then on."""
+    warnings.filterwarnings("ignore", message=r"\w+ has been renamed to \w+", category=FutureWarning)

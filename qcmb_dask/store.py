@@ -190,6 +190,10 @@ class ResultStore:
             return payload
         return None
 
+    def has(self, key: str, driver: str) -> bool:
+        """Whether an entry that serves ``driver`` exists (not read or verified: for counting, not for use)."""
+        return any(self.path(key, d).is_file() for d, r in DRIVER_RANK.items() if r >= DRIVER_RANK[driver])
+
     def save(self, key: str, driver: str, result_json: str) -> Path:
         """Write one entry atomically (temp file in the same directory + rename). Raises OSError."""
         payload = result_json.encode()

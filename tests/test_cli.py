@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,40 @@ def test_cache_clear_deletes_only_what_the_store_wrote(tmp_path):
     assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file()) == sorted(
         [".qcmb-dask-store", "README.md", "ab/notes.json", "failed/thesis.tex"]
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_take_the_ctrl_c_path_and_exit_128_plus_the_signal(tmp_path, signum, status):
+    store = tmp_path / "store"
+    proc = subprocess.Popen(
+        [*qcmb_dask_command(), "run", str(ROOT / "examples" / "water-hexamer.json"), "--cluster", "sync", "--cache",
+         str(store), "-q"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not list(store.glob("??/*.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    assert f"{signal.Signals(signum).name} received" in err and "run the same command again" in err
+    assert "Traceback" not in err
+    assert list(store.glob("??/*.json"))  # what finished is kept
+
+
+def test_a_script_whose_stderr_is_a_file_logs_the_plan_the_levels_and_the_summary(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import qcmb_dask\n"
+        "if __name__ == '__main__':\n"
+        f"    qcmb_dask.compute({TRIMER!r}, 'sync', cache={str(tmp_path / 'store')!r})\n"
+    )
+    log = tmp_path / "job.err"
+    with open(log, "w") as stderr:  # a batch job's log: nothing watches
+        subprocess.run([sys.executable, str(script)], stderr=stderr, check=True, timeout=300)
+    text = log.read_text()
+    assert "INFO Many-body expansion: 3 fragments" in text  # the plan
+    assert "INFO qcmb_dask: 3-body result ready (13 calculations): CP IE -0.00816" in text
+    assert f"INFO qcmb_dask: 13 fragment(s) computed, 0 taken from the store at {tmp_path / 'store'}" in text
+    assert "INFO qcmb_dask: done in" in text

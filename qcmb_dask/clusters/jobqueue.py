@@ -60,6 +60,8 @@ class JobKeeper:
 
     #: seconds a job may go without a worker, where the batch system cannot be asked, before it counts as ended
     RESTART_GRACE_S = 60.0
+    #: seconds between asking the batch system about jobs whose worker never connected
+    UNSEEN_CHECK_S = 10.0
 
     def __init__(self, cluster, jobs: int | None, system: str, interval_s: float = 1.0):
         from tornado.ioloop import PeriodicCallback
@@ -72,6 +74,7 @@ class JobKeeper:
         self.silent_since: dict = {}
         self.replaced = 0
         self._asking = False
+        self._unseen_checked = 0.0
         self._limit = float(setting("batch.connect-timeout"))
         self._callback = PeriodicCallback(self._tick, interval_s * 1000)
 
@@ -96,17 +99,22 @@ class JobKeeper:
         live.discard(None)
         self.seen |= live
         silent = [name for name in self.seen - live if name in jobs_by_name.values()]
+        # Jobs whose worker never connected: waiting in the queue is normal, but one that ended before its worker
+        # came (killed at its walltime on a slow node, failed at start) must be replaced too.
+        unseen = [name for name in jobs_by_name.values() if name not in self.seen and name not in live]
         now = time.monotonic()
         self.silent_since = {name: self.silent_since.get(name, now) for name in silent}  # a worker back: forgiven
-        if silent and not self._asking:
+        check_unseen = bool(unseen) and now - self._unseen_checked >= self.UNSEEN_CHECK_S
+        if (silent or check_unseen) and not self._asking:
             self._asking = True
-            asyncio.ensure_future(self._decide())
+            self._unseen_checked = now if check_unseen else self._unseen_checked
+            asyncio.ensure_future(self._decide(unseen if check_unseen else []))
 
-    async def _decide(self) -> None:
+    async def _decide(self, unseen: list) -> None:
         try:
             names = list(self.silent_since)
             ids = compat.submitted_job_ids(self.cluster)
-            asked = [ids[name] for name in names if name in ids]
+            asked = [ids[name] for name in [*names, *unseen] if name in ids]
             loop = asyncio.get_running_loop()
             found = await loop.run_in_executor(None, queue_state.states, self.system, asked)
             now = time.monotonic()
@@ -121,9 +129,15 @@ class JobKeeper:
                         ended.append(name)
                 elif waited > self.RESTART_GRACE_S:
                     ended.append(name)
+            if found is not None:  # without the batch system's word, a job that never had a worker is waiting
+                live = {self._job_of(w.get("name"), {str(n): n for n in ids}) for w in self._workers()}
+                ended += [n for n in unseen if n in ids and n not in live and not _alive(found.get(ids[n]))]
             self._end(ended)
         finally:
             self._asking = False
+
+    def _workers(self) -> list:
+        return list(self.cluster.scheduler_info.get("workers", {}).values())
 
     def _end(self, ended: list) -> None:
         for name in ended:
@@ -135,6 +149,10 @@ class JobKeeper:
             self.replaced += 1
         if ended and self.jobs is not None:
             self.cluster.scale(jobs=self.jobs)
+
+
+def _alive(state) -> bool:
+    return state is not None and state.alive
 
 
 @contextlib.contextmanager
@@ -151,7 +169,8 @@ def batch_client(
 
     refusals: list[str] = []
     job_class = _recording_refusals(settings.cluster_class.job_cls, refusals)
-    with dask.config.set(scheduler_settings), compat.renamed_keys_translated():  # the scheduler reads these now
+    compat.renamed_keys_translated()
+    with dask.config.set(scheduler_settings):  # the scheduler runs here; it reads these when it starts
         cluster = settings.cluster_class(job_cls=job_class, **settings.kwargs)
     keeper = JobKeeper(cluster, None if adapt else jobs, settings.system)
     try:
@@ -360,8 +379,8 @@ def preview_job_script(settings: BatchSettings) -> str:
     log_directory = kwargs.get("log_directory")
     created = bool(log_directory) and not os.path.exists(log_directory)
     try:
-        with compat.renamed_keys_translated():
-            script = job_class(scheduler="tcp://SCHEDULER:8786", name="WORKER-NAME", **kwargs).job_script()
+        compat.renamed_keys_translated()
+        script = job_class(scheduler="tcp://SCHEDULER:8786", name="WORKER-NAME", **kwargs).job_script()
     finally:
         if created:  # the job class makes the log directory; a preview leaves no trace
             with contextlib.suppress(OSError):

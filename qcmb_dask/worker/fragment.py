@@ -151,6 +151,16 @@ def _run_fragment(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
     return output
 
 
+def in_store(parent, job: FragmentJob) -> bool:
+    """Whether the store holds this fragment's result already: the key a run would look up, without running it."""
+    from qcmb_dask.programs import register_shipped
+
+    register_shipped()
+    inp = atomic_input(job, build_fragment_molecule(parent, job.real, job.basis, job.embedding_charges))
+    store, key = _store_and_key(job, inp)
+    return store is not None and store.has(key, inp.specification.driver.value)
+
+
 def _store_and_key(job: FragmentJob, inp) -> tuple[ResultStore | None, str | None]:
     if not job.policy.store:
         return None, None

@@ -1,0 +1,97 @@
+"""``qcmb-dask submit``: the run's driver as a small batch job of its own, so nothing long lives on a login node.
+
+The driver job (one core, little memory, a long walltime, the site's own partition and account from the same
+settings layers as the worker jobs) runs ``qcmb-dask run`` with the result store on a path the jobs share. It
+submits the worker jobs itself, and cancels them when it ends. SLURM is asked to send SIGTERM some minutes
+before the driver's walltime (``--signal=B:TERM@<s>``): the driver then takes the Ctrl-C path, its worker jobs
+are cancelled and the finished fragments stay in the store, so submitting again resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from qcmb_dask.clusters.jobqueue_settings import BatchSettings
+from qcmb_dask.errors import InvalidArgument, JobsRefused
+
+#: batch systems a driver job can be submitted to from here
+DRIVER_SYSTEMS = ("slurm", "pbs")
+#: seconds before its walltime that SLURM sends the driver SIGTERM
+WARNING_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class DriverJob:
+    script: str
+    log: str
+    system: str
+
+
+def driver_job(
+    settings: BatchSettings,
+    run_arguments: list[str],
+    *,
+    walltime: str,
+    memory: str,
+    log_directory: str,
+    name: str = "qcmb-dask-driver",
+) -> DriverJob:
+    """The script of a driver job that runs ``qcmb-dask run <run_arguments>`` in this directory, with this Python."""
+    if settings.system not in DRIVER_SYSTEMS:
+        raise InvalidArgument(
+            f"qcmb-dask submit writes driver jobs for {' and '.join(DRIVER_SYSTEMS)}; for {settings.system}, submit a "
+            f"one-core job that runs: qcmb-dask run {shlex.join(run_arguments)}"
+        )
+    queue, account = settings.kwargs.get("queue"), settings.kwargs.get("account")
+    if settings.system == "slurm":
+        log = os.path.join(log_directory, f"{name}-%j.log")
+        directives = [f"-J {name}", "-n 1", "--cpus-per-task=1", f"--mem={memory}", f"-t {walltime}", f"-o {log}"]
+        directives.append(f"--signal=B:TERM@{WARNING_SECONDS}")  # B: to the batch shell, which exec makes Python
+        directives += [f"-p {queue}"] if queue else []
+        directives += [f"-A {account}"] if account else []
+        header = "\n".join(f"#SBATCH {d}" for d in directives)
+    else:
+        log = os.path.join(log_directory, f"{name}.log")
+        directives = [
+            f"-N {name}",
+            f"-l select=1:ncpus=1:mem={memory}",
+            f"-l walltime={walltime}",
+            f"-o {log}",
+            "-j oe",
+        ]
+        directives += [f"-q {queue}"] if queue else []
+        directives += [f"-A {account}"] if account else []
+        header = "\n".join(f"#PBS {d}" for d in directives)
+    prologue = "\n".join(settings.kwargs.get("job_script_prologue") or [])
+    command = shlex.join([sys.executable, "-m", "qcmb_dask.cli", "run", *run_arguments])
+    script = (
+        f"#!/usr/bin/env bash\n{header}\n\n"
+        "# qcmb_dask: the driver of one many-body run; it submits and cancels its own worker jobs.\n"
+        f"{prologue}\ncd {shlex.quote(os.getcwd())}\nexec {command}\n"
+    )
+    return DriverJob(script, log, settings.system)
+
+
+def submit(job: DriverJob, script_path: str) -> str:
+    """Write the script and submit it; the batch system's job id. :class:`JobsRefused` with its own words."""
+    os.makedirs(os.path.dirname(job.log), exist_ok=True)
+    with open(script_path, "w") as f:
+        f.write(job.script)
+    command = ["sbatch", "--parsable", script_path] if job.system == "slurm" else ["qsub", script_path]
+    if not shutil.which(command[0]):
+        raise JobsRefused(f"{command[0]} not found here: is this a {job.system.upper()} login node?")
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise JobsRefused(
+            f"{command[0]} refused the driver job: {(out.stderr or out.stdout).strip()}\n"
+            f"The script is {script_path}; change what the message names (--driver-walltime, --driver-memory, "
+            "or the partition/account in the profile or with --cluster-option) and submit again."
+        )
+    match = re.search(r"\d+(\.\S+)?", out.stdout.strip())
+    return match.group(0) if match else out.stdout.strip()
