@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -35,6 +36,8 @@ from qcmb_dask.clusters.session import DistributedSession
 from qcmb_dask.errors import InvalidArgument, JobsRefused, WorkersNeverArrived
 from qcmb_dask.options import Options, setting
 from qcmb_dask.planning.cost import duration
+
+logger = logging.getLogger("qcmb_dask")
 
 #: the command that shows each system's queue, for the error when no worker arrives
 QUEUE_COMMANDS = {
@@ -118,29 +121,36 @@ class JobKeeper:
             loop = asyncio.get_running_loop()
             found = await loop.run_in_executor(None, queue_state.states, self.system, asked)
             now = time.monotonic()
-            ended = []
+            ended = {}
             for name in names:
                 if name not in self.silent_since:
                     continue  # its worker came back while the batch system was asked
                 waited = now - self.silent_since[name]
                 if found is not None and name in ids:
                     state = found.get(ids[name])
-                    if state is None or not state.alive or waited > self._limit:
-                        ended.append(name)
+                    if state is None or not state.alive:
+                        ended[name] = f"{state.state if state else 'no longer listed'} in the queue"
+                    elif waited > self._limit:
+                        ended[name] = f"{state.state}, without a worker for {waited:.0f} s"
                 elif waited > self.RESTART_GRACE_S:
-                    ended.append(name)
+                    ended[name] = f"without a worker for {waited:.0f} s"
             if found is not None:  # without the batch system's word, a job that never had a worker is waiting
                 live = {self._job_of(w.get("name"), {str(n): n for n in ids}) for w in self._workers()}
-                ended += [n for n in unseen if n in ids and n not in live and not _alive(found.get(ids[n]))]
-            self._end(ended)
+                for name in unseen:
+                    if name in ids and name not in live and not _alive(found.get(ids[name])):
+                        state = found.get(ids[name])
+                        ended[name] = f"{state.state if state else 'no longer listed'} before its worker connected"
+            self._end(ended, ids)
         finally:
             self._asking = False
 
     def _workers(self) -> list:
         return list(self.cluster.scheduler_info.get("workers", {}).values())
 
-    def _end(self, ended: list) -> None:
-        for name in ended:
+    def _end(self, ended: dict, ids: dict) -> None:
+        for name, why in ended.items():
+            logger.info("qcmb_dask: job %s (%s) ended: %s; a replacement is submitted where work remains",
+                        ids.get(name, "?"), name, why)  # fmt: skip
             self.seen.discard(name)
             self.silent_since.pop(name, None)
             job = compat.forget_job(self.cluster, name)
@@ -173,8 +183,11 @@ def batch_client(
     with dask.config.set(scheduler_settings):  # the scheduler runs here; it reads these when it starts
         cluster = settings.cluster_class(job_cls=job_class, **settings.kwargs)
     keeper = JobKeeper(cluster, None if adapt else jobs, settings.system)
+    # distributed closes a job whose worker stays away for lost-worker-timeout (15 s), and the cluster submits
+    # another: a nanny restarting its worker on a loaded node takes that long. The keeper decides instead.
+    patience = {"distributed.deploy.lost-worker-timeout": f"{float(setting('batch.connect-timeout')):.0f}s"}
     try:
-        with Client(cluster) as client:
+        with dask.config.set(patience), Client(cluster) as client:
             if adapt:
                 cluster.adapt(minimum_jobs=adapt[0], maximum_jobs=adapt[1])
             else:
