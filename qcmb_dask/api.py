@@ -59,11 +59,11 @@ def compute(
     cluster_options: dict | None = None,
     n_workers: int | None = None,
     threads_per_task: int | None = None,
-    memory_per_task: float | None = None,
+    memory_per_task: float | str | None = None,
     harnesses: Sequence = (),
     cache: Any = None,
     retries: int | None = None,
-    timeout_per_task: float | None = None,
+    timeout_per_task: float | str | None = None,
     escalate: bool | None = None,
     on_error: str | None = None,
     progress: ProgressArg = None,
@@ -144,7 +144,13 @@ def compute(
     backend.announce = reporter.say
     with as_interrupts(), backend.session(options, harnesses, len(the_plan)) as session:
         task_config = session.resources.task_config(retries=options.retries)
-        graph = build(the_plan, task_config=task_config, policy=policy, ordering=options.ordering)
+        graph = build(
+            the_plan,
+            task_config=task_config,
+            policy=policy,
+            ordering=options.ordering,
+            workers=session.resources.n_workers,
+        )
         try:
             outcome = session.run(graph, reporter, the_plan.bsse_type)
         finally:
@@ -261,38 +267,65 @@ def plan(input: InputLike, *, harnesses: Sequence = (), cache: Any = None) -> Pl
     return cost_history.refine(make_plan(input, Options.resolve().max_calculations), store.resolve(cache))
 
 
-@document("threads_per_task", "memory_per_task", "ordering")
+@document("threads_per_task", "memory_per_task", "cache", "retries", "escalate", "ordering")
 def build_graph(
     input: InputLike,
     *,
+    cache: Any = None,
+    retries: int | None = None,
+    memory_per_task: float | str | None = None,
     threads_per_task: int | None = None,
-    memory_per_task: float | None = None,
+    harnesses: Sequence = (),
+    escalate: bool | None = None,
     ordering: str | None = None,
 ) -> Delayed:
-    """The expansion as a Dask ``Delayed``: ``.compute()`` returns the ManyBodyResult, ``.visualize()`` draws it.
+    """The expansion as a Dask ``Delayed``, for Dask users: ``client.compute(graph)`` (or ``.compute()``) gives
+    the ManyBodyResult, ``.visualize()`` draws it.
+
+    The graph keeps ``compute``'s promises wherever it runs: finished fragments go to the result store as they
+    finish and are read back from it (a rerun, or another input sharing calculations, computes only what is
+    missing), transient failures are retried, each fragment is told ``threads_per_task`` cores (1 by default) and
+    a share of the memory of the worker that runs it (not of this machine), and ``harnesses`` are registered on
+    every worker that runs one of their fragments. What only ``compute`` does: progress, the live page, the
+    result's ``extras["qcmb_dask"]``, sizing the cluster, and ``timeout_per_task`` (it needs a nanny to restart
+    a worker).
 
     The graph holds the parent-molecule node, one node per fragment calculation, one node per n-body
-    level (the k-body-truncated result) and the final analysis node. Fragments get one core each unless
-    ``threads_per_task`` says otherwise: the graph may run anywhere.
+    level (the k-body-truncated result) and the final analysis node.
 
     Parameters
     ----------
     input
         As for :func:`compute`.
+    harnesses
+        QCEngine ``ProgramHarness`` instances, as for :func:`compute`.
     {parameters}
 
     Examples
     --------
-    >>> g = qcmb_dask.build_graph("examples/water-trimer.json")   # doctest: +SKIP
-    >>> result = g.compute(scheduler="sync")                       # doctest: +SKIP
+    >>> graph = qcmb_dask.build_graph("examples/water-trimer.json", cache="/shared/store")   # doctest: +SKIP
+    >>> result = client.compute(graph).result()                                           # doctest: +SKIP
     """
-    from qcmb_dask.clusters.resources import in_process
     from qcmb_dask.graph import build
 
-    options = Options.resolve(threads_per_task=threads_per_task, memory_per_task=memory_per_task, ordering=ordering)
+    options = Options.resolve(
+        threads_per_task=threads_per_task,
+        memory_per_task=memory_per_task,
+        retries=retries,
+        escalate=escalate,
+        ordering=ordering,
+    )
+    check_harnesses(harnesses)
+    programs.register(harnesses)
     the_plan = make_plan(input, options.max_calculations)
-    resources = in_process(options.threads_per_task or 1, options.memory_per_task)
-    return build(the_plan, task_config=resources.task_config(), ordering=options.ordering).result
+    store_root = store.resolve(cache)
+    if store_root is not None:
+        store.prepare(store_root)
+    task_config = {"ncores": options.threads_per_task or 1, "nnodes": 1, "retries": options.retries}
+    if options.memory_per_task:
+        task_config["memory"] = options.memory_per_task  # else: the running worker's share (worker.fragment)
+    policy = RunPolicy(str(store_root) if store_root else None, None, options.escalate, harnesses=tuple(harnesses))
+    return build(the_plan, task_config=task_config, policy=policy, ordering=options.ordering).result
 
 
 @document("cluster_options", "threads_per_task", "memory_per_task")
@@ -301,7 +334,7 @@ def job_script(
     *,
     cluster_options: dict | None = None,
     threads_per_task: int | None = None,
-    memory_per_task: float | None = None,
+    memory_per_task: float | str | None = None,
 ) -> str:
     """The job script ``compute(..., cluster=cluster, cluster_options=...)`` would submit; submits nothing.
 

@@ -129,7 +129,7 @@ def main(log_level):
 @click.option("--cluster-option", "cluster_option", multiple=True, metavar="KEY=VALUE", help="dask-jobqueue setting.")
 @click.option("--workers", type=int, help=short_help("n_workers"))
 @click.option("--threads-per-task", type=int, help=short_help("threads_per_task"))
-@click.option("--memory-per-task", type=float, help=short_help("memory_per_task"))
+@click.option("--memory-per-task", metavar="GIB|SIZE", help=short_help("memory_per_task"))
 @click.option("--cache", type=click.Path(file_okay=False), help="Result store directory (default ~/.cache/...).")
 @click.option("--no-cache", is_flag=True, help="Keep no results: every fragment is computed.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the ManyBodyResult here as JSON.")
@@ -137,11 +137,10 @@ def main(log_level):
 @click.option(
     "--on-error",
     type=click.Choice(["raise", "partial"]),
-    default="raise",
-    show_default=True,
-    help="partial: report the highest complete n-body level when fragments fail.",
+    default=None,
+    help="partial: report the highest complete n-body level when fragments fail (default: qcmb_dask.on-error, raise).",
 )
-@click.option("--timeout-per-task", type=float, help=short_help("timeout_per_task"))
+@click.option("--timeout-per-task", metavar="SECONDS|DURATION", help=short_help("timeout_per_task"))
 @click.option("--quiet", "-q", is_flag=True, help="No progress, only the summary.")
 def run(input_file, method, basis, program, bsse, max_nbody, driver, fragments, cluster, jobs, adapt, cluster_option,
         workers, threads_per_task, memory_per_task, cache, no_cache, out, report, on_error, timeout_per_task,
@@ -468,7 +467,7 @@ def failures(input_file, path, show):
 @click.option("--cluster", default="slurm", show_default=True, help="A batch system or a profile .yaml.")
 @click.option("--cluster-option", "cluster_option", multiple=True, metavar="KEY=VALUE", help="dask-jobqueue setting.")
 @click.option("--threads-per-task", type=int, help=short_help("threads_per_task"))
-@click.option("--memory-per-task", type=float, help=short_help("memory_per_task"))
+@click.option("--memory-per-task", metavar="GIB|SIZE", help=short_help("memory_per_task"))
 def job_script(cluster, cluster_option, threads_per_task, memory_per_task):
     """The batch script compute(cluster=...) would submit. Submits nothing."""
     import qcmb_dask

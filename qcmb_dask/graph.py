@@ -3,11 +3,13 @@
 The graph is one materialized layer built directly from the plan, linear in the number of fragments
 (``benchmarks/planning.py`` measures it), with a ``Delayed`` handle per node. Keys are named so that
 the dashboard groups fragments by n-body level (Dask groups by key prefix: ``fragment-two-body-17-<token>``
-counts under ``fragment-two-body``). Fragment priorities put the most expensive calculations first.
+counts under ``fragment-two-body``). Fragment priorities (:mod:`qcmb_dask.planning.priorities`) run cheap low
+levels first where that costs the makespan little, and the most expensive calculations first otherwise.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -17,6 +19,7 @@ from dask.task_spec import DataNode, Task, TaskRef
 from dask.task_spec import List as TaskList
 
 from qcmb_dask.keys import fragment_key
+from qcmb_dask.planning import priorities as fragment_priorities
 from qcmb_dask.planning.plan import Plan
 from qcmb_dask.qcmanybody_adapter import prepare_parent
 from qcmb_dask.worker import analysis
@@ -58,11 +61,14 @@ def build(
     ordering: str = "free",
     prioritize: bool = True,
     run_id: str | None = None,
+    workers: int | None = None,
 ) -> MBEGraph:
     """Build the graph of ``plan``; ``task_config`` is QCEngine's per-fragment cores/memory/retries,
     ``policy`` the store, timeout and escalation every fragment follows.
 
-    ``prioritize=False`` leaves the order to Dask (used by the makespan benchmark for comparison).
+    ``prioritize=False`` leaves the order to Dask (used by the makespan benchmark for comparison). ``workers``:
+    how many fragments run at once, for the choice of :mod:`qcmb_dask.planning.priorities` (default: this
+    machine's cores).
     ``run_id`` names this run in the events fragments log (default: a fresh random id).
     """
     if ordering not in ORDERINGS:
@@ -88,10 +94,10 @@ def build(
         fragment_keys[task.label] = key
         keys_by_level.setdefault(task.nbody, []).append(key)
 
-    # Longest processing time first: rank by estimated cost, ties keep plan order.
+    # Cheap low levels first where that costs the makespan little, then longest processing time first.
     if prioritize:
-        ranked = sorted(plan.tasks, key=lambda t: t.cost)
-        priorities.update({fragment_keys[t.label]: rank for rank, t in enumerate(ranked)})
+        ranked = fragment_priorities.ranks(plan.tasks, workers or os.cpu_count() or 1)
+        priorities.update({fragment_keys[label]: rank for label, rank in ranked.items()})
 
     specs = {mc: spec["specification"] for mc, spec in plan.specifications.items()}
     barrier_of_level: dict[int, str] = {}

@@ -10,6 +10,7 @@ are made from it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,10 @@ ON_ERROR = ("raise", "partial")
 ORDERINGS = ("free", "by_level")
 
 #: One description per parameter, for every place that documents it (docstrings, CLI help).
+#: The share of a machine's (or a worker's) memory its fragments are told they may use: the rest is for the
+#: worker process itself, the program's own overheads and the operating system.
+MEMORY_FRACTION = 0.8
+
 PARAMETERS = {
     "jobs": "Batch clusters: keep this many jobs (a job that ends is replaced while work remains). Default: enough "
     "jobs for every calculation, at most ``qcmb_dask.batch.max-jobs`` (10).",
@@ -38,11 +43,12 @@ PARAMETERS = {
     "n_workers": "Fragments run at once on the embedded cluster. Default: fill the machine without oversubscribing it.",
     "threads_per_task": "Cores per fragment calculation. Default: the machine's cores shared among the workers "
     "(embedded cluster), 1 elsewhere.",
-    "memory_per_task": "GiB per fragment calculation. Default: 80 % of the memory a worker has, shared among the "
-    "fragments it runs at once.",
+    "memory_per_task": "Memory per fragment calculation: GiB as a number, or a size as Dask writes one (``'4GiB'``, "
+    "``'512MiB'``). Default: 80 % of the memory a worker has, shared among the fragments it runs at once.",
     "retries": "Reruns of a calculation that fails with a random (transient) error (QCEngine's ``RandomError``); "
     "input and convergence errors are not retried. Default 2.",
-    "timeout_per_task": "Seconds a fragment may run; a fragment over it has its worker ended (freeing the core) and "
+    "timeout_per_task": "How long a fragment may run: seconds, or a duration (``'2h'``, ``'30m'``, ``'01:30:00'``); "
+    "a fragment over it has its worker ended (freeing the core) and "
     "is tried again like a fragment whose worker was lost, up to ``allowed-failures`` times. Needs worker "
     "processes.",
     "escalate": "On a convergence failure, try once more with the program's documented fallback (PySCF: "
@@ -148,6 +154,8 @@ class Options:
                 "max_calculations",
             )
         }
+        from_config["memory_per_task"] = gibibytes(from_config["memory_per_task"], "memory_per_task")
+        from_config["timeout_per_task"] = seconds(from_config["timeout_per_task"], "timeout_per_task")
         options = cls(**{**given, **from_config, "escalate": bool(from_config["escalate"])})
         options.check()
         return options
@@ -192,6 +200,45 @@ class Options:
             raise InvalidArgument("give jobs=N (a fixed number of jobs) or adapt=(min, max), not both.")
         if self.report is not None:
             check_output_path(self.report, "report=")
+
+
+_CLOCK = re.compile(r"^(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})$")
+
+
+def gibibytes(value: Any, name: str) -> float | None:
+    """GiB from a number (GiB) or a size as Dask writes one: ``"4GiB"``, ``"4 GB"``, ``"512MiB"``."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        from dask.utils import parse_bytes
+
+        try:
+            return float(value) if value.strip().replace(".", "", 1).isdigit() else parse_bytes(value) / 2**30
+        except (ValueError, TypeError):
+            pass
+    raise InvalidArgument(f"{name}={value!r}: expected GiB as a number, or a size such as '4GiB', '4 GB' or '512MiB'.")
+
+
+def seconds(value: Any, name: str) -> float | None:
+    """Seconds from a number or a duration as Dask or a batch system writes one: ``"2h"``, ``"30m"``, ``"90s"``,
+    ``"01:30:00"`` (HH:MM:SS) or ``"1-00:00:00"`` (D-HH:MM:SS)."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        clock = _CLOCK.match(value.strip())
+        if clock:
+            days, hours, minutes, secs = (int(g) if g else 0 for g in clock.groups())
+            return float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
+        from dask.utils import parse_timedelta
+
+        try:
+            return float(parse_timedelta(value.strip(), default="seconds"))
+        except (ValueError, TypeError, KeyError):
+            pass
+    raise InvalidArgument(
+        f"{name}={value!r}: expected seconds as a number, or a duration such as '2h', '30m', '90s', '01:30:00' "
+        "(HH:MM:SS) or '1-00:00:00'."
+    )
 
 
 def check_harnesses(harnesses: Sequence) -> None:

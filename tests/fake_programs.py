@@ -110,3 +110,9 @@ def calls(log, event="start"):
     if not path.exists():
         return 0
     return sum(1 for line in path.read_text().splitlines() if line.split()[1] == event)
+
+
+class UnregisteredHarness(FaultyHarness):
+    """The faulty program under a name no worker has registered: build_graph must bring it along."""
+
+    _defaults: ClassVar[dict[str, Any]] = {**FaultyHarness._defaults, "name": "never-registered"}

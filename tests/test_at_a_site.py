@@ -106,7 +106,18 @@ def test_a_sites_dask_config_is_honoured_in_the_submitted_job(job_name, tmp_path
 def test_a_busy_queue_is_waited_for_with_its_reason_and_nothing_is_cancelled(job_name, tmp_path, caplog):
     cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0]
     blocker = subprocess.run(
-        ["sbatch", "--parsable", "-J", f"{job_name}-blocker", "-c", cpus, "--wrap", "sleep 25"],
+        [
+            "sbatch",
+            "--parsable",
+            "-J",
+            f"{job_name}-blocker",
+            "-c",
+            cpus,
+            "-o",
+            str(tmp_path / "blocker.out"),
+            "--wrap",
+            "sleep 25",
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         check=True,

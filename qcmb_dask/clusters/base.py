@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -96,12 +97,32 @@ def scheduler_settings(batch: bool = False) -> dict:
         modules = list(dask.config.get(key))
         return modules if module in modules else [*modules, module]
 
-    return {
+    settings = {
         "distributed.scheduler.http.routes": with_ours("distributed.scheduler.http.routes", keys.LIVE_PAGE_ROUTES),
         "distributed.scheduler.preload": with_ours("distributed.scheduler.preload", keys.PROMPT_SENDS),
-        "distributed.scheduler.allowed-failures": setting(failures_key),
-        "distributed.scheduler.worker-saturation": setting("worker-saturation"),
     }
+    for key, ours in (
+        ("distributed.scheduler.allowed-failures", setting(failures_key)),
+        ("distributed.scheduler.worker-saturation", setting("worker-saturation")),
+    ):
+        # The user's or the site's own value of a Dask setting wins over ours (one equal to ours is kept as ours:
+        # a scheduler we started in this process set it so).
+        if not users_own(key) or dask.config.get(key, default=None) == ours:
+            settings[key] = ours
+    return settings
+
+
+def users_own(key: str) -> bool:
+    """Whether the user or the site set a Dask ``key``: in a config file or a ``DASK_`` variable (whatever the
+    value), or in this process to something other than the default its package ships."""
+    import functools
+
+    from_files = dask.config.collect(paths=dask.config.paths, env=os.environ)
+    missing = object()
+    if dask.config.get(key, default=missing, config=from_files) is not missing:
+        return True
+    shipped = functools.reduce(lambda a, b: dask.config.merge(a, b), dask.config.defaults, {})
+    return dask.config.get(key, default=missing) != dask.config.get(key, default=missing, config=shipped)
 
 
 def workers_resources(client, threads_per_task: int | None, memory_per_task: float | None) -> res.Resources:

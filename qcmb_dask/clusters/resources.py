@@ -8,9 +8,7 @@ from typing import Any
 
 import psutil
 
-#: The share of a machine's (or a worker's) memory its fragments are told they may use: the rest is for the
-#: worker process itself, the program's own overheads and the operating system.
-MEMORY_FRACTION = 0.8
+from qcmb_dask.options import MEMORY_FRACTION
 
 
 @dataclass(frozen=True)

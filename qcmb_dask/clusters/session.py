@@ -23,6 +23,18 @@ from qcmb_dask.worker.analysis import LevelResult, Outcome, summarize
 from qcmb_dask.worker.events import FLUSH_SECONDS
 from qcmb_dask.worker.fragment import fragment_error, worker_lost_error
 
+#: distributed warns about graphs over 10 MB ("This may cause some slowdown"), which the user cannot act on: an
+#: expansion's graph is one small node per calculation, about 370 bytes each (57,225 fragments: 20.85 MiB), and
+#: it is shipped once. The warning is kept for graphs far beyond any plan qcmb_dask accepts (max-calculations),
+#: and a threshold the user set is theirs.
+LARGE_GRAPH_THRESHOLD = "distributed.admin.large-graph-warning-threshold"
+
+
+def large_graph_settings() -> dict:
+    from qcmb_dask.clusters.base import users_own
+
+    return {} if users_own(LARGE_GRAPH_THRESHOLD) else {LARGE_GRAPH_THRESHOLD: "1GiB"}
+
 
 class SyncSession:
     """Every fragment in this process, one at a time: the reference executor, and the one to debug with."""
@@ -136,7 +148,8 @@ class DistributedSession:
 
         started = time.time()
         self.client.subscribe_topic(keys.FRAGMENT_TOPIC, fragments_ended)
-        futures = self.client.compute([graph.outcome, *levels, *graph.fragments.values()])
+        with dask.config.set(large_graph_settings()):
+            futures = self.client.compute([graph.outcome, *levels, *graph.fragments.values()])
         outcome_future, level_futures, fragment_futures = futures[0], futures[1 : 1 + nlevels], futures[1 + nlevels :]
         try:
             # Levels k and k+1 often finish together (the last monomer completes both): report them in order.

@@ -31,6 +31,9 @@ class RunPolicy:
     timeout: float | None = None
     #: on a convergence failure, try once more with the program's ``escalation_keywords``
     escalate: bool = False
+    #: QCEngine harnesses of the user's, registered on whatever runs the fragment if it does not know them yet
+    #: (``build_graph``'s graph may run on a cluster no one installed them on)
+    harnesses: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,12 @@ def _run_fragment(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
     from qcmb_dask.programs import register_shipped
 
     register_shipped()  # this worker process may not have registered the programs qcmb_dask ships yet
+    if job.policy.harnesses:
+        from qcmb_dask.programs import register
+
+        known = qcengine.list_all_programs()
+        register([h for h in job.policy.harnesses if h.name.lower() not in known])
+    job = with_worker_memory_share(job)
 
     start = time.time()
     molecule = build_fragment_molecule(parent, job.real, job.basis, job.embedding_charges)
@@ -149,6 +158,31 @@ def _run_fragment(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
             output.store_error = f"{store.path(key, driver)}: {err}"
             logger.warning("qcmb_dask: could not store the result of %s: %s", job.label, output.store_error)
     return output
+
+
+def with_worker_memory_share(job: FragmentJob) -> FragmentJob:
+    """A job without a memory figure (``build_graph`` cannot know where it will run) gets this worker's share:
+    ``MEMORY_FRACTION`` of the worker's memory limit per thread, times its cores; outside a worker, of the
+    machine's memory per core. QCEngine's own default would give every fragment most of the machine."""
+    if job.task_config.get("memory"):
+        return job
+    import dataclasses
+    import os
+
+    import psutil
+
+    from qcmb_dask.options import MEMORY_FRACTION
+
+    cores = int(job.task_config.get("ncores") or 1)
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        per_thread = worker.memory_manager.memory_limit / worker.state.nthreads
+    except (ImportError, ValueError, AttributeError, TypeError, ZeroDivisionError):
+        per_thread = psutil.virtual_memory().total / (os.cpu_count() or 1)
+    memory = round(MEMORY_FRACTION * per_thread * cores / 2**30, 2)
+    return dataclasses.replace(job, task_config={**job.task_config, "memory": memory})
 
 
 def in_store(parent, job: FragmentJob) -> bool:
