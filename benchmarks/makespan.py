@@ -4,7 +4,7 @@ makespan under 2 %, then longest first), longest first alone, and none (Dask's o
 
 Workloads: "multilevel" (default) has very different fragment costs: nocp on (H2O)6, CCSD(T)/aug-cc-pVDZ
 monomers, MP2/cc-pVDZ dimers, HF/STO-3G trimers (68 calculations). "uniform": one method for every level,
-HF/6-31G CP on (H2O)6 to 3-body (as examples/water-hexamer.json), where longest-first runs the trimers first
+HF/6-31G CP and NoCP on (H2O)6 to 3-body (as examples/water-hexamer.json), where longest-first runs the trimers first
 and the 2-body result comes last. Fragment durations are measured inside each fragment in the same run, so
 the bound and the makespan come from one run.
 
@@ -29,7 +29,8 @@ from qcmb_dask.planning import priorities
 
 def workload(quick: bool, waters: int = 6, kind: str = "multilevel") -> dict:
     if kind == "uniform":
-        return mbe_input(4 if quick else waters, 3, "cp", method="hf", basis="sto-3g" if quick else "6-31g")
+        basis = "sto-3g" if quick else "6-31g"
+        return mbe_input(4 if quick else waters, 3, ["cp", "nocp"], method="hf", basis=basis)
     specs = {
         "ccsd(t)": ("ccsd(t)", "cc-pvdz" if quick else "aug-cc-pvdz"),
         "mp2": ("mp2", "sto-3g" if quick else "cc-pvdz"),
@@ -44,8 +45,6 @@ ORDERS = {"qcmb_dask": (True, priorities.TOLERANCE), "longest first": (True, -1.
 
 def run_once(client, data, order: str, workers: int):
     """(makespan, bound, {level: seconds until its result arrived})."""
-    from distributed import as_completed
-
     prioritize, tolerance = ORDERS[order]
     start = time.perf_counter()
     plan = qcmb_dask.plan(data)
@@ -56,10 +55,7 @@ def run_once(client, data, order: str, workers: int):
         priorities.TOLERANCE = before
     levels = sorted(graph.levels)
     futures = client.compute([graph.result, *[graph.levels[n] for n in levels], *graph.fragments.values()])
-    arrived = {}
-    by_key = {f.key: n for f, n in zip(futures[1 : 1 + len(levels)], levels)}
-    for future in as_completed(futures[1 : 1 + len(levels)]):
-        arrived[by_key[future.key]] = time.perf_counter() - start
+    arrived = _arrivals(dict(zip(levels, futures[1 : 1 + len(levels)])), start)
     client.gather(futures[0])
     makespan = time.perf_counter() - start
     durations = [out.wall_time for out in client.gather(futures[1 + len(levels) :])]
@@ -68,6 +64,15 @@ def run_once(client, data, order: str, workers: int):
     release(client, keys)
     bound = max(sum(durations) / workers, max(durations))
     return makespan, bound, arrived
+
+
+def _arrivals(level_futures: dict, start: float) -> dict:
+    """level -> seconds from ``start`` until its result arrived (references dropped on return, so that
+    :func:`release` can see the results forgotten)."""
+    from distributed import as_completed
+
+    level_of = {future.key: level for level, future in level_futures.items()}
+    return {level_of[f.key]: time.perf_counter() - start for f in as_completed(list(level_futures.values()))}
 
 
 def release(client, keys) -> None:

@@ -90,7 +90,10 @@ def test_few_calculations_get_the_spare_cores(monkeypatch):
     assert resources.for_this_machine(None, None, 4.0, ncalculations=100) == resources.Resources(16, 1, 4.0)
 
 
-def test_most_expensive_fragments_get_the_highest_priority():
+def test_most_expensive_fragments_get_the_highest_priority(monkeypatch):
+    from qcmb_dask.planning import priorities
+
+    monkeypatch.setattr(priorities, "TOLERANCE", -1.0)  # no level first at any price: longest first alone
     data = mbe_input(
         3,
         keywords={"bsse_type": ["nocp"], "levels": {1: "ccsd(t)", 2: "mp2", 3: "hf"}},
