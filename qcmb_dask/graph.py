@@ -51,6 +51,8 @@ class MBEGraph:
     costs: dict[str, float] = field(default_factory=dict)
     #: n-body level -> calculations of that level (a calculation counts at the lowest level needing it)
     level_sizes: dict[int, int] = field(default_factory=dict)
+    #: n-body level -> (the input, the labels its analysis reads): to redo a level node lost with a worker
+    level_inputs: dict[int, tuple] = field(default_factory=dict)
 
 
 def build(
@@ -181,6 +183,7 @@ def build(
         run_id=run_id,
         costs={t.label: t.cost for t in plan.tasks},
         level_sizes={nbody: len(keys) for nbody, keys in keys_by_level.items()},
+        level_inputs={nbody: (plan.input, tuple(labels)) for nbody, labels in plan.level_labels.items()},
     )
 
 

@@ -149,7 +149,7 @@ class JobKeeper:
 
     def _end(self, ended: dict, ids: dict) -> None:
         for name, why in ended.items():
-            logger.info("qcmb_dask: job %s (%s) ended: %s; a replacement is submitted where work remains",
+            logger.warning("qcmb_dask: job %s (%s) ended: %s; a replacement is submitted where work remains",
                         ids.get(name, "?"), name, why)  # fmt: skip
             self.seen.discard(name)
             self.silent_since.pop(name, None)

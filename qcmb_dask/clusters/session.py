@@ -19,6 +19,7 @@ from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.errors import SchedulerLost
 from qcmb_dask.graph import MBEGraph
 from qcmb_dask.store import ResultStore
+from qcmb_dask.worker import analysis
 from qcmb_dask.worker.analysis import LevelResult, Outcome, summarize
 from qcmb_dask.worker.events import FLUSH_SECONDS
 from qcmb_dask.worker.fragment import fragment_error, worker_lost_error
@@ -154,11 +155,12 @@ class DistributedSession:
         try:
             # Levels k and k+1 often finish together (the last monomer completes both): report them in order.
             done, reported = set(), 0
+            nbodies = sorted(graph.levels)
             for future in as_completed(level_futures):
                 done.add(future.key)
                 while reported < nlevels and level_futures[reported].key in done:
-                    if level_futures[reported].status == "finished":
-                        level = level_futures[reported].result()
+                    level = self._level(graph, nbodies[reported], level_futures[reported], fragment_futures)
+                    if level is not None:
                         run_events.publish_level(self.client, level, bsse_types)
                         reporter.level(level, bsse_types)
                     reported += 1
@@ -186,6 +188,22 @@ class DistributedSession:
                 self.client.unsubscribe_topic(keys.FRAGMENT_TOPIC)
             reporter.finish()
 
+    def _level(self, graph: MBEGraph, nbody: int, future, fragment_futures):
+        """A level's result; where its node was lost with a worker (a fragment that crashed its worker took the
+        analysis queued behind it) but every calculation it reads finished, the analysis again, here."""
+        from distributed import wait
+
+        if future.status == "finished":
+            return future.result()
+        normalized, labels = graph.level_inputs[nbody]
+        needed = [f for label, f in zip(graph.fragments, fragment_futures) if graph.jobs[label].nbody <= nbody]
+        wait(needed)
+        if any(f.status != "finished" for f in needed):
+            return None
+        with contextlib.suppress(Exception):  # a level that cannot be redone is reported missing, as before
+            return analysis.level_result(normalized, nbody, list(labels), self.client.gather(needed))
+        return None
+
     def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, fragment_futures, level_futures) -> Outcome:
         """Fragments Dask gave up on become failures beside those the fragments returned themselves."""
         from distributed import KilledWorker
@@ -204,11 +222,8 @@ class DistributedSession:
                 failures.append(fragment_error(job, type(error).__name__, str(error)))
         finished = [f for f in fragment_futures if f.status == "finished"]
         stats, returned_failures = self.client.submit(summarize, finished, pure=False).result()
-        levels = {
-            level.nbody: level
-            for level in self.client.gather([f for f in level_futures if f.status == "finished"])
-            if isinstance(level, LevelResult)
-        }
+        computed = [self._level(graph, n, f, fragment_futures) for n, f in zip(sorted(graph.levels), level_futures)]
+        levels = {level.nbody: level for level in computed if isinstance(level, LevelResult)}
         return Outcome(None, failures + returned_failures, stats, levels)
 
 
