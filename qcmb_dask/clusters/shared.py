@@ -100,6 +100,11 @@ class SharedCluster:
             )
         self._client = Client(self._cluster, set_as_default=False)
         self._shape = shape
+        # atexit runs the latest registered first: after distributed's own (it closes every cluster at exit,
+        # registered when LocalCluster was first imported), ours would find the workers gone with results in
+        # them, and distributed would warn that it "lost computed tasks". Registered again, ours closes first.
+        atexit.unregister(self.close)
+        atexit.register(self.close)
 
     def _close(self) -> None:
         client, cluster = self._client, self._cluster
