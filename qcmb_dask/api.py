@@ -188,7 +188,8 @@ def timeline(result: Any = None) -> list[dict[str, Any]]:
         record = provenance.record_of(result)
         if record is None:
             raise InvalidArgument(
-                "this result has no qcmb_dask record (extras['qcmb_dask']): it was not made by qcmb_dask.compute."
+                "this result has no qcmb_dask record (extras['qcmb_dask']): it was not made by qcmb_dask.compute. "
+                "Pass a result compute returned (or its saved JSON), or call timeline() right after a run."
             )
         return list(record.get("timeline", []))
     log = runlog.last()

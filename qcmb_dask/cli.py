@@ -20,6 +20,7 @@ fragments stay in the store.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -45,7 +46,8 @@ def _cluster_options(pairs: tuple[str, ...]) -> dict | None:
 
 
 def _model_flags(command):
-    """Flags that make a whole input from a molecule file (``.xyz``, or a Psi4-style string in ``.psi4``)."""
+    """Flags that make a whole input from a molecule file (``.xyz``, or a Psi4-style string in ``.psi4``); the
+    command receives them together as ``model``."""
     flags = [
         click.option("--method", help="Molecule files: the QC method (e.g. hf, mp2, b3lyp)."),
         click.option("--basis", help="Molecule files: the basis set (e.g. 6-31g, cc-pvdz)."),
@@ -64,9 +66,14 @@ def _model_flags(command):
             "e.g. 0-2,3-5,6-8.",
         ),
     ]
+
+    @functools.wraps(command)
+    def with_model(*args, **kwargs):
+        return command(*args, model={name: kwargs.pop(name) for name in _MODEL_FLAGS}, **kwargs)
+
     for flag in reversed(flags):
-        command = flag(command)
-    return command
+        with_model = flag(with_model)
+    return with_model
 
 
 _MODEL_FLAGS = ("method", "basis", "program", "bsse", "max_nbody", "driver", "fragments")
@@ -142,9 +149,8 @@ def main(log_level):
 )
 @click.option("--timeout-per-task", metavar="SECONDS|DURATION", help=short_help("timeout_per_task"))
 @click.option("--quiet", "-q", is_flag=True, help="No progress, only the summary.")
-def run(input_file, method, basis, program, bsse, max_nbody, driver, fragments, cluster, jobs, adapt, cluster_option,
-        workers, threads_per_task, memory_per_task, cache, no_cache, out, report, on_error, timeout_per_task,
-        quiet):  # fmt: skip
+def run(input_file, model, cluster, jobs, adapt, cluster_option, workers, threads_per_task, memory_per_task, cache,
+        no_cache, out, report, on_error, timeout_per_task, quiet):  # fmt: skip
     """Run the many-body expansion in INPUT: a ManyBodyInput (JSON or YAML, geometry in Bohr), or a molecule file
     (.xyz in Angstrom, or a Psi4-style string in a .psi4 file: '--' between fragments, 'units angstrom') with
     --method and --basis.
@@ -163,7 +169,7 @@ def run(input_file, method, basis, program, bsse, max_nbody, driver, fragments, 
         for path, option in ((out, "--out"), (report, "--report")):
             if path:  # a typo here must not cost the run: checked before anything is computed
                 check_output_path(path, option)
-        mbin = _input(input_file, dict(zip(_MODEL_FLAGS, (method, basis, program, bsse, max_nbody, driver, fragments))))
+        mbin = _input(input_file, model)
         plan = qcmb_dask.plan(mbin, cache=False if no_cache else cache)
         if cluster == "mpi":  # every rank runs this command; only rank 1 (the client) speaks
             from qcmb_dask.clusters.mpi import is_client_rank
@@ -290,12 +296,12 @@ def _load_or_exit(load, path):
 @click.option(
     "--cache", type=click.Path(file_okay=False), help="Result store whose measured durations refine the estimates."
 )
-def plan(input_file, method, basis, program, bsse, max_nbody, driver, fragments, cache):
+def plan(input_file, model, cache):
     """What INPUT would run: calculations per model chemistry and n-body level, estimated cost. No QC."""
     import qcmb_dask
 
     try:
-        mbin = _input(input_file, dict(zip(_MODEL_FLAGS, (method, basis, program, bsse, max_nbody, driver, fragments))))
+        mbin = _input(input_file, model)
         click.echo(str(qcmb_dask.plan(mbin, cache=cache)))
     except ValueError as e:
         click.echo(f"qcmb-dask: {e}", err=True)
@@ -383,12 +389,12 @@ def submit(input_file, cluster, cache, out, driver_walltime, driver_memory, clus
 @click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @_model_flags
 @click.option("--cache", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
-def status(input_file, method, basis, program, bsse, max_nbody, driver, fragments, cache):
+def status(input_file, model, cache):
     """How far a run of INPUT got, from the result store alone: calculations stored per n-body level. Runs nothing."""
     import qcmb_dask
 
     try:
-        mbin = _input(input_file, dict(zip(_MODEL_FLAGS, (method, basis, program, bsse, max_nbody, driver, fragments))))
+        mbin = _input(input_file, model)
         counts = qcmb_dask.progress_in_store(mbin, cache=cache)
     except (ValueError, FileNotFoundError) as e:
         click.echo(f"qcmb-dask: {e}", err=True)

@@ -213,7 +213,11 @@ def gibibytes(value: Any, name: str) -> float | None:
         from dask.utils import parse_bytes
 
         try:
-            return float(value) if value.strip().replace(".", "", 1).isdigit() else parse_bytes(value) / 2**30
+            return float(value)  # a number of GiB, written as a string (a CLI flag, an environment variable)
+        except ValueError:
+            pass
+        try:
+            return parse_bytes(value) / 2**30
         except (ValueError, TypeError):
             pass
     raise InvalidArgument(f"{name}={value!r}: expected GiB as a number, or a size such as '4GiB', '4 GB' or '512MiB'.")

@@ -251,8 +251,8 @@ def _wait_for_first_worker(client, cluster, settings: BatchSettings, refusals: l
             for job_id in ids:
                 if job_id in found and found[job_id].state == "RUNNING":
                     running_since.setdefault(job_id, now)
-            ended = [j for j in ids if j in running_since and (j not in found or not found[j].alive)]
-            ended += [j for j in ids if j in found and not found[j].alive and j not in ended]
+            # ended: listed as done or failed, or seen running and no longer listed
+            ended = [j for j in ids if (j in found and not found[j].alive) or (j in running_since and j not in found)]
             if ended:
                 raise WorkersNeverArrived(
                     diagnose(cluster, settings, now - began, f"job {ended[0]} ended without a worker connecting")
