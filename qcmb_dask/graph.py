@@ -13,6 +13,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
+from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
@@ -71,51 +72,129 @@ def build(
     ``prioritize=False`` leaves the order to Dask (used by the makespan benchmark for comparison). ``workers``:
     how many fragments run at once, for the choice of :mod:`qcmb_dask.planning.priorities` (default: this
     machine's cores).
-    ``run_id`` names this run in the events fragments log (default: a fresh random id).
+    ``run_id`` names this run in the events fragments log and in every key (default: a fresh random id): two
+    runs on one scheduler never share a node, so neither runs the other's settings.
+    """
+    return build_many(
+        [plan],
+        task_config=task_config,
+        policy=policy,
+        ordering=ordering,
+        prioritize=prioritize,
+        run_id=run_id,
+        workers=workers,
+    )[0]
+
+
+def build_many(
+    plans: list[Plan],
+    *,
+    task_config: dict,
+    policy: RunPolicy | None = None,
+    ordering: str = "free",
+    prioritize: bool = True,
+    run_id: str | None = None,
+    workers: int | None = None,
+) -> list[MBEGraph]:
+    """One graph for several inputs (a scan, a trajectory): a graph handle per plan, in order, sharing one
+    Dask graph in which a calculation several inputs need (the same atoms, real and ghost, the same model
+    chemistry) is one node, computed once. Arguments as for :func:`build`.
     """
     if ordering not in ORDERINGS:
         raise ValueError(f"ordering={ordering!r}: expected one of {ORDERINGS}.")
     policy = policy or RunPolicy()
     run_id = run_id or uuid.uuid4().hex[:12]
-    token = plan.token
-    model = plan.input.model
-    keep_atomic = model.specification.protocols.cluster_results.value == "all"
     dsk: dict[str, object] = {}
     priorities: dict[str, int] = {}
+    #: calculation identity -> its fragment key (only across several plans: one plan's labels are unique)
+    shared: dict[str, str] | None = {} if len(plans) > 1 else None
+    parts = [
+        _add_plan(
+            dsk,
+            priorities,
+            shared,
+            plan,
+            number,
+            task_config=task_config,
+            policy=policy,
+            ordering=ordering,
+            prioritize=prioritize,
+            run_id=run_id,
+            workers=workers or os.cpu_count() or 1,
+        )
+        for number, plan in enumerate(plans)
+    ]
+    annotations = {"priority": _Priority(priorities)} if priorities else None
+    layer_name = f"qcmb-dask-mbe-{tokenize(run_id, [plan.token for plan in plans])}"
+    hlg = HighLevelGraph({layer_name: MaterializedLayer(dsk, annotations=annotations)}, {layer_name: set()})
+
+    def handle(key: str) -> Delayed:
+        return Delayed(key, hlg, layer=layer_name)
+
+    graphs = []
+    for plan, part in zip(plans, parts):
+        graphs.append(
+            MBEGraph(
+                result=handle(part.result_key),
+                outcome=handle(part.outcome_key),
+                levels={nbody: handle(key) for nbody, key in part.level_keys.items()},
+                fragments={label: handle(key) for label, key in part.fragment_keys.items()},
+                jobs=part.jobs,
+                parent=handle(part.parent_key),
+                priorities=priorities,
+                run_id=run_id,
+                costs={t.label: t.cost for t in plan.tasks},
+                level_sizes={nbody: len(keys) for nbody, keys in part.keys_by_level.items()},
+                level_inputs={nbody: (plan.input, tuple(labels)) for nbody, labels in plan.level_labels.items()},
+            )
+        )
+    return graphs
+
+
+@dataclass
+class _PlanKeys:
+    parent_key: str
+    result_key: str
+    outcome_key: str
+    level_keys: dict[int, str]
+    #: this plan's label -> its fragment's key (shared with other plans where the calculation is the same)
+    fragment_keys: dict[str, str]
+    keys_by_level: dict[int, list[str]]
+    jobs: dict[str, FragmentJob]
+
+
+def _add_plan(
+    dsk: dict,
+    priorities: dict,
+    shared: dict[str, str] | None,
+    plan: Plan,
+    number: int,
+    *,
+    task_config: dict,
+    policy: RunPolicy,
+    ordering: str,
+    prioritize: bool,
+    run_id: str,
+    workers: int,
+) -> _PlanKeys:
+    """Add one plan's nodes to ``dsk``; a calculation already in ``shared`` is not added again."""
+    token = tokenize(plan.token, run_id, number)
+    model = plan.input.model
+    keep_atomic = model.specification.protocols.cluster_results.value == "all"
+    specs = {mc: spec["specification"] for mc, spec in plan.specifications.items()}
 
     parent_key = f"parent-molecule-{token}"
     dsk[parent_key] = Task(parent_key, prepare_parent, DataNode(None, model.molecule))
 
-    fragment_keys: dict[str, str] = {}
-    keys_by_level: dict[int, list[str]] = {}
-    index_in_level: dict[int, int] = {}
-    for task in plan.tasks:
-        index = index_in_level.get(task.nbody, 0)
-        index_in_level[task.nbody] = index + 1
-        key = fragment_key(task.nbody, index, token)
-        fragment_keys[task.label] = key
-        keys_by_level.setdefault(task.nbody, []).append(key)
-
-    # Cheap low levels first where that costs the makespan little, then longest processing time first.
-    if prioritize:
-        ranked = fragment_priorities.ranks(plan.tasks, workers or os.cpu_count() or 1)
-        priorities.update({fragment_keys[label]: rank for label, rank in ranked.items()})
-
-    specs = {mc: spec["specification"] for mc, spec in plan.specifications.items()}
-    barrier_of_level: dict[int, str] = {}
-    if ordering == "by_level":
-        # Every level-k fragment waits on a barrier behind all level-(k-1) fragments.
-        for nbody, keys in keys_by_level.items():
-            barrier = f"level-barrier-{nbody}-{token}"
-            dsk[barrier] = Task(barrier, _barrier, TaskList(*[TaskRef(k) for k in keys]))
-            barrier_of_level[nbody] = barrier
-            priorities[barrier] = ANALYSIS_PRIORITY
-
     jobs: dict[str, FragmentJob] = {}
+    fragment_keys: dict[str, str] = {}
+    new_keys: list[str] = []
+    keys_by_level: dict[int, list[str]] = {}
+    identity = _calculation_identity(plan) if shared is not None else None
     for task in plan.tasks:
-        key = fragment_keys[task.label]
-        job = jobs[task.label] = FragmentJob(
-            label=task.label,
+        jobs[task.label] = FragmentJob(
+            # across several inputs, a fragment's events and failures name the input it first belongs to
+            label=task.label if shared is None else f"[{number}] {task.label}",
             nbody=task.nbody,
             real=task.real,
             basis=task.basis,
@@ -126,8 +205,38 @@ def build(
             keep_atomic_result=keep_atomic,
             policy=policy,
             run=run_id,
-            input_token=token,
+            input_token=plan.token,
         )
+        same = identity(task, keep_atomic) if identity else None
+        key = shared.get(same) if shared is not None else None
+        if key is None:
+            key = fragment_key(task.nbody, len(new_keys), token)
+            new_keys.append(key)
+            if shared is not None:
+                shared[same] = key
+        fragment_keys[task.label] = key
+        keys_by_level.setdefault(task.nbody, []).append(key)
+
+    # Cheap low levels first where that costs the makespan little, then longest processing time first.
+    if prioritize:
+        for label, rank in fragment_priorities.ranks(plan.tasks, workers).items():
+            key = fragment_keys[label]
+            priorities[key] = max(priorities.get(key, rank), rank)
+
+    barrier_of_level: dict[int, str] = {}
+    if ordering == "by_level":
+        # Every level-k fragment waits on a barrier behind all level-(k-1) fragments.
+        for nbody, keys in keys_by_level.items():
+            barrier = f"level-barrier-{nbody}-{token}"
+            dsk[barrier] = Task(barrier, _barrier, TaskList(*[TaskRef(k) for k in keys]))
+            barrier_of_level[nbody] = barrier
+            priorities[barrier] = ANALYSIS_PRIORITY
+
+    new = set(new_keys)
+    for task in plan.tasks:
+        key = fragment_keys[task.label]
+        if key not in new:
+            continue
         previous = barrier_of_level.get(_previous_level(keys_by_level, task.nbody))
         after = TaskRef(previous) if previous else None
         # A data producer is "root-ish" to the scheduler whatever its group's size: it waits in the scheduler's
@@ -135,19 +244,26 @@ def build(
         # (Dask's choice for groups smaller than twice the thread count), fragments would ignore priorities, and
         # every fragment assigned to a worker that dies counts as a suspect, so one fragment that crashes its
         # worker would fail innocent ones queued behind it.
-        dsk[key] = Task(key, run_fragment, TaskRef(parent_key), DataNode(None, job), after, _data_producer=True)
+        dsk[key] = Task(
+            key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after, _data_producer=True
+        )
 
+    # The analyses name each output by this plan's own labels: a shared node carries another input's label.
     level_keys: dict[int, str] = {}
+    by_level = {}
+    for task in plan.tasks:
+        by_level.setdefault(task.nbody, []).append(task.label)
     for nbody, labels in plan.level_labels.items():
         key = f"mbe-level-{nbody}-{token}"
-        needed = [k for level, keys in keys_by_level.items() if level <= nbody for k in keys]
+        needed = [label for level, names in by_level.items() if level <= nbody for label in names]
         dsk[key] = Task(
             key,
             analysis.level_result,
             DataNode(None, plan.input),
             nbody,
             list(labels),
-            TaskList(*[TaskRef(k) for k in needed]),
+            TaskList(*[TaskRef(fragment_keys[label]) for label in needed]),
+            needed,
         )
         level_keys[nbody] = key
         priorities[key] = ANALYSIS_PRIORITY
@@ -158,33 +274,46 @@ def build(
         analysis.final_outcome,
         DataNode(None, plan.input),
         [t.label for t in plan.tasks],
-        TaskList(*[TaskRef(k) for k in fragment_keys.values()]),
+        TaskList(*[TaskRef(fragment_keys[t.label]) for t in plan.tasks]),
         TaskList(*[TaskRef(k) for k in level_keys.values()]),
     )
     result_key = f"mbe-result-{token}"
     dsk[result_key] = Task(result_key, analysis.answer, TaskRef(outcome_key))
     priorities[outcome_key] = priorities[result_key] = ANALYSIS_PRIORITY
+    return _PlanKeys(parent_key, result_key, outcome_key, level_keys, fragment_keys, keys_by_level, jobs)
 
-    annotations = {"priority": _Priority(priorities)} if priorities else None
-    layer_name = f"qcmb-dask-mbe-{token}"
-    hlg = HighLevelGraph({layer_name: MaterializedLayer(dsk, annotations=annotations)}, {layer_name: set()})
 
-    def handle(key: str) -> Delayed:
-        return Delayed(key, hlg, layer=layer_name)
+def _calculation_identity(plan: Plan):
+    """task -> a digest of everything its fragment molecule and input are made of: the same digest in two
+    inputs is the same calculation (the atoms, real or ghost, and the fragment charges and multiplicities,
+    the specification and program, and, with embedding charges, every point charge's position)."""
+    import hashlib
 
-    return MBEGraph(
-        result=handle(result_key),
-        outcome=handle(outcome_key),
-        levels={nbody: handle(key) for nbody, key in level_keys.items()},
-        fragments={label: handle(key) for label, key in fragment_keys.items()},
-        jobs=jobs,
-        parent=handle(parent_key),
-        priorities=priorities,
-        run_id=run_id,
-        costs={t.label: t.cost for t in plan.tasks},
-        level_sizes={nbody: len(keys) for nbody, keys in keys_by_level.items()},
-        level_inputs={nbody: (plan.input, tuple(labels)) for nbody, labels in plan.level_labels.items()},
-    )
+    import numpy as np
+
+    molecule = plan.input.model.molecule
+    geometry = np.asarray(molecule.geometry, dtype=float)
+    masses = np.asarray(molecule.masses, dtype=float)
+    symbols = list(molecule.symbols)
+    fragments = [list(map(int, atoms)) for atoms in molecule.fragments]
+    charges, mults = molecule.fragment_charges, molecule.fragment_multiplicities
+    per_fragment = [
+        hashlib.sha1(
+            repr((list(map(symbols.__getitem__, atoms)), charges[i], mults[i])).encode()
+            + geometry[atoms].tobytes()
+            + masses[atoms].tobytes()
+        ).hexdigest()
+        for i, atoms in enumerate(fragments)
+    ]
+    embedding = tokenize(geometry.tobytes(), plan.embedding_charges) if plan.embedding_charges else ""
+    specification = {mc: tokenize(spec) for mc, spec in plan.specifications.items()}
+    frame = repr((molecule.fix_symmetry, molecule.molecular_charge, molecule.molecular_multiplicity))
+
+    def identity(task, keep_atomic: bool) -> str:
+        atoms = [(per_fragment[i - 1], i in task.real) for i in task.basis]
+        return tokenize(atoms, specification[task.model_chemistry], plan.driver, embedding, frame, keep_atomic)
+
+    return identity
 
 
 def _previous_level(keys_by_level: dict[int, list[str]], nbody: int) -> int | None:

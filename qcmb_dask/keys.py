@@ -14,6 +14,12 @@ TIMEOUT_EVENT = "qcmb-dask-timeout"
 METADATA_ROOT = "qcmb"
 #: The Dask worker plugin that registers user harnesses on every worker.
 HARNESS_PLUGIN = "qcmb-dask-harnesses"
+#: The worker plugin that lets QCManyBody accept embedding charges on every worker, once per process.
+EMBEDDING_PLUGIN = "qcmb-dask-embedding-charges"
+#: The worker plugin that gives each worker one ``ONE_FRAGMENT_RESOURCE`` (see :mod:`qcmb_dask.clusters.given`).
+ONE_FRAGMENT_PLUGIN = "qcmb-dask-one-fragment-per-process"
+#: The Dask worker resource every task of a run asks for where workers have threads to spare for a second one.
+ONE_FRAGMENT_RESOURCE = "qcmb-dask-process"
 
 #: The scheduler loads the live many-body page (/qcmb) from this module (``distributed.scheduler.http.routes``).
 LIVE_PAGE_ROUTES = "qcmb_dask.diagnostics.page"

@@ -8,7 +8,6 @@ when they drift. Imported by the planning floor and by workers: it imports no fl
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 from collections.abc import Iterator, Sequence
@@ -153,15 +152,14 @@ def return_properties(result, driver: str = "hessian") -> dict[str, Any]:
     return props
 
 
-@contextlib.contextmanager
-def embedding_accepted(normalized: NormalizedInput):
+#: QCManyBody builds a computer with embedding charges only where this variable is set
+EMBEDDING_VARIABLE = "QCMANYBODY_EMBEDDING_CHARGES"
+
+
+def accept_embedding_charges(normalized: NormalizedInput) -> None:
     """QCManyBody accepts embedding charges only with QCMANYBODY_EMBEDDING_CHARGES set. The client checked
-    that when it planned; a worker on another node may lack the variable, so the analysis sets it."""
-    if not normalized.model.specification.keywords.embedding_charges or os.environ.get("QCMANYBODY_EMBEDDING_CHARGES"):
-        yield
-        return
-    os.environ["QCMANYBODY_EMBEDDING_CHARGES"] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop("QCMANYBODY_EMBEDDING_CHARGES", None)
+    that when it planned; a worker on another node may lack the variable. ``compute`` sets it on its workers
+    once (:class:`qcmb_dask.worker.plugins.ProcessSettings`); a graph run elsewhere sets it here, and it is
+    never unset: a thread unsetting it would make QCManyBody refuse the analysis another thread is building."""
+    if normalized.model.specification.keywords.embedding_charges:
+        os.environ.setdefault(EMBEDDING_VARIABLE, "1")

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dask
 
 from qcmb_dask import keys
 from qcmb_dask.clusters import resources as res
+from qcmb_dask.clusters import run_subscriptions
 from qcmb_dask.diagnostics import run_events
 from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.errors import SchedulerLost
 from qcmb_dask.graph import MBEGraph
+from qcmb_dask.qcmanybody_adapter import EMBEDDING_VARIABLE
 from qcmb_dask.store import ResultStore
 from qcmb_dask.worker import analysis
 from qcmb_dask.worker.analysis import LevelResult, Outcome, summarize
 from qcmb_dask.worker.events import FLUSH_SECONDS
 from qcmb_dask.worker.fragment import fragment_error, worker_lost_error
+from qcmb_dask.worker.plugins import ProcessSettings
 
 #: distributed warns about graphs over 10 MB ("This may cause some slowdown"), which the user cannot act on: an
 #: expansion's graph is one small node per calculation, about 370 bytes each (57,225 fragments: 20.85 MiB), and
@@ -51,38 +54,54 @@ class SyncSession:
         return {"kind": self.kind, "workers": 1, "where": self.where}
 
     def run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
+        return self.run_many([graph], reporter, bsse_types)[0]
+
+    def run_many(
+        self,
+        graphs: Sequence[MBEGraph],
+        reporter: Reporter,
+        bsse_types: Sequence[str],
+        input_done: Callable[[int, Outcome], None] | None = None,
+    ) -> list[Outcome]:
         from dask.callbacks import Callback
 
+        from qcmb_dask.worker.fragment import FragmentOutput
         from qcmb_dask.worker.warmup import prime_qcengine
 
         if self.where:
             reporter.say(self.where)
         prime_qcengine()  # waits for the thread that began it while the plan was made
 
-        from qcmb_dask.worker.fragment import FragmentOutput
-
-        label_of = {fragment.key: label for label, fragment in graph.fragments.items()}
+        jobs = {d.key: g.jobs[label] for g in reversed(graphs) for label, d in g.fragments.items()}
         started = {}
 
         def fragment_started(key, dsk, state):
             started[key] = time.time()
 
         def fragment_ended(key, result, dsk, state, worker_id):
-            if key in label_of:
-                label = label_of[key]
+            if key in jobs:
+                job = jobs[key]
                 ok = isinstance(result, FragmentOutput)
-                start = started.get(key)
                 reporter.fragment(
-                    label, graph.jobs[label].nbody, ok, ok and result.from_store, start, time.time(), "main"
+                    job.label, job.nbody, ok, ok and result.from_store, started.get(key), time.time(), "main"
                 )
 
-        reporter.start(graph.level_sizes, graph.costs)
+        reporter.start(
+            _level_sizes(jobs.values()),
+            {job.label: g.costs.get(label, 0.0) for g in graphs for label, job in g.jobs.items()},
+        )
+        single = graphs[0] if len(graphs) == 1 else None
+        levels = [single.levels[nbody] for nbody in sorted(single.levels)] if single else []
         with Callback(pretask=fragment_started, posttask=fragment_ended):
-            outcome, *levels = dask.compute(graph.outcome, *graph.levels.values(), scheduler="sync")
+            (*outcomes,) = dask.compute(*(g.outcome for g in graphs), *levels, scheduler="sync")
+        outcomes, levels = outcomes[: len(graphs)], outcomes[len(graphs) :]
         reporter.finish()
         for level in levels:
             reporter.level(level, bsse_types)
-        return outcome
+        for index, outcome in enumerate(outcomes):
+            if input_done is not None:
+                input_done(index, outcome)
+        return outcomes
 
 
 class DistributedSession:
@@ -92,8 +111,17 @@ class DistributedSession:
     died on every try, or it timed out) does not cancel the others: they finish and are stored.
     """
 
-    def __init__(self, client, resources: res.Resources, where: str = "", kind: str = "given"):
+    def __init__(
+        self,
+        client,
+        resources: res.Resources,
+        where: str = "",
+        kind: str = "given",
+        task_resources: dict[str, float] | None = None,
+    ):
         self.client = client
+        #: Dask resources every task of a run asks for (one fragment per process on workers with several threads)
+        self.task_resources = task_resources
         self.resources = resources
         #: the line that says where the run goes
         self.where = where
@@ -116,79 +144,120 @@ class DistributedSession:
         # Dask's helpers (as_completed, wait, the futures' own calls) use the current client: this one, even
         # where the user has another client as their default.
         with self.client.as_current():
-            return self._run(graph, reporter, bsse_types)
+            return self._run([graph], reporter, bsse_types)[0]
 
-    def _run(self, graph: MBEGraph, reporter: Reporter, bsse_types: Sequence[str]) -> Outcome:
-        from distributed import as_completed, wait
+    def run_many(
+        self,
+        graphs: Sequence[MBEGraph],
+        reporter: Reporter,
+        bsse_types: Sequence[str],
+        input_done: Callable[[int, Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """Every input's graph at once (one Dask graph: a calculation they share runs once); ``input_done(i,
+        outcome)`` as each input's analysis ends."""
+        with self.client.as_current():
+            return self._run(graphs, reporter, bsse_types, input_done)
+
+    def _run(self, graphs, reporter: Reporter, bsse_types, input_done=None) -> list[Outcome]:
+        from distributed import as_completed
 
         from qcmb_dask.diagnostics.page import live_page_link
 
+        run_id = graphs[0].run_id
+        fragments = {d.key: d for g in graphs for d in g.fragments.values()}  # shared calculations once
+        jobs = {d.key: g.jobs[label] for g in reversed(graphs) for label, d in g.fragments.items()}
+        level_sizes = _level_sizes(jobs.values())
+        if any(job.embedding_charges for job in jobs.values()):
+            self.client.register_plugin(
+                ProcessSettings(environment={EMBEDDING_VARIABLE: "1"}), name=keys.EMBEDDING_PLUGIN
+            )
         if self.where:
             reporter.say(self.where)
         reporter.dashboard(self.client.dashboard_link)
         reporter.live_page(live_page_link(self.client))
-        run_events.publish_run(self.client, graph.run_id, graph.level_sizes, bsse_types, time.time())
-        reporter.start(graph.level_sizes, graph.costs)
-        nlevels = len(graph.levels)
-        levels = [graph.levels[nbody] for nbody in sorted(graph.levels)]
+        run_events.publish_run(self.client, run_id, level_sizes, bsse_types, time.time(), len(graphs))
+        reporter.start(
+            level_sizes, {job.label: g.costs.get(label, 0.0) for g in graphs for label, job in g.jobs.items()}
+        )
+        single = graphs[0] if len(graphs) == 1 else None
+        levels = [single.levels[nbody] for nbody in sorted(single.levels)] if single else []
+        nlevels, ngraphs = len(levels), len(graphs)
 
-        def fragments_ended(event):
-            _, batch = event
-            for record in run_events.unbatch(batch):
-                if record.get("run") != graph.run_id:
-                    continue
-                reporter.fragment(
-                    record["label"],
-                    record["nbody"],
-                    record["ok"],
-                    record["from_store"],
-                    record["start"],
-                    record["stop"],
-                    str(record["worker"]),
-                )
+        def fragment_ended(record):
+            reporter.fragment(
+                record["label"],
+                record["nbody"],
+                record["ok"],
+                record["from_store"],
+                record["start"],
+                record["stop"],
+                str(record["worker"]),
+            )
 
         started = time.time()
-        self.client.subscribe_topic(keys.FRAGMENT_TOPIC, fragments_ended)
-        with dask.config.set(large_graph_settings()):
-            futures = self.client.compute([graph.outcome, *levels, *graph.fragments.values()])
-        outcome_future, level_futures, fragment_futures = futures[0], futures[1 : 1 + nlevels], futures[1 + nlevels :]
-        try:
-            # Levels k and k+1 often finish together (the last monomer completes both): report them in order.
-            done, reported = set(), 0
-            nbodies = sorted(graph.levels)
-            for future in as_completed(level_futures):
-                done.add(future.key)
-                while reported < nlevels and level_futures[reported].key in done:
-                    level = self._level(graph, nbodies[reported], level_futures[reported], fragment_futures)
-                    if level is not None:
-                        run_events.publish_level(self.client, level, bsse_types)
-                        reporter.level(level, bsse_types)
-                    reported += 1
-            wait([outcome_future])
-            if outcome_future.status == "finished":
+        with run_subscriptions.fragment_records(self.client, run_id, fragment_ended):
+            with dask.config.set(large_graph_settings()):
+                futures = self.client.compute(
+                    [*(g.outcome for g in graphs), *levels, *fragments.values()], resources=self.task_resources
+                )
+            outcome_futures = futures[:ngraphs]
+            level_futures = futures[ngraphs : ngraphs + nlevels]
+            future_of = dict(zip(fragments, futures[ngraphs + nlevels :]))
+            try:
+                if single:
+                    self._report_levels(single, level_futures, future_of, reporter, bsse_types)
+                outcomes: list[Outcome | None] = [None] * ngraphs
+                for future in as_completed(outcome_futures):
+                    index = outcome_futures.index(future)
+                    outcomes[index] = self._outcome(graphs[index], future, future_of, level_futures)
+                    if input_done is not None:
+                        input_done(index, outcomes[index])
                 _await_last_fragment_records(reporter)
-                return outcome_future.result()
-            wait(fragment_futures)
-            _await_last_fragment_records(reporter)
-            lost = {label: f for label, f in zip(graph.fragments, fragment_futures) if f.status == "error"}
-            if not lost:
-                return outcome_future.result()  # the analysis itself failed: raise its error
-            return self._outcome_with_lost_fragments(graph, lost, fragment_futures, level_futures)
-        except BaseException as err:
-            if isinstance(err, Exception) and _scheduler_lost(self.client, err):
-                store = next(iter(graph.jobs.values())).policy.store if graph.jobs else None
-                stored = ResultStore(store).written_since(started) if store else None
-                raise SchedulerLost(_address(self.client), stored, store) from err
-            # On error or Ctrl-C, stop what is still queued: a shared cluster must not keep our work.
-            with contextlib.suppress(Exception):  # a scheduler that went away has nothing left to cancel
-                self.client.cancel(futures)
-            raise
-        finally:
-            with contextlib.suppress(Exception):
-                self.client.unsubscribe_topic(keys.FRAGMENT_TOPIC)
-            reporter.finish()
+                return outcomes
+            except BaseException as err:
+                if isinstance(err, Exception) and _scheduler_lost(self.client, err):
+                    store = next(iter(jobs.values())).policy.store if jobs else None
+                    stored = ResultStore(store).written_since(started) if store else None
+                    raise SchedulerLost(_address(self.client), stored, store) from err
+                # On error or Ctrl-C, stop what is still queued: a shared cluster must not keep our work.
+                with contextlib.suppress(Exception):  # a scheduler that went away has nothing left to cancel
+                    self.client.cancel(futures)
+                raise
+            finally:
+                reporter.finish()
 
-    def _level(self, graph: MBEGraph, nbody: int, future, fragment_futures):
+    def _report_levels(self, graph: MBEGraph, level_futures, future_of, reporter, bsse_types) -> None:
+        """Each k-body result as soon as it is ready; levels k and k+1 often finish together (the last monomer
+        completes both): reported in order."""
+        from distributed import as_completed
+
+        nlevels, nbodies = len(level_futures), sorted(graph.levels)
+        done, reported = set(), 0
+        for future in as_completed(level_futures):
+            done.add(future.key)
+            while reported < nlevels and level_futures[reported].key in done:
+                level = self._level(graph, nbodies[reported], level_futures[reported], future_of)
+                if level is not None:
+                    run_events.publish_level(self.client, level, bsse_types)
+                    reporter.level(level, bsse_types)
+                reported += 1
+
+    def _outcome(self, graph: MBEGraph, outcome_future, future_of: dict, level_futures) -> Outcome:
+        """The input's outcome; where Dask gave up on some of its fragments (lost workers, timeouts), an
+        outcome that lists them beside the failures the fragments returned."""
+        from distributed import wait
+
+        wait([outcome_future])
+        if outcome_future.status == "finished":
+            return outcome_future.result()
+        mine = {label: future_of[d.key] for label, d in graph.fragments.items()}
+        wait(list(mine.values()))
+        lost = {label: f for label, f in mine.items() if f.status == "error"}
+        if not lost:
+            return outcome_future.result()  # the analysis itself failed: raise its error
+        return self._outcome_with_lost_fragments(graph, lost, mine, level_futures)
+
+    def _level(self, graph: MBEGraph, nbody: int, future, future_of: dict):
         """A level's result; where its node was lost with a worker (a fragment that crashed its worker took the
         analysis queued behind it) but every calculation it reads finished, the analysis again, here."""
         from distributed import wait
@@ -196,19 +265,20 @@ class DistributedSession:
         if future.status == "finished":
             return future.result()
         normalized, labels = graph.level_inputs[nbody]
-        needed = [f for label, f in zip(graph.fragments, fragment_futures) if graph.jobs[label].nbody <= nbody]
-        wait(needed)
-        if any(f.status != "finished" for f in needed):
+        needed = {label: future_of[d.key] for label, d in graph.fragments.items() if graph.jobs[label].nbody <= nbody}
+        wait(list(needed.values()))
+        if any(f.status != "finished" for f in needed.values()):
             return None
         with contextlib.suppress(Exception):  # a level that cannot be redone is reported missing, as before
-            return analysis.level_result(normalized, nbody, list(labels), self.client.gather(needed))
+            outputs = self.client.gather(list(needed.values()))
+            return analysis.level_result(normalized, nbody, list(labels), outputs, list(needed))
         return None
 
-    def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, fragment_futures, level_futures) -> Outcome:
+    def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, mine: dict, level_futures) -> Outcome:
         """Fragments Dask gave up on become failures beside those the fragments returned themselves."""
         from distributed import KilledWorker
 
-        timeouts = timeouts_seen(self.client)
+        timeouts = timeouts_seen(self.client, graph.run_id)
         failures = []
         for label, future in lost.items():
             error = future.exception()
@@ -217,13 +287,16 @@ class DistributedSession:
                 # ordering="by_level": it waited on a level that lost a fragment, and never ran.
                 failures.append(fragment_error(job, "not_run", f"not run: it waits on {error.task}, which failed"))
             elif isinstance(error, KilledWorker):
-                failures.append(worker_lost_error(job, error.allowed_failures + 1, timeouts.get(label)))
+                failures.append(worker_lost_error(job, error.allowed_failures + 1, timeouts.get(job.label)))
             else:
                 failures.append(fragment_error(job, type(error).__name__, str(error)))
-        finished = [f for f in fragment_futures if f.status == "finished"]
+        finished = [f for f in mine.values() if f.status == "finished"]
         stats, returned_failures = self.client.submit(summarize, finished, pure=False).result()
-        computed = [self._level(graph, n, f, fragment_futures) for n, f in zip(sorted(graph.levels), level_futures)]
-        levels = {level.nbody: level for level in computed if isinstance(level, LevelResult)}
+        future_of = {d.key: mine[label] for label, d in graph.fragments.items()}
+        levels = {}
+        if level_futures:
+            computed = [self._level(graph, n, f, future_of) for n, f in zip(sorted(graph.levels), level_futures)]
+            levels = {level.nbody: level for level in computed if isinstance(level, LevelResult)}
         return Outcome(None, failures + returned_failures, stats, levels)
 
 
@@ -248,10 +321,19 @@ def _await_last_fragment_records(reporter: Reporter, seconds: float = 4 * FLUSH_
         time.sleep(0.02)
 
 
-def timeouts_seen(client) -> dict:
-    """label -> timeout (s), for every fragment the watchdog stopped on this client's scheduler."""
+def timeouts_seen(client, run_id: str) -> dict:
+    """label -> timeout (s), for every fragment of run ``run_id`` the watchdog stopped (a long-lived scheduler
+    keeps earlier runs' timeouts too)."""
     seen = {}
     with contextlib.suppress(Exception):
         for _, event in client.get_events(keys.TIMEOUT_EVENT):
-            seen[event["label"]] = event["timeout"]
+            if event.get("run") == run_id:
+                seen[event["label"]] = event["timeout"]
     return seen
+
+
+def _level_sizes(jobs) -> dict[int, int]:
+    sizes: dict[int, int] = {}
+    for job in jobs:
+        sizes[job.nbody] = sizes.get(job.nbody, 0) + 1
+    return dict(sorted(sizes.items()))

@@ -29,9 +29,11 @@ def unbatch(batch: Any) -> list[dict[str, Any]]:
     return [record for record in batch if isinstance(record, dict)] if isinstance(batch, (list, tuple)) else []
 
 
-def publish_run(client, run_id: str, level_sizes: dict, bsse_types, started: float) -> None:
-    """The run, for the page: its id, its levels and their sizes, its BSSE treatments, when it started."""
-    publish(client, "run", {"run": run_id, "levels": level_sizes, "bsse_types": list(bsse_types), "started": started})
+def publish_run(client, run_id: str, level_sizes: dict, bsse_types, started: float, inputs: int = 1) -> None:
+    """The run, for the page: its id, its levels and their sizes, its BSSE treatments, when it started, how
+    many inputs it expands."""
+    value = {"run": run_id, "levels": level_sizes, "bsse_types": list(bsse_types), "started": started}
+    publish(client, "run", {**value, "inputs": inputs})
 
 
 def publish_level(client, level, bsse_types) -> None:

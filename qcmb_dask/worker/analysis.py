@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qcmb_dask.errors import FragmentError, FragmentsFailed
-from qcmb_dask.qcmanybody_adapter import NormalizedInput, embedding_accepted, qcmb_computer, truncated_core
+from qcmb_dask.qcmanybody_adapter import NormalizedInput, accept_embedding_charges, qcmb_computer, truncated_core
 from qcmb_dask.worker.fragment import FragmentFailure, FragmentOutput
 
 
@@ -179,22 +179,31 @@ def summarize(outputs: Iterable[FragmentOutput | FragmentFailure]) -> tuple:
     return stats, failures
 
 
-def component_properties(labels: Sequence[str], outputs: Iterable[FragmentOutput]) -> dict[str, dict[str, Any]]:
-    """{label: {energy, gradient, hessian}} in ``labels`` order (QCManyBody's iteration order)."""
-    by_label = {out.label: out.properties for out in outputs}
+def component_properties(
+    labels: Sequence[str], outputs: Iterable[FragmentOutput], output_labels: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """{label: {energy, gradient, hessian}} in ``labels`` order (QCManyBody's iteration order). ``output_labels``
+    names each output by this input's labels: an output computed once for several inputs carries the label
+    it has in the first of them."""
+    by_label = {label: out.properties for label, out in zip(output_labels, outputs)}
     return {label: by_label[label] for label in labels if label in by_label}
 
 
 def level_result(
-    normalized: NormalizedInput, nbody: int, labels: Sequence[str], outputs: list[FragmentOutput]
+    normalized: NormalizedInput,
+    nbody: int,
+    labels: Sequence[str],
+    outputs: list[FragmentOutput],
+    output_labels: Sequence[str],
 ) -> LevelResult | LevelIncomplete:
-    """Analyze the expansion truncated at ``nbody`` with the results of the calculations it needs."""
-    failed = [out.label for out in outputs if isinstance(out, FragmentFailure)]
+    """Analyze the expansion truncated at ``nbody`` with the results of the calculations it needs
+    (``output_labels``: what this input calls each of ``outputs``)."""
+    failed = [label for label, out in zip(output_labels, outputs) if isinstance(out, FragmentFailure)]
     if failed:
         return LevelIncomplete(nbody, len(labels), failed)
-    with embedding_accepted(normalized):
-        core = truncated_core(qcmb_computer(normalized), nbody)
-    analyzed = core.analyze(component_properties(labels, outputs))
+    accept_embedding_charges(normalized)
+    core = truncated_core(qcmb_computer(normalized), nbody)
+    analyzed = core.analyze(component_properties(labels, outputs, output_labels))
     return LevelResult(
         nbody=nbody,
         ncalculations=len(labels),
@@ -215,12 +224,12 @@ def final_outcome(normalized: NormalizedInput, labels: Sequence[str], outputs: l
 
 def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: list[FragmentOutput]):
     """The ManyBodyResult, assembled by QCManyBody's computer from the fragment results."""
-    with embedding_accepted(normalized):
-        computer = qcmb_computer(normalized)
-    props = component_properties(labels, outputs)
+    accept_embedding_charges(normalized)
+    computer = qcmb_computer(normalized)
+    props = component_properties(labels, outputs, labels)
     analyzed = computer.qcmb_core.analyze(props)
     analyzed["nbody_number"] = len(props)
-    atomic_results = {out.label: out.atomic_result for out in outputs if out.atomic_result is not None}
+    atomic_results = {label: out.atomic_result for label, out in zip(labels, outputs) if out.atomic_result is not None}
     cluster_results = {label: atomic_results[label] for label in labels if label in atomic_results}
     result = computer.get_results(external_results=analyzed, component_results=cluster_results)
     return result.convert_v(1) if normalized.result_schema_version == 1 else result

@@ -133,7 +133,7 @@ def _run_fragment(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
         if stored is not None:
             return _output(job, stored, driver, start, from_store=True)
 
-    with watchdog.limit(job.policy.timeout, job.label):
+    with watchdog.limit(job.policy.timeout, job.label, job.run):
         result = qcengine.compute(inp, job.program, raise_error=False, task_config=job.task_config)
         escalated = None
         if not result.success and job.policy.escalate and result.error.error_type == "convergence_error":

@@ -1,6 +1,8 @@
-"""Dask worker plugin that registers user QCEngine harnesses on every worker."""
+"""Dask worker plugins: what a worker process is given once, never per task."""
 
 from __future__ import annotations
+
+import os
 
 from distributed import WorkerPlugin
 
@@ -15,3 +17,24 @@ class HarnessPlugin(WorkerPlugin):
         from qcmb_dask.programs import register
 
         register(self.harnesses)
+
+
+class ProcessSettings(WorkerPlugin):
+    """Process-wide state of each worker, set when the worker starts (or joins later), before any task runs.
+
+    ``environment``: variables a run needs (QCManyBody's ``QCMANYBODY_EMBEDDING_CHARGES``): set once, not
+    around each task, since a worker's threads share one environment. ``resources``: Dask worker resources the
+    worker gets in addition to its own; ``{"qcmb-dask-process": 1}`` with fragments asking for it runs one
+    fragment per worker process on workers with several threads.
+    """
+
+    def __init__(self, environment: dict[str, str] | None = None, resources: dict[str, float] | None = None):
+        self.environment = dict(environment or {})
+        self.resources = dict(resources or {})
+
+    async def setup(self, worker) -> None:
+        for name, value in self.environment.items():
+            os.environ.setdefault(name, value)
+        missing = {k: v for k, v in self.resources.items() if k not in worker.state.total_resources}
+        if missing:
+            await worker.set_resources(**{**worker.state.total_resources, **missing})

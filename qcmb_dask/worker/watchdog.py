@@ -30,13 +30,13 @@ _FLUSH_SECONDS = 1.0
 
 
 @contextlib.contextmanager
-def limit(timeout: float | None, label: str):
+def limit(timeout: float | None, label: str, run: str = ""):
     """Run the block; if it takes longer than ``timeout`` seconds on a nanny-managed worker, end the worker."""
     worker = _nanny_worker() if timeout else None
     if worker is None:
         yield
         return
-    timer = threading.Timer(timeout, _stop_worker, args=(worker, label, timeout))
+    timer = threading.Timer(timeout, _stop_worker, args=(worker, label, timeout, run))
     timer.daemon = True
     timer.start()
     try:
@@ -55,12 +55,12 @@ def _nanny_worker():
     return worker if getattr(worker, "nanny", None) else None
 
 
-def _stop_worker(worker, label: str, timeout: float) -> None:
+def _stop_worker(worker, label: str, timeout: float, run: str) -> None:
     message = f"qcmb_dask: fragment {label} ran longer than timeout_per_task={timeout:g} s; ending this worker"
     print(message, file=sys.stderr, flush=True)
     logger.error(message)
     with contextlib.suppress(Exception):
         # log_event sends on the worker's event loop: hand it over rather than call from this thread.
-        worker.loop.add_callback(worker.log_event, TIMEOUT_EVENT, {"label": label, "timeout": timeout})
+        worker.loop.add_callback(worker.log_event, TIMEOUT_EVENT, {"label": label, "timeout": timeout, "run": run})
         time.sleep(_FLUSH_SECONDS)
     os._exit(EXIT_STATUS)
