@@ -24,6 +24,7 @@ except PackageNotFoundError:  # running from a source tree
 _PUBLIC = {
     "build_graph": "qcmb_dask.api",
     "compute": "qcmb_dask.api",
+    "compute_many": "qcmb_dask.many_inputs",
     "job_script": "qcmb_dask.api",
     "plan": "qcmb_dask.api",
     "progress_in_store": "qcmb_dask.api",
@@ -35,6 +36,7 @@ _PUBLIC = {
     "close": "qcmb_dask.clusters.shared",
     "FragmentError": "qcmb_dask.errors",
     "FragmentsFailed": "qcmb_dask.errors",
+    "InputsFailed": "qcmb_dask.errors",
     "InvalidArgument": "qcmb_dask.errors",
     "InvalidInput": "qcmb_dask.errors",
     "InputWarning": "qcmb_dask.errors",

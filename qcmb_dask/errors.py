@@ -96,6 +96,29 @@ class FragmentsFailed(RuntimeError):
         return (type(self), (self.failures, self.store, self.levels_done))
 
 
+class InputsFailed(RuntimeError):
+    """Some inputs of :func:`qcmb_dask.compute_many` could not be run or failed; every other input finished.
+
+    ``results``: one entry per input, in order: its result, or None where it failed. ``failures``: input
+    index -> the error (an :class:`InvalidInput` refused before anything ran, or :class:`FragmentsFailed`).
+    ``names``: input index -> how the message names it (its file, or ``input <i>``).
+    """
+
+    def __init__(self, results, failures, names):
+        self.results = list(results)
+        self.failures = dict(failures)
+        self.names = dict(names)
+        lines = [f"{len(self.failures)} of {len(self.results)} inputs failed; the other results are in .results:"]
+        for index, error in sorted(self.failures.items()):
+            first, *rest = str(error).splitlines() or [type(error).__name__]
+            lines.append(f"  - {self.names.get(index, f'input {index}')}: {first}")
+            lines += [f"      {line}" for line in rest[:4]]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):
+        return (type(self), (self.results, self.failures, self.names))
+
+
 def summary_lines(failures, per_kind: int = 3, kinds: int = 4) -> list:
     """A few lines for many failures: one line each for the first ``per_kind`` of each kind (same program,
     method, basis, error type and reason), then how many more of that kind; at most ``kinds`` kinds."""

@@ -37,7 +37,63 @@ class GivenBackend(Backend):
             install_harnesses(client, harnesses)
             resources = workers_resources(client, options.threads_per_task, options.memory_per_task)
             where = f"qcmb_dask: on the cluster you gave (scheduler {client.scheduler.address})"
-            yield DistributedSession(client, resources, where, kind="given")
+            shared_process = _fragments_sharing_a_process(client, resources.threads_per_task)
+            task_resources = None
+            if shared_process and (options.timeout_per_task or not _thread_safe(self.programs)):
+                resources, task_resources = _one_fragment_per_process(client, resources)
+                why = (
+                    "timeout_per_task ends a whole worker process"
+                    if options.timeout_per_task
+                    else (f"{', '.join(_unsafe(self.programs))} may not run two calculations in one process")
+                )
+                where += (
+                    f"\nqcmb_dask: its workers have up to {shared_process} threads; {why}, so each worker runs one "
+                    f"fragment at a time ({resources.n_workers} at once). To use every thread, start workers with "
+                    f"--nthreads {resources.threads_per_task} (one fragment each) or pass "
+                    f"threads_per_task={shared_process} (each fragment gets all of a worker's threads)."
+                )
+            yield DistributedSession(client, resources, where, kind="given", task_resources=task_resources)
+
+
+def _fragments_sharing_a_process(client, threads_per_task: int) -> int:
+    """The most threads of any worker where that is room for two fragments or more (0 where none is)."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    most = max((w.get("nthreads", 1) for w in workers), default=1)
+    return most if most >= 2 * threads_per_task else 0
+
+
+def _unsafe(programs: Sequence[str]) -> list[str]:
+    """The plan's programs whose QCEngine harness does not declare itself thread-safe (or is unknown here)."""
+    import qcengine
+
+    unsafe = []
+    for name in programs:
+        try:
+            safe = qcengine.get_program(name, check=False).thread_safe
+        except Exception:  # noqa: BLE001 - registered on the workers only: nothing says it is safe
+            safe = False
+        if not safe:
+            unsafe.append(name)
+    return unsafe
+
+
+def _thread_safe(programs: Sequence[str]) -> bool:
+    return not _unsafe(programs)
+
+
+def _one_fragment_per_process(client, resources):
+    """Every worker gets one :data:`~qcmb_dask.keys.ONE_FRAGMENT_RESOURCE` (a worker plugin: workers joining
+    later too) and every task of the run asks for it: one of this run's tasks per worker process at a time."""
+    from qcmb_dask import keys
+    from qcmb_dask.clusters import resources as res
+    from qcmb_dask.worker.plugins import ProcessSettings
+
+    plugin = ProcessSettings(resources={keys.ONE_FRAGMENT_RESOURCE: 1})
+    client.register_plugin(plugin, name=keys.ONE_FRAGMENT_PLUGIN)
+    nworkers = len(client.scheduler_info().get("workers", {})) or 1
+    memory = resources.memory_per_task
+    shares = res.Resources(nworkers, resources.threads_per_task, memory, resources.extra)
+    return shares, {keys.ONE_FRAGMENT_RESOURCE: 1}
 
 
 def _check_workers_have_nannies(client) -> None:

@@ -170,17 +170,69 @@ def _load_yaml(text: str):
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
-        if node is None:
-            return None
-        expanded = _expanded_size(node)
-        if expanded > MAX_YAML_NODES:
-            raise InvalidInput(
-                f"its aliases (*name) expand to {expanded:.3g} values, more than the {MAX_YAML_NODES:.0e} any input "
-                "needs; write the values out, or remove the aliases."
-            )
-        return loader.construct_document(node)
+        return None if node is None else _constructed(loader, node)
     finally:
         loader.dispose()
+
+
+def _load_yaml_documents(text: str) -> list:
+    """Every document of a YAML stream (``---`` between them), each checked as :func:`_load_yaml` checks one."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        documents = []
+        while loader.check_node():
+            documents.append(_constructed(loader, loader.get_node()))
+        return documents
+    finally:
+        loader.dispose()
+
+
+def _constructed(loader, node):
+    expanded = _expanded_size(node)
+    if expanded > MAX_YAML_NODES:
+        raise InvalidInput(
+            f"its aliases (*name) expand to {expanded:.3g} values, more than the {MAX_YAML_NODES:.0e} any input "
+            "needs; write the values out, or remove the aliases."
+        )
+    return loader.construct_document(node)
+
+
+#: input files a directory given to ``qcmb-dask run`` contributes, in name order
+INPUT_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def read_input_set(paths: list) -> list[tuple[str, Any]]:
+    """Many inputs as users keep them -> (name, input) pairs in order: input files, every input file of a
+    directory (by name), and every document of a multi-document YAML file (``name#1``, ``name#2`` ...).
+    A file that cannot be read is returned as (name, the error) so that the others still run."""
+    pairs: list[tuple[str, Any]] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files = sorted(f for f in path.iterdir() if f.suffix.lower() in INPUT_SUFFIXES and f.is_file())
+            if not files:
+                raise InvalidInput(f"directory {str(path)!r} holds no input files ({', '.join(INPUT_SUFFIXES)}).")
+        else:
+            files = [path]
+        for file in files:
+            pairs += _inputs_of_file(file)
+    return pairs
+
+
+def _inputs_of_file(path: Path) -> list[tuple[str, Any]]:
+    if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
+        return [(str(path), path)]
+    try:
+        documents = [doc for doc in _load_yaml_documents(path.read_text()) if doc is not None]
+    except InvalidInput as err:
+        return [(str(path), InvalidInput(f"{str(path)!r}: {err.problem}"))]
+    except Exception as err:  # yaml.YAMLError
+        return [(str(path), InvalidInput(f"could not parse many-body input file {str(path)!r}: {err}"))]
+    if len(documents) == 1:
+        return [(str(path), path)]
+    return [(f"{path}#{number}", doc) for number, doc in enumerate(documents, start=1)]
 
 
 def _expanded_size(root) -> int:
