@@ -190,3 +190,36 @@ def test_a_script_whose_stderr_is_a_file_logs_the_plan_the_levels_and_the_summar
     assert "INFO qcmb_dask: 3-body result ready (13 calculations): CP IE -0.00816" in text
     assert f"INFO qcmb_dask: 13 fragment(s) computed, 0 taken from the store at {tmp_path / 'store'}" in text
     assert "INFO qcmb_dask: done in" in text
+
+
+def test_run_takes_a_directory_and_a_yaml_of_several_inputs(tmp_path):
+    import yaml
+
+    frames = []
+    for step in range(3):
+        data = mbe_input(2, keywords={"bsse_type": "nocp"})
+        data["molecule"]["geometry"][5] += 0.3 * step
+        frames.append(data)
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    for step, data in enumerate(frames):
+        (folder / f"frame{step}.json").write_text(json.dumps(data))
+    (folder / "frame9.json").write_text("{ not json")
+    out = CliRunner().invoke(
+        main, ["run", str(folder), "--cluster", "sync", "--no-cache", "-q", "--out", str(tmp_path / "r")]
+    )
+    assert out.exit_code == 1, out.output
+    assert (
+        "1 of 4 inputs failed" in out.output and "frame9.json: Invalid many-body input: could not parse" in out.output
+    )
+    assert f"{folder / 'frame9.json'}  failed" in out.output
+    written = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert written == ["0001-frame0.json", "0002-frame1.json", "0003-frame2.json"]
+    saved = qcmb_dask.load_result(tmp_path / "r" / "0002-frame1.json")
+    assert_same_result(saved, qcmanybody_reference(frames[1]))
+
+    stream = tmp_path / "scan.yaml"
+    stream.write_text(yaml.safe_dump_all(frames))
+    out = CliRunner().invoke(main, ["run", str(stream), "--cluster", "sync", "--no-cache", "-q"])
+    assert out.exit_code == 0, out.output
+    assert [line.split()[0] for line in out.output.splitlines()[-3:]] == [f"{stream}#{n}" for n in (1, 2, 3)]

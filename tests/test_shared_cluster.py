@@ -10,7 +10,15 @@ from distributed import Client, LocalCluster
 import qcmb_dask
 from qcmb_dask.errors import InputsFailed
 
-from .conftest import BOHR_PER_ANGSTROM, NOCP, entries, assert_same_result, faulty_input, mbe_input, qcmanybody_reference
+from .conftest import (
+    BOHR_PER_ANGSTROM,
+    NOCP,
+    entries,
+    assert_same_result,
+    faulty_input,
+    mbe_input,
+    qcmanybody_reference,
+)
 from .fake_programs import FaultyHarness, calls
 
 
