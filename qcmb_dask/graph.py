@@ -210,7 +210,7 @@ def _add_plan(
         same = identity(task, keep_atomic) if identity else None
         key = shared.get(same) if shared is not None else None
         if key is None:
-            key = fragment_key(task.nbody, len(new_keys), token)
+            key = fragment_key(task.nbody, len(new_keys), run_id, token[:12])
             new_keys.append(key)
             if shared is not None:
                 shared[same] = key

@@ -14,6 +14,8 @@ TIMEOUT_EVENT = "qcmb-dask-timeout"
 METADATA_ROOT = "qcmb"
 #: The Dask worker plugin that registers user harnesses on every worker.
 HARNESS_PLUGIN = "qcmb-dask-harnesses"
+#: The scheduler plugin that keeps every run's fragment counts and timeline for the live page.
+RUNS_PLUGIN = "qcmb-dask-runs"
 #: The worker plugin that lets QCManyBody accept embedding charges on every worker, once per process.
 EMBEDDING_PLUGIN = "qcmb-dask-embedding-charges"
 #: The worker plugin that gives each worker one ``ONE_FRAGMENT_RESOURCE`` (see :mod:`qcmb_dask.clusters.given`).
@@ -39,5 +41,17 @@ def fragment_prefix(nbody: int) -> str:
     return f"fragment-{nbody_word(nbody)}-body"
 
 
-def fragment_key(nbody: int, index: int, token: str) -> str:
-    return f"{fragment_prefix(nbody)}-{index}-{token}"
+def fragment_key(nbody: int, index: int, run: str, token: str) -> str:
+    """``fragment-two-body-17-<run>-<token>``: the scheduler's page tells runs apart by the run id in the key."""
+    return f"{fragment_prefix(nbody)}-{index}-{run}-{token}"
+
+
+def fragment_key_run(key) -> tuple[str, int] | None:
+    """(run id, n-body level; 0 beyond twelve) of a fragment key, None for any other key."""
+    if not isinstance(key, str) or not key.startswith("fragment-"):
+        return None
+    parts = key.split("-")
+    if len(parts) < 6:
+        return None
+    word = parts[1]
+    return parts[-2], (_NUMBER_WORDS.index(word) + 1 if word in _NUMBER_WORDS else 0)

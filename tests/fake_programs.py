@@ -116,3 +116,38 @@ class UnregisteredHarness(FaultyHarness):
     """The faulty program under a name no worker has registered: build_graph must bring it along."""
 
     _defaults: ClassVar[dict[str, Any]] = {**FaultyHarness._defaults, "name": "never-registered"}
+
+
+class SleepyHarness(PySCFHarness):
+    """No QC at all: each calculation sleeps ``extras["sleep"]`` seconds and returns -1 Eh per real atom; a
+    calculation of more than one water whose geometry hashes to a multiple of ``extras["fail_every"]`` fails
+    (deterministic, about one in that many). For runs of thousands of fragments where only the bookkeeping is
+    under test."""
+
+    _defaults: ClassVar[dict[str, Any]] = {**PySCFHarness._defaults, "name": "sleepy"}
+
+    def compute(self, input_data, config):
+        import time
+
+        from qcelemental.models.v2 import AtomicResult, Provenance
+        from qcengine.exceptions import InputError
+
+        rules = self.extras or {}
+        time.sleep(rules.get("sleep", 0))
+        molecule = input_data.molecule
+        nreal = int(sum(molecule.real))
+        if (
+            nreal > 3
+            and rules.get("fail_every")
+            and hash(tuple(molecule.geometry.ravel().tolist())) % rules["fail_every"] == 0
+        ):
+            raise InputError("injected: this geometry always fails")
+        energy = -1.0 * nreal
+        return AtomicResult(
+            input_data=input_data,
+            molecule=molecule,
+            properties={"return_energy": energy},
+            return_result=energy,
+            success=True,
+            provenance=Provenance(creator="sleepy", version="0", routine="tests.fake_programs"),
+        )

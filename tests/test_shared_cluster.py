@@ -13,8 +13,8 @@ from qcmb_dask.errors import InputsFailed
 from .conftest import (
     BOHR_PER_ANGSTROM,
     NOCP,
-    entries,
     assert_same_result,
+    entries,
     faulty_input,
     mbe_input,
     qcmanybody_reference,

@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 import qcmb_dask
@@ -17,7 +18,7 @@ from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.diagnostics.runlog import RunLog
 from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
 
-from .conftest import NOCP, faulty_input, mbe_input, qcmanybody_reference
+from .conftest import BOHR_PER_ANGSTROM, NOCP, WATER_TRIMER_ANGSTROM, faulty_input, mbe_input, qcmanybody_reference
 from .fake_programs import FaultyHarness, calls
 
 CP_NOCP = {"bsse_type": ["cp", "nocp"]}
@@ -202,6 +203,62 @@ def test_the_live_page_follows_a_real_run(local_client, tmp_path):
         expected = getattr(result.properties, f"{bt}_corrected_interaction_energy") * hartree_to_kcal()
         assert rows[top][f"ie-{bt}"] == f"{expected:.4f}"
     assert f"{len(plan)} of {len(plan)} calculations finished" in dom
+    # the Bokeh figures drew every fragment on the timeline, and the runs list has this run
+    assert 'data-rendered="yes"' in dom and f'data-bars="{len(plan)}"' in dom
+    assert result.extras["qcmb_dask"]["run_id"] in dom
+
+
+def _water_grid(nwaters: int, spacing: float = 3.2) -> dict:
+    """``nwaters`` waters on a cubic grid ``spacing`` Angstrom apart (a cluster only bookkeeping tests use)."""
+    water = [(s, np.array(xyz)) for s, *xyz in WATER_TRIMER_ANGSTROM[:3]]
+    side = int(np.ceil(nwaters ** (1 / 3)))
+    symbols, geometry = [], []
+    for n in range(nwaters):
+        offset = spacing * np.array([n % side, (n // side) % side, n // side**2])
+        for symbol, xyz in water:
+            symbols.append(symbol)
+            geometry.extend((xyz + offset) * BOHR_PER_ANGSTROM)
+    return {
+        "symbols": symbols,
+        "geometry": geometry,
+        "fragments": [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(nwaters)],
+    }
+
+
+@pytest.mark.slow
+def test_the_page_counts_every_fragment_of_a_run_of_thousands():
+    """3,003 fragments (77 waters, nocp 2-body), each ending in an event of its own (it sleeps past the workers'
+    batching interval): the scheduler's event log keeps 1,000 of them, the page's counts are still all right."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from qcmb_dask.clusters import scheduler_settings
+    from qcmb_dask.keys import FRAGMENT_TOPIC
+
+    from .fake_programs import SleepyHarness
+
+    data = mbe_input(2, keywords={"bsse_type": "nocp", "max_nbody": 2}, program="sleepy")
+    data["molecule"] = _water_grid(77)
+    harness = SleepyHarness(extras={"sleep": 0.08, "fail_every": 10})
+    qcmb_dask.programs.register([harness])
+    settings = {**scheduler_settings(), "qcmb_dask.fragment-event-interval": "50ms"}
+    with (
+        dask.config.set(settings),
+        LocalCluster(n_workers=8, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        result = qcmb_dask.compute(data, client, harnesses=[harness], on_error="partial", progress=False)
+        ntotal, nfailed = 77 + 77 * 76 // 2, len(result.failures)
+        page = _page_data(client)
+        logged = len(client.get_events(FRAGMENT_TOPIC))
+        dom = _render_in_chromium(client.dashboard_link.rsplit("/", 1)[0] + "/qcmb")
+    assert 100 < nfailed < 600  # about one dimer in ten failed, on purpose
+    assert page["events"] >= 0.95 * ntotal and logged == 1000  # (nearly) an event each; the log keeps 1,000
+    rows = _rows(dom)
+    assert {n: int(row["total"]) for n, row in rows.items()} == {1: 77, 2: ntotal - 77}
+    assert {n: int(row["done"]) for n, row in rows.items()} == {1: 77, 2: ntotal - 77 - nfailed}
+    assert {n: int(row["failed" if n == 2 else "nfailed"]) for n, row in rows.items()} == {1: 0, 2: nfailed}
+    assert f"{ntotal} of {ntotal} calculations finished ({nfailed} failed)" in dom
 
 
 requires_chromium = pytest.mark.skipif(
@@ -209,6 +266,9 @@ requires_chromium = pytest.mark.skipif(
     reason="no chromium here (apt-get install chromium; .ci/run installs it)",
 )
 test_the_live_page_follows_a_real_run = requires_chromium(test_the_live_page_follows_a_real_run)
+test_the_page_counts_every_fragment_of_a_run_of_thousands = requires_chromium(
+    test_the_page_counts_every_fragment_of_a_run_of_thousands
+)
 
 
 def test_the_answer_is_qcmanybodys_whatever_is_watching(local_client):

@@ -44,6 +44,9 @@ class PromptSends(SchedulerPlugin):
 def dask_setup(scheduler) -> None:
     """Called by Dask when the scheduler starts with this module in ``distributed.scheduler.preload``."""
 
+    from qcmb_dask.diagnostics.runs_on_scheduler import RunsOnScheduler
+
     interval = parse_timedelta(setting("scheduler-send-interval"), default="ms")
     scheduler.add_plugin(PromptSends(interval))
+    scheduler.add_plugin(RunsOnScheduler())  # from the start: the live page counts every run's fragments
     logger.debug("scheduler sends to workers at most every %s s", interval)

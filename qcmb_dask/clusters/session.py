@@ -17,13 +17,14 @@ from qcmb_dask.clusters import resources as res
 from qcmb_dask.clusters import run_subscriptions
 from qcmb_dask.diagnostics import run_events
 from qcmb_dask.diagnostics.progress import Reporter
+from qcmb_dask.diagnostics.runs_on_scheduler import RunsOnScheduler
 from qcmb_dask.errors import SchedulerLost
 from qcmb_dask.graph import MBEGraph
 from qcmb_dask.qcmanybody_adapter import EMBEDDING_VARIABLE
 from qcmb_dask.store import ResultStore
 from qcmb_dask.worker import analysis
 from qcmb_dask.worker.analysis import LevelResult, Outcome, summarize
-from qcmb_dask.worker.events import FLUSH_SECONDS
+from qcmb_dask.worker.events import flush_seconds
 from qcmb_dask.worker.fragment import fragment_error, worker_lost_error
 from qcmb_dask.worker.plugins import ProcessSettings
 
@@ -171,6 +172,8 @@ class DistributedSession:
             self.client.register_plugin(
                 ProcessSettings(environment={EMBEDDING_VARIABLE: "1"}), name=keys.EMBEDDING_PLUGIN
             )
+        with contextlib.suppress(Exception):  # a scheduler without qcmb_dask installed: no page, same run
+            self.client.register_plugin(RunsOnScheduler())
         if self.where:
             reporter.say(self.where)
         reporter.dashboard(self.client.dashboard_link)
@@ -238,7 +241,7 @@ class DistributedSession:
             while reported < nlevels and level_futures[reported].key in done:
                 level = self._level(graph, nbodies[reported], level_futures[reported], future_of)
                 if level is not None:
-                    run_events.publish_level(self.client, level, bsse_types)
+                    run_events.publish_level(self.client, graph.run_id, level, bsse_types)
                     reporter.level(level, bsse_types)
                 reported += 1
 
@@ -311,10 +314,10 @@ def _address(client) -> str:
     return "(unknown)"
 
 
-def _await_last_fragment_records(reporter: Reporter, seconds: float = 4 * FLUSH_SECONDS) -> None:
-    """Workers send fragment ends every ``FLUSH_SECONDS``: wait for the last batch (bounded: a lost
-    worker's batch never comes), so that progress and the timeline count every fragment."""
-    deadline = time.time() + seconds
+def _await_last_fragment_records(reporter: Reporter) -> None:
+    """Workers send fragment ends every ``qcmb_dask.fragment-event-interval``: wait for the last batch (bounded:
+    a lost worker's batch never comes), so that progress and the timeline count every fragment."""
+    deadline = time.time() + 4 * flush_seconds()
     while reporter.log is not None and reporter.log.ndone < reporter.log.ntotal:
         if time.time() > deadline:
             return

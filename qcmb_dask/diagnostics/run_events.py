@@ -33,10 +33,10 @@ def publish_run(client, run_id: str, level_sizes: dict, bsse_types, started: flo
     """The run, for the page: its id, its levels and their sizes, its BSSE treatments, when it started, how
     many inputs it expands."""
     value = {"run": run_id, "levels": level_sizes, "bsse_types": list(bsse_types), "started": started}
-    publish(client, "run", {**value, "inputs": inputs})
+    publish(client, [run_id, "run"], {**value, "inputs": inputs})
 
 
-def publish_level(client, level, bsse_types) -> None:
+def publish_level(client, run_id: str, level, bsse_types) -> None:
     """A k-body result, for the page, as it arrives (a level that could not be assembled is not published)."""
     if not hasattr(level, "interaction_energy"):  # LevelIncomplete
         return
@@ -45,10 +45,20 @@ def publish_level(client, level, bsse_types) -> None:
         "interaction_energies": {bt: level.interaction_energy(bt) for bt in bsse_types},
         "return_energy": level.return_energy,
     }
-    publish(client, f"level-{level.nbody}", value)
+    publish(client, [run_id, f"level-{level.nbody}"], value)
 
 
-def publish(client, key: str, value: Any) -> None:
-    """Client side: put what the page shows on the scheduler (best effort: a page is never worth a failed run)."""
+def publish(client, path: list[str], value: Any) -> None:
+    """Client side: put what the page shows on the scheduler, under ``METADATA_ROOT / runs / <run> / ...`` (best
+    effort: a page is never worth a failed run)."""
     with contextlib.suppress(Exception):  # the scheduler may be closing; the run does not depend on this
-        client.set_metadata([METADATA_ROOT, key], value)
+        client.set_metadata([METADATA_ROOT, RUNS, *path], value)
+
+
+#: scheduler metadata ``[METADATA_ROOT, RUNS, run id]`` holds a run's description and its level results
+RUNS = "runs"
+
+
+def runs_published(scheduler) -> dict[str, dict]:
+    """Scheduler side: run id -> {"run": description, "level-<k>": result, ...}."""
+    return scheduler.get_metadata([METADATA_ROOT, RUNS], default={}) or {}

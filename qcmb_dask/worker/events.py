@@ -14,8 +14,9 @@ from typing import Any
 
 from qcmb_dask.keys import FRAGMENT_TOPIC
 
-#: a worker sends the fragment ends it has seen at most this often: a message per fragment costs the scheduler
-#: more than fragments of a few milliseconds take (``benchmarks/README.md``, overhead), batched it costs nothing
+#: a worker sends the fragment ends it has seen at most this often (``qcmb_dask.fragment-event-interval``, read
+#: on the worker): a message per fragment costs the scheduler more than fragments of a few milliseconds take
+#: (``benchmarks/README.md``, overhead), batched it costs nothing
 FLUSH_SECONDS = 0.5
 _pending: list[dict[str, Any]] = []
 _pending_lock = threading.Lock()
@@ -43,7 +44,15 @@ def fragment_ended(run: str, label: str, nbody: int, ok: bool, from_store: bool,
         _pending.append(record)
         first = len(_pending) == 1
     if first:  # the fragment runs in a worker thread; the loop sends, a little later, all that piled up
-        worker.loop.add_callback(lambda: worker.loop.call_later(FLUSH_SECONDS, _flush, worker))
+        interval = flush_seconds()
+        worker.loop.add_callback(lambda: worker.loop.call_later(interval, _flush, worker))
+
+
+def flush_seconds() -> float:
+    import dask
+    from dask.utils import parse_timedelta
+
+    return parse_timedelta(dask.config.get("qcmb_dask.fragment-event-interval", FLUSH_SECONDS), default="s")
 
 
 def _flush(worker) -> None:
