@@ -6,6 +6,7 @@ one against the installed versions and fails loudly, naming the function, when a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -96,6 +97,16 @@ def serves_route(scheduler, handler_class) -> bool:
 
 
 # -- dask-jobqueue -----------------------------------------------------------------------------------------------
+def remove_worker_credentials(cluster) -> None:
+    """Delete the TLS files dask-jobqueue wrote for the jobs' workers (``JobQueueCluster._get_worker_security``
+    keeps each as a ``NamedTemporaryFile`` in ``_job_<key>``, deleted only when the cluster is collected)."""
+    for name in [attr for attr in vars(cluster) if attr.startswith("_job_")]:
+        handle = getattr(cluster, name)
+        if hasattr(handle, "close") and hasattr(handle, "name"):
+            with contextlib.suppress(OSError):
+                handle.close()
+
+
 def import_jobqueue():
     """``dask_jobqueue``, with Ctrl-C left as a KeyboardInterrupt, importable from any thread.
 

@@ -202,7 +202,7 @@ def _random_dashboard_port_and_no_store():
     import qcmb_dask
 
     settings = {
-        "qcmb_dask.local.dashboard-address": ":0",
+        "qcmb_dask.local.dashboard-address": "127.0.0.1:0",
         "qcmb_dask.cache": False,
         "qcmb_dask.local.startup-seconds": 0,
     }

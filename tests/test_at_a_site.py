@@ -261,3 +261,62 @@ def test_submit_runs_the_driver_as_a_job_and_status_follows_it(job_name, tmp_pat
     assert saved.properties.cp_corrected_interaction_energy == pytest.approx(
         again.properties.cp_corrected_interaction_energy, abs=1e-12
     )
+
+
+def _refused(address: str, security=None) -> bool:
+    """Whether a Client to ``address`` (plain, or with ``security``) is turned away."""
+    from distributed import Client
+
+    try:
+        with Client(address, security=security, timeout="5s"):
+            return False
+    except (OSError, TimeoutError):
+        return True
+
+
+def test_a_slurm_run_admits_its_own_workers_and_nobody_else(job_name, tmp_path):
+    import re
+    import stat
+    import threading
+
+    from distributed.security import Security
+
+    credentials = tmp_path / "credentials"
+    harness = FaultyHarness(extras={"sleep": 1.0})
+    outcome = {}
+
+    def run():
+        outcome["result"] = qcmb_dask.compute(
+            faulty_input(3),
+            "slurm",
+            jobs=1,
+            harnesses=[harness],
+            cache=False,
+            progress=False,
+            cluster_options=local_jobs(job_name, tmp_path),
+        )
+
+    with dask.config.set({"qcmb_dask.batch.credentials-directory": str(credentials)}):
+        runner = threading.Thread(target=run)
+        runner.start()
+        deadline, running = time.time() + 120, []
+        while not running and time.time() < deadline:
+            running = [job for job, state in our_jobs(job_name) if state == "RUNNING"]
+            time.sleep(0.5)
+        assert running, "the worker job never ran"
+        script = subprocess.run(
+            ["scontrol", "write", "batch_script", running[0], "-"], capture_output=True, text=True
+        ).stdout
+        address = re.search(r"(tls://[0-9.]+:[0-9]+)", script).group(1)
+        files = sorted(credentials.iterdir())
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
+        plain_refused = _refused(address.replace("tls://", "tcp://"))
+        stranger_refused = _refused(address, Security.temporary())
+        runner.join(300)
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o700
+    assert len(files) == 3 and set(modes.values()) == {0o600}, modes  # CA, the workers' certificate and key
+    assert all(str(path) in script for path in files)
+    assert plain_refused and stranger_refused
+    assert outcome["result"].extras["qcmb_dask"]["cluster"]["scheduler"].startswith("tls://")
+    assert list(credentials.iterdir()) == []  # removed with the cluster
+    assert_no_job_left(job_name)

@@ -130,3 +130,26 @@ def assert_gone(pids, within: float = 15.0):
     while any(psutil.pid_exists(p) for p in pids) and time.time() < deadline:
         time.sleep(0.2)
     assert [p for p in pids if psutil.pid_exists(p)] == []
+
+
+def test_the_embedded_cluster_admits_its_own_workers_and_nobody_else():
+    from distributed.security import Security
+
+    from .test_at_a_site import _refused
+
+    data = mbe_input(3, keywords={"bsse_type": "nocp"})
+    result = qcmb_dask.compute(data, progress=False)
+    where = result.extras["qcmb_dask"]["cluster"]
+    assert where["kind"] != "sync" and where["scheduler"].startswith("tls://127.0.0.1:")
+    assert where["workers"] >= 1  # its own workers connected, with the cluster's credentials
+    assert _refused(where["scheduler"].replace("tls://", "tcp://"))
+    assert _refused(where["scheduler"], Security.temporary())  # TLS, but not this cluster's certificates
+
+
+def test_security_none_is_plain_tcp_and_a_wrong_value_is_named():
+    with dask.config.set({"qcmb_dask.security": "none"}):
+        result = qcmb_dask.compute(mbe_input(2), cluster="local", progress=False)
+    assert result.extras["qcmb_dask"]["cluster"]["scheduler"].startswith("tcp://")
+    with dask.config.set({"qcmb_dask.security": "yes please"}), pytest.raises(qcmb_dask.InvalidArgument) as err:
+        qcmb_dask.compute(mbe_input(2), cluster="local", progress=False)
+    assert "qcmb_dask.security='yes please'" in str(err.value) and "dask-config" in str(err.value)

@@ -28,12 +28,12 @@ requires_mpi = pytest.mark.skipif(
 )
 
 
-def mpirun(nranks: int, script: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def mpirun(nranks: int, script: Path, timeout: float = 240, arguments=()) -> subprocess.CompletedProcess:
     command = ["mpirun", "-n", str(nranks), "--oversubscribe"]
     if os.geteuid() == 0:
         command.append("--allow-run-as-root")  # Open MPI refuses root otherwise (CI runs as root)
     return subprocess.run(
-        [*command, sys.executable, str(script)],
+        [*command, sys.executable, str(script), *arguments],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -55,13 +55,33 @@ def test_an_mpirun_of_four_ranks_gives_qcmanybodys_answer(tmp_path, reference):
             result = qcmb_dask.compute(mbe_input(3, keywords=NOCP), "mpi", cache=False, progress=False)
             again = qcmb_dask.compute(mbe_input(2, keywords=NOCP), "mpi", cache=False, progress=False)
             print("ENERGY", repr(result.return_result), repr(again.return_result), flush=True)
+            address = result.extras["qcmb_dask"]["cluster"]["scheduler"]
+            import subprocess, sys  # a process of this user without the ranks' credentials is turned away
+            probe = sys.argv[1]
+            seen = subprocess.run([sys.executable, probe, address], capture_output=True, text=True).stdout.strip()
+            print(seen, address, flush=True)
             """
         )
     )
-    out = mpirun(4, script)
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from distributed import Client
+            try:
+                Client(sys.argv[1].replace("tls://", "tcp://"), timeout="5s").close()
+                print("ADMITTED")
+            except (OSError, TimeoutError):
+                print("REFUSED")
+            """
+        )
+    )
+    out = mpirun(4, script, arguments=[str(probe)])
     lines = [line for line in out.stdout.splitlines() if line.startswith("ENERGY")]
     assert out.returncode == 0 and len(lines) == 1, out.stdout[-3000:] + out.stderr[-3000:]
     energy, dimer = (float(x) for x in lines[0].split()[1:])
+    assert any(line.startswith("REFUSED tls://") for line in out.stdout.splitlines()), out.stdout[-3000:]
     assert energy == pytest.approx(reference.return_result, abs=1e-9)
     assert dimer == pytest.approx(qcmb_dask.compute(mbe_input(2, keywords=NOCP), "sync").return_result, abs=1e-9)
 

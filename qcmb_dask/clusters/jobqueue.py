@@ -27,7 +27,7 @@ from typing import Any
 import dask
 
 from qcmb_dask import compat
-from qcmb_dask.clusters import queue_state
+from qcmb_dask.clusters import queue_state, security
 from qcmb_dask.clusters import resources as res
 from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings
 from qcmb_dask.clusters.jobqueue_settings import BatchSettings, is_batch, jobs_for
@@ -181,7 +181,7 @@ def batch_client(
     job_class = _recording_refusals(settings.cluster_class.job_cls, refusals)
     compat.renamed_keys_translated()
     with dask.config.set(scheduler_settings):  # the scheduler runs here; it reads these when it starts
-        cluster = settings.cluster_class(job_cls=job_class, **settings.kwargs)
+        cluster = settings.cluster_class(job_cls=job_class, **settings.kwargs, **_tls(settings.kwargs))
     keeper = JobKeeper(cluster, None if adapt else jobs, settings.system)
     # distributed closes a job whose worker stays away for lost-worker-timeout (15 s), and the cluster submits
     # another: a nanny restarting its worker on a loaded node takes that long. The keeper decides instead.
@@ -198,6 +198,7 @@ def batch_client(
     finally:
         keeper.stop()
         cluster.close()  # cancels every job it submitted (scancel / qdel)
+        compat.remove_worker_credentials(cluster)
 
 
 def _recording_refusals(job_class, refusals: list[str]):
@@ -380,6 +381,21 @@ class JobqueueBackend(Backend):
             amount = f"adapt {adapt[0]}-{adapt[1]} jobs" if adapt else f"{self.jobs} job(s)"
             where = f"qcmb_dask: on {settings.system.upper()} jobs ({amount})"
             yield DistributedSession(client, resources, where, kind=settings.system)
+
+
+def _tls(kwargs: dict) -> dict:
+    """TLS for the scheduler and the jobs' workers (:mod:`qcmb_dask.clusters.security`), unless the settings
+    bring their own ``security``. Temporary credentials reach the jobs as files that dask-jobqueue writes to the
+    credentials directory (readable by the user only) and removes when the cluster closes."""
+    if "security" in kwargs:
+        return {}
+    tls = security.for_new_cluster()
+    if tls is None:
+        return {}
+    extra = {"security": tls}
+    if "shared_temp_directory" not in kwargs:
+        extra["shared_temp_directory"] = str(security.private_directory(setting("batch.credentials-directory")))
+    return extra
 
 
 def preview_job_script(settings: BatchSettings) -> str:

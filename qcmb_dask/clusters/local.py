@@ -12,6 +12,7 @@ from typing import Any
 import dask
 
 from qcmb_dask.clusters import resources as res
+from qcmb_dask.clusters import security
 from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings
 from qcmb_dask.clusters.session import DistributedSession
 from qcmb_dask.options import Options, setting
@@ -44,6 +45,7 @@ class LocalBackend(Backend):
                 n_workers=resources.n_workers,
                 threads_per_worker=1,
                 processes=True,
+                **security.local_cluster_options(),
                 dashboard_address=setting("local.dashboard-address"),
                 silence_logs=setting("local.silence-logs"),
             ) as local_cluster,

@@ -15,6 +15,7 @@ from typing import Any
 import dask
 import psutil
 
+from qcmb_dask.clusters import security
 from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings, workers_resources
 from qcmb_dask.clusters.session import DistributedSession
 from qcmb_dask.errors import InvalidArgument
@@ -71,6 +72,7 @@ def mpi_client(scheduler_settings: dict, worker_timeout: float) -> Iterator:
     nworkers = check_launch()
     if _scheduler_address is None:
         dask_mpi, MPI = _import_dask_mpi()
+        tls = _tls_on_every_rank(MPI.COMM_WORLD)
         # Each worker rank would otherwise take the whole node's memory as its limit.
         ranks_here = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
         with dask.config.set(scheduler_settings):  # rank 0 starts the scheduler inside initialize
@@ -80,12 +82,30 @@ def mpi_client(scheduler_settings: dict, worker_timeout: float) -> Iterator:
                 dashboard_address=setting("local.dashboard-address"),
                 interface=setting("mpi.interface"),
                 local_directory=setting("mpi.local-directory"),
+                protocol="tls" if tls else None,
                 exit=True,
             )
         _scheduler_address = dask.config.get("scheduler-address")
     with Client(_scheduler_address) as client:
         client.wait_for_workers(nworkers, timeout=worker_timeout)
         yield client
+
+
+def _tls_on_every_rank(comm) -> bool:
+    """TLS for the MPI cluster (:mod:`qcmb_dask.clusters.security`): rank 0 makes the credentials and MPI hands
+    them to every rank, in memory; each rank keeps them in its Dask config for good, since dask-mpi builds the
+    scheduler, the workers, this client and the closing client it registers at exit from that config."""
+    chosen = security.mode() if comm.Get_rank() == 0 else None
+    chosen = comm.bcast(chosen, root=0)
+    if chosen == "none":
+        return False
+    if chosen == "dask-config":
+        security.for_new_cluster()  # refuses settings without certificates, on every rank alike
+        dask.config.set({"distributed.comm.require-encryption": True})
+        return True
+    settings = security.config_for_every_rank(security.for_new_cluster()) if comm.Get_rank() == 0 else None
+    dask.config.set(comm.bcast(settings, root=0))
+    return True
 
 
 class MpiBackend(Backend):

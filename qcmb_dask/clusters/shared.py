@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from qcmb_dask.clusters import resources as res
+from qcmb_dask.clusters import security
 from qcmb_dask.clusters.base import install_harnesses, scheduler_settings
 from qcmb_dask.options import setting
 
@@ -90,11 +91,13 @@ class SharedCluster:
 
         # One thread per worker process: PySCF's thread count is process-wide, so concurrency comes from
         # processes and each fragment gets threads_per_task cores of its own.
+        tls = security.local_cluster_options()
         with dask.config.set(scheduler_settings()):
             self._cluster = LocalCluster(
                 n_workers=resources.n_workers,
                 threads_per_worker=1,
                 processes=True,
+                **tls,
                 dashboard_address=setting("local.dashboard-address"),
                 silence_logs=setting("local.silence-logs"),
             )
