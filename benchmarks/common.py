@@ -33,11 +33,12 @@ def median(values: list[float]) -> float:
 
 @contextlib.contextmanager
 def warm_client(n_workers: int, threads_per_worker: int = 1):
-    """A LocalCluster with worker processes, as compute(cluster=None) would start, kept across repetitions."""
+    """A LocalCluster with worker processes, as compute(cluster=None) would start (TLS unless qcmb_dask.security is
+    none), kept across repetitions."""
     import dask
     from distributed import Client, LocalCluster
 
-    from qcmb_dask.clusters import scheduler_settings
+    from qcmb_dask.clusters import scheduler_settings, security
 
     with (
         dask.config.set(scheduler_settings()),
@@ -45,8 +46,9 @@ def warm_client(n_workers: int, threads_per_worker: int = 1):
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             processes=True,
-            dashboard_address=":0",
+            dashboard_address="127.0.0.1:0",
             silence_logs=40,
+            **security.local_cluster_options(),
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -13,7 +13,8 @@ Each repetition runs three times: without the result store, with an empty store 
 written: checksum, fsync, rename) and again with that store (every fragment read back), so the
 store's cost per fragment is measured in the same run. Then the runs without a store are repeated
 on two clusters that each change one of qcmb_dask's scheduler settings back to Dask's: worker-saturation
-1.1 instead of 1.0, and a 5 ms batching interval for the scheduler's messages to workers instead of 1 ms.
+1.1 instead of 1.0, and a 5 ms batching interval for the scheduler's messages to workers instead of 1 ms; and
+on a third without TLS (``qcmb_dask.security: none``), for what TLS costs per fragment.
 
     python benchmarks/overhead.py           # (H2O)100 2-body nocp: 5050 fragments, 3 repetitions
     python benchmarks/overhead.py --quick   # (H2O)30 2-body nocp: 465 fragments, for CI
@@ -115,7 +116,8 @@ def main() -> None:
                 reads.append(run_once(client, data, store=f"{scratch}/store-{i}"))
         # Dask's defaults, one at a time: each worker also holds the next fragment (saving a round trip per
         # fragment); the scheduler batches its messages to a worker over 5 ms.
-        for setting in ({"qcmb_dask.worker-saturation": 1.1}, {"qcmb_dask.scheduler-send-interval": "5ms"}):
+        plain_tcp = {"qcmb_dask.security": "none"}
+        for setting in ({"qcmb_dask.worker-saturation": 1.1}, {"qcmb_dask.scheduler-send-interval": "5ms"}, plain_tcp):
             with dask.config.set(setting), warm_client(workers) as client:
                 install_harnesses(client, [NoOpHarness()])
                 run_once(client, mbe_input(4, 2, "nocp", program="noop"))
@@ -145,6 +147,7 @@ def main() -> None:
     for label, other in (
         ("worker-saturation 1.1 (Dask's default: a worker also holds the next fragment)", dask_default[0]),
         ("scheduler-send-interval 5ms (Dask's fixed batching of messages to a worker)", dask_default[1]),
+        ("security none (plain TCP; the default is TLS with temporary credentials)", dask_default[2]),
     ):
         print(f"  {label}:")
         print(f"    wall time per fragment             {per_fragment_ms(lambda m, b: m, other):8.2f} ms")

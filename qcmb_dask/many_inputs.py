@@ -141,9 +141,12 @@ def compute_many(
     backend.announce = reporter.say
     order = list(plans)
 
-    def input_done(position: int, outcome: Outcome) -> None:
+    def input_done(position: int, outcome: Outcome | Exception) -> None:
         index = order[position]
-        state = f"{len(outcome.failures)} fragment(s) failed" if outcome.failures else "done"
+        if isinstance(outcome, Exception):
+            state = f"its analysis failed: {outcome}"
+        else:
+            state = f"{len(outcome.failures)} fragment(s) failed" if outcome.failures else "done"
         reporter.say(f"qcmb_dask: input {index + 1} of {len(inputs)} ({labels[index]}): {state}")
 
     with as_interrupts(), backend.session(options, harnesses, ncalculations) as session:
@@ -166,6 +169,9 @@ def compute_many(
     failures: dict[int, Exception] = dict(refused)
     quiet = Reporter(False)
     for index, graph, outcome in zip(order, graphs, outcomes):
+        if isinstance(outcome, Exception):
+            failures[index] = outcome
+            continue
         record = provenance.run_record(
             run_id=graph.run_id,
             cluster=where,
@@ -182,7 +188,7 @@ def compute_many(
             results[index] = _finish(outcome, options.on_error, store_root, quiet, record)
         except FragmentsFailed as err:
             failures[index] = err
-    reporter.stats(_set_stats(records, outcomes), store_root)
+    reporter.stats(_set_stats(records, [o for o in outcomes if isinstance(o, Outcome)]), store_root)
     if failures and options.on_error != "partial":
         raise InputsFailed(results, failures, dict(enumerate(labels)))
     for index, error in refused.items():

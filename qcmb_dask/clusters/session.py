@@ -155,7 +155,8 @@ class DistributedSession:
         input_done: Callable[[int, Outcome], None] | None = None,
     ) -> list[Outcome]:
         """Every input's graph at once (one Dask graph: a calculation they share runs once); ``input_done(i,
-        outcome)`` as each input's analysis ends."""
+        outcome)`` as each input's analysis ends. An input whose analysis raised has its exception in place of
+        its outcome."""
         with self.client.as_current():
             return self._run(graphs, reporter, bsse_types, input_done)
 
@@ -209,10 +210,15 @@ class DistributedSession:
             try:
                 if single:
                     self._report_levels(single, level_futures, future_of, reporter, bsse_types)
-                outcomes: list[Outcome | None] = [None] * ngraphs
+                outcomes: list = [None] * ngraphs
                 for future in as_completed(outcome_futures):
                     index = outcome_futures.index(future)
-                    outcomes[index] = self._outcome(graphs[index], future, future_of, level_futures)
+                    try:
+                        outcomes[index] = self._outcome(graphs[index], future, future_of, level_futures)
+                    except Exception as err:
+                        if single or _scheduler_lost(self.client, err):
+                            raise
+                        outcomes[index] = err  # one input's analysis failed: the others go on
                     if input_done is not None:
                         input_done(index, outcomes[index])
                 _await_last_fragment_records(reporter)
