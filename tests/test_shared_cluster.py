@@ -80,6 +80,8 @@ def test_overlapping_submissions_of_one_input_keep_their_own_settings(local_clie
         assert len(entries(root)) == 7
     assert all(r.extras["qcmb_dask"]["computed"] + r.extras["qcmb_dask"]["from_store"] == 7 for r in results)
     assert [r.extras["qcmb_dask"]["store"] for r in results] == [str(first), str(second)]
+    assert [len(qcmb_dask.timeline(r)) for r in results] == [7, 7]  # each run counted its own seven
+    assert len({r.extras["qcmb_dask"]["run_id"] for r in results}) == 2
     assert results[0].return_result == pytest.approx(results[1].return_result, abs=1e-10)
 
 
