@@ -70,6 +70,7 @@ def compute(
     callback: Callable[[str, int, int, int], None] | None = None,
     report: str | None = None,
     ordering: str | None = None,
+    screening: dict | str | None = None,
 ) -> Result:
     """Run a many-body expansion as a Dask task graph and return QCManyBody's ManyBodyResult.
 
@@ -95,6 +96,13 @@ def compute(
     callback
         Called as ``callback(label, nbody, done, total)`` after every fragment calculation (``done`` of
         ``total`` in the whole run), for a progress display of your own.
+    screening
+        Distance cutoffs per n-body order in Angstrom, ``{2: 9.0, 3: 6.0}`` (or ``"2=9,3=6"``): a k-mer is
+        computed only if every pair of its fragments is within the k-body cutoff (the distance of two
+        fragments: their closest pair of atoms) and every (k-1)-mer inside it is; the result is the sum of the
+        kept k-mers' increments (nocp and vmfc), with the cutoffs, counts and an estimate of the dropped energy
+        in ``extras["qcmb_dask"]["screening"]``. Also read from the input's
+        ``specification.extras["qcmb_dask"]["screening"]``. Default: every k-mer, QCManyBody's own analysis.
     {parameters}
 
     Every argument left as ``None`` comes from the ``qcmb_dask`` section of the Dask config. Nothing is
@@ -130,7 +138,7 @@ def compute(
     backend = clusters.resolve(cluster)
     backend.prepare()
     programs.register(harnesses)
-    the_plan = make_plan(input, options.max_calculations)  # the input, checked before anything is submitted
+    the_plan = make_plan(input, options.max_calculations, screening)  # checked before anything is submitted
     backend.check(options, len(the_plan))
     if backend.programs_run_here:  # elsewhere the programs may live only on the workers (a module load)
         validate.check_programs(validate.plan_requests(the_plan), installed=True)
@@ -247,12 +255,12 @@ def progress_in_store(input: InputLike, *, cache: Any = None, harnesses: Sequenc
     return {nbody: (done, total) for nbody, (done, total) in sorted(counts.items())}
 
 
-def plan(input: InputLike, *, harnesses: Sequence = (), cache: Any = None) -> Plan:
+def plan(input: InputLike, *, harnesses: Sequence = (), cache: Any = None, screening: Any = None) -> Plan:
     """What ``compute`` would run, without running it. ``harnesses``: programs of your own, as for ``compute``.
 
     The estimates are the cost model's, times what earlier runs measured for the same program, method,
     basis and driver where the result store ``cache`` (as for ``compute``; default the configured one)
-    holds such measurements (:mod:`qcmb_dask.planning.cost_history`).
+    holds such measurements (:mod:`qcmb_dask.planning.cost_history`). ``screening``: as for ``compute``.
 
     Examples
     --------
@@ -265,7 +273,8 @@ def plan(input: InputLike, *, harnesses: Sequence = (), cache: Any = None) -> Pl
     check_harnesses(harnesses)
     prime_in_background()  # a plan is usually followed by a run: QCEngine's first-call set-up goes on meanwhile
     programs.register(harnesses)
-    return cost_history.refine(make_plan(input, Options.resolve().max_calculations), store.resolve(cache))
+    the_plan = make_plan(input, Options.resolve().max_calculations, screening)
+    return cost_history.refine(the_plan, store.resolve(cache))
 
 
 @document("threads_per_task", "memory_per_task", "cache", "retries", "escalate", "ordering")
@@ -279,6 +288,7 @@ def build_graph(
     harnesses: Sequence = (),
     escalate: bool | None = None,
     ordering: str | None = None,
+    screening: Any = None,
 ) -> Delayed:
     """The expansion as a Dask ``Delayed``, for Dask users: ``client.compute(graph)`` (or ``.compute()``) gives
     the ManyBodyResult, ``.visualize()`` draws it.
@@ -300,6 +310,8 @@ def build_graph(
         As for :func:`compute`.
     harnesses
         QCEngine ``ProgramHarness`` instances, as for :func:`compute`.
+    screening
+        Distance cutoffs per n-body order, as for :func:`compute`.
     {parameters}
 
     Examples
@@ -318,7 +330,7 @@ def build_graph(
     )
     check_harnesses(harnesses)
     programs.register(harnesses)
-    the_plan = make_plan(input, options.max_calculations)
+    the_plan = make_plan(input, options.max_calculations, screening)
     store_root = store.resolve(cache)
     if store_root is not None:
         store.prepare(store_root)

@@ -52,7 +52,7 @@ class MBEGraph:
     costs: dict[str, float] = field(default_factory=dict)
     #: n-body level -> calculations of that level (a calculation counts at the lowest level needing it)
     level_sizes: dict[int, int] = field(default_factory=dict)
-    #: n-body level -> (the input, the labels its analysis reads): to redo a level node lost with a worker
+    #: n-body level -> (the input, the labels its analysis reads, screened): to redo a level node lost with a worker
     level_inputs: dict[int, tuple] = field(default_factory=dict)
 
 
@@ -145,7 +145,10 @@ def build_many(
                 run_id=run_id,
                 costs={t.label: t.cost for t in plan.tasks},
                 level_sizes={nbody: len(keys) for nbody, keys in part.keys_by_level.items()},
-                level_inputs={nbody: (plan.input, tuple(labels)) for nbody, labels in plan.level_labels.items()},
+                level_inputs={
+                    nbody: (plan.input, tuple(labels), plan.screening is not None)
+                    for nbody, labels in plan.level_labels.items()
+                },
             )
         )
     return graphs
@@ -264,6 +267,7 @@ def _add_plan(
             list(labels),
             TaskList(*[TaskRef(fragment_keys[label]) for label in needed]),
             needed,
+            plan.screening is not None,
         )
         level_keys[nbody] = key
         priorities[key] = ANALYSIS_PRIORITY
@@ -276,6 +280,7 @@ def _add_plan(
         [t.label for t in plan.tasks],
         TaskList(*[TaskRef(fragment_keys[t.label]) for t in plan.tasks]),
         TaskList(*[TaskRef(k) for k in level_keys.values()]),
+        DataNode(None, plan.screening.for_analysis() if plan.screening is not None else None),
     )
     result_key = f"mbe-result-{token}"
     dsk[result_key] = Task(result_key, analysis.answer, TaskRef(outcome_key))

@@ -21,7 +21,7 @@ from qcmb_dask.errors import FragmentsFailed, InputsFailed, InvalidArgument, Inv
 from qcmb_dask.interrupts import as_interrupts
 from qcmb_dask.options import Options, check_harnesses, document
 from qcmb_dask.planning import validate
-from qcmb_dask.planning.plan import Plan, make_plan
+from qcmb_dask.planning.plan import make_plan
 from qcmb_dask.worker.analysis import Outcome
 from qcmb_dask.worker.fragment import RunPolicy
 
@@ -63,6 +63,7 @@ def compute_many(
     progress: ProgressArg = None,
     callback: Callable[[str, int, int, int], None] | None = None,
     ordering: str | None = None,
+    screening: Any = None,
 ) -> list[Result]:
     """Run the expansions of many inputs as one Dask graph on one cluster; a result per input, in order.
 
@@ -83,8 +84,8 @@ def compute_many(
         As for :func:`qcmb_dask.compute`: one cluster for the whole set.
     names
         How messages name each input (default: its file name, or ``input <i>``).
-    harnesses, callback
-        As for :func:`qcmb_dask.compute` (``callback`` counts the whole set).
+    harnesses, callback, screening
+        As for :func:`qcmb_dask.compute` (``callback`` counts the whole set; ``screening`` applies to every input).
     {parameters}
 
     Examples
@@ -124,7 +125,7 @@ def compute_many(
     backend.prepare()
     programs.register(harnesses)
     reporter = Reporter(options.progress, callback=callback)
-    plans, refused = _plans(inputs, labels, options.max_calculations, reporter)
+    plans, refused = _plans(inputs, labels, options.max_calculations, reporter, screening)
     if not plans:
         raise InputsFailed([None] * len(inputs), refused, dict(enumerate(labels)))
     ncalculations = sum(len(plan) for plan in plans.values())
@@ -197,14 +198,14 @@ def compute_many(
     return results
 
 
-def _plans(inputs: list, labels: list[str], max_calculations, reporter: Reporter) -> tuple[dict[int, Plan], dict]:
+def _plans(inputs: list, labels: list[str], max_calculations, reporter: Reporter, screening=None) -> tuple[dict, dict]:
     """input index -> its plan, and input index -> why it was refused (each input checked on its own)."""
     plans, refused = {}, {}
     for index, data in enumerate(inputs):
         try:
             if isinstance(data, Exception):  # a file read_input_set could not read
                 raise data
-            plans[index] = make_plan(data, max_calculations)
+            plans[index] = make_plan(data, max_calculations, screening)
         except (InvalidInput, FileNotFoundError) as err:
             refused[index] = err
             reporter.say(f"qcmb_dask: input {index + 1} ({labels[index]}) refused: {str(err).splitlines()[0]}")

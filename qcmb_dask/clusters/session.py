@@ -273,14 +273,14 @@ class DistributedSession:
 
         if future.status == "finished":
             return future.result()
-        normalized, labels = graph.level_inputs[nbody]
+        normalized, labels, screened = graph.level_inputs[nbody]
         needed = {label: future_of[d.key] for label, d in graph.fragments.items() if graph.jobs[label].nbody <= nbody}
         wait(list(needed.values()))
         if any(f.status != "finished" for f in needed.values()):
             return None
         with contextlib.suppress(Exception):  # a level that cannot be redone is reported missing, as before
             outputs = self.client.gather(list(needed.values()))
-            return analysis.level_result(normalized, nbody, list(labels), outputs, list(needed))
+            return analysis.level_result(normalized, nbody, list(labels), outputs, list(needed), screened)
         return None
 
     def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, mine: dict, level_futures) -> Outcome:

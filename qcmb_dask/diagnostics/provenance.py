@@ -59,7 +59,8 @@ def run_record(
 
 def with_record(result, record: Mapping[str, Any]):
     """A copy of a ManyBodyResult (v1 or v2) whose ``extras`` hold ``record`` under :data:`EXTRAS_KEY`."""
-    extras = {**(result.extras or {}), EXTRAS_KEY: dict(record)}
+    extras = dict(result.extras or {})
+    extras[EXTRAS_KEY] = {**(extras.get(EXTRAS_KEY) or {}), **record}  # the analysis may have put some there
     if hasattr(result, "model_copy"):
         return result.model_copy(update={"extras": extras})
     return result.copy(update={"extras": extras})

@@ -7,13 +7,16 @@ Molecule is built per fragment here — workers build them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from qcmanybody import ManyBodyCore
 from qcmanybody.utils import labeler
 
+from qcmb_dask.errors import InvalidInput
 from qcmb_dask.planning import cost, expansion_size, validate
 from qcmb_dask.planning.inputs import InputLike, normalize
 from qcmb_dask.qcmanybody_adapter import (
@@ -79,6 +82,8 @@ class Plan:
     #: model chemistry -> (measured factor over the model, ratios it is the median of, what they measured),
     #: where estimates use one (:func:`qcmb_dask.planning.cost_history.factor_for`)
     cost_factors: dict[str, tuple[float, int, str]] = field(default_factory=dict)
+    #: a distance-screened expansion's cutoffs and kept k-mers (:mod:`qcmb_dask.planning.screening`); None: full
+    screening: Any = None
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -121,13 +126,28 @@ class Plan:
                 lines.append(
                     f"      {nb}-body calculations: {count:6}   est. {100 * share[mc, nb] / total:5.1f} % of the work"
                 )
+        if self.screening is not None:
+            lines += _screening_lines(self.screening)
         return "\n".join(lines)
 
     __repr__ = __str__
 
 
-def make_plan(data: InputLike, max_calculations: int | None = None) -> Plan:
+def _screening_lines(screened) -> list[str]:
+    cutoffs = ", ".join(f"{k}-body {v:g} A" for k, v in sorted(screened.cutoffs.items()))
+    lines = [f"  Screened by distance (closest atoms of two fragments): {cutoffs}"]
+    for order, (kept, full) in screened.counts().items():
+        if order > 1:
+            saving = f"{100 * (full - kept) / full:5.1f} % dropped" if full else ""
+            lines.append(f"      {order}-mers kept: {kept:9,} of {full:,}   {saving}")
+    return lines
+
+
+def make_plan(data: InputLike, max_calculations: int | None = None, screening=None) -> Plan:
     """Plan an MBE: validate the input once, enumerate its unique calculations and their n-body levels.
+
+    ``screening``: n-body order -> cutoff (Angstrom), or the input's ``specification.extras["qcmb_dask"]
+    ["screening"]``: only the k-mers :mod:`qcmb_dask.planning.screening` keeps are planned.
 
     Every problem QCManyBody, QCElemental or qcmb_dask finds in the input is an
     :class:`~qcmb_dask.errors.InvalidInput`; programs are checked to be known to QCEngine and able to run
@@ -148,6 +168,9 @@ def make_plan(data: InputLike, max_calculations: int | None = None) -> Plan:
     core: ManyBodyCore = computer.qcmb_core
     driver = str(computer.driver.value)
     cost_of = _cost_estimator(computer.molecule, specifications, driver)
+    cutoffs = screening_of(normalized, screening)
+    if cutoffs is not None:
+        return _screened_plan(normalized, computer, specifications, cost_of, cutoffs, max_calculations)
     _check_size(core, cost_of, max_calculations)
 
     level_labels = _truncated_level_labels(computer)
@@ -186,6 +209,79 @@ def make_plan(data: InputLike, max_calculations: int | None = None) -> Plan:
         driver=driver,
         embedding_charges=computer.embedding_charges,
         token=hashlib.sha256(normalized.model.model_dump_json().encode()).hexdigest()[:12],
+    )
+    validate.check_programs(validate.plan_requests(plan), installed=False)
+    return plan
+
+
+def screening_of(normalized: NormalizedInput, given) -> dict[int, float] | None:
+    """The cutoffs of a screened run: the call's, else the input's ``specification.extras["qcmb_dask"]``."""
+    from qcmb_dask.planning.screening import parse_cutoffs
+
+    if given is None:
+        extras = normalized.model.specification.extras or {}
+        given = (extras.get("qcmb_dask") or {}).get("screening")
+    return parse_cutoffs(given)
+
+
+def _screened_plan(normalized, computer, specifications, cost_of, cutoffs, max_calculations) -> Plan:
+    """The plan of a screened expansion, from the kept k-mers alone (the full expansion is never enumerated):
+    nocp needs each kept k-mer in its own basis, vmfc every sub-cluster of each kept k-mer in its basis."""
+    from qcmb_dask.planning import screening as sc
+
+    core: ManyBodyCore = computer.qcmb_core
+    # what the input asks for: QCManyBody's core adds by-products (vmfc's calculations give cp and nocp too)
+    bsse_types = [bt.value for bt in computer.bsse_type]
+    sc.check_treatments(bsse_types, core.levels, core.has_supersystem)
+    molecule = computer.molecule
+    distances = sc.fragment_distances(molecule.geometry, molecule.fragments)
+    screened = sc.screen(cutoffs, distances, core.max_nbody)
+    mc = next(iter(set(core.levels.values())))
+    calculations: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    for order in sorted(screened.kept):
+        for kmer in screened.kept[order]:
+            if "nocp" in bsse_types:
+                calculations.setdefault(labeler(mc, kmer, kmer), (kmer, kmer))
+            if "vmfc" in bsse_types:
+                for size in range(1, order + 1):
+                    for real in itertools.combinations(kmer, size):
+                        calculations.setdefault(labeler(mc, real, kmer), (real, kmer))
+    if max_calculations is not None and len(calculations) > max_calculations:
+        raise InvalidInput(
+            f"the screened expansion keeps {len(calculations):,} calculations, more than qcmb_dask.max-calculations "
+            f"({max_calculations:,}): tighten the cutoffs, or raise the setting if you mean it."
+        )
+    spec = specifications[mc]
+    driver = str(computer.driver.value)
+    tasks = [
+        FragmentTask(
+            label=label,
+            model_chemistry=mc,
+            nbody=len(basis),
+            real=real,
+            basis=basis,
+            program=spec["program"],
+            method=spec["specification"]["model"]["method"],
+            basis_set=spec["specification"]["model"]["basis"],
+            driver=driver,
+            cost=cost_of(mc, basis),
+            model_cost=cost_of(mc, basis),
+        )
+        for label, (real, basis) in calculations.items()
+    ]
+    level_labels = {k: tuple(t.label for t in tasks if t.nbody <= k) for k in range(1, core.max_nbody + 1)}
+    plan = Plan(
+        input=normalized,
+        tasks=tasks,
+        level_labels=level_labels,
+        specifications={mc: spec},
+        nfragments=core.nfragments,
+        max_nbody=core.max_nbody,
+        bsse_type=bsse_types,
+        driver=driver,
+        embedding_charges=computer.embedding_charges,
+        token=hashlib.sha256((normalized.model.model_dump_json() + repr(cutoffs)).encode()).hexdigest()[:12],
+        screening=screened,
     )
     validate.check_programs(validate.plan_requests(plan), installed=False)
     return plan

@@ -11,6 +11,7 @@ from typing import Any
 
 from qcmb_dask.errors import FragmentError, FragmentsFailed
 from qcmb_dask.qcmanybody_adapter import NormalizedInput, accept_embedding_charges, qcmb_computer, truncated_core
+from qcmb_dask.worker import screened as screened_assembly
 from qcmb_dask.worker.fragment import FragmentFailure, FragmentOutput
 
 
@@ -195,15 +196,20 @@ def level_result(
     labels: Sequence[str],
     outputs: list[FragmentOutput],
     output_labels: Sequence[str],
+    screened: bool = False,
 ) -> LevelResult | LevelIncomplete:
     """Analyze the expansion truncated at ``nbody`` with the results of the calculations it needs
-    (``output_labels``: what this input calls each of ``outputs``)."""
+    (``output_labels``: what this input calls each of ``outputs``; ``screened``: a distance-screened expansion,
+    whose dropped k-mers :mod:`qcmb_dask.worker.screened` completes)."""
     failed = [label for label, out in zip(output_labels, outputs) if isinstance(out, FragmentFailure)]
     if failed:
         return LevelIncomplete(nbody, len(labels), failed)
     accept_embedding_charges(normalized)
     core = truncated_core(qcmb_computer(normalized), nbody)
-    analyzed = core.analyze(component_properties(labels, outputs, output_labels))
+    properties = component_properties(labels, outputs, output_labels)
+    if screened:
+        properties, _ = screened_assembly.complete(core, properties)
+    analyzed = core.analyze(properties)
     return LevelResult(
         nbody=nbody,
         ncalculations=len(labels),
@@ -213,26 +219,58 @@ def level_result(
     )
 
 
-def final_outcome(normalized: NormalizedInput, labels: Sequence[str], outputs: list, levels: Sequence = ()) -> Outcome:
-    """The ManyBodyResult and the run's statistics; with failed fragments, no result and every failure."""
+def final_outcome(
+    normalized: NormalizedInput, labels: Sequence[str], outputs: list, levels: Sequence = (), screening=None
+) -> Outcome:
+    """The ManyBodyResult and the run's statistics; with failed fragments, no result and every failure.
+    ``screening``: a screened expansion's cutoffs and kept k-mers (``Screening.for_analysis()``)."""
     stats, failures = summarize(outputs)
     complete = {level.nbody: level for level in levels if isinstance(level, LevelResult)}
     if failures:
         return Outcome(None, failures, stats, complete)
-    return Outcome(final_result(normalized, labels, outputs), [], stats, complete)
+    return Outcome(final_result(normalized, labels, outputs, screening), [], stats, complete)
 
 
-def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: list[FragmentOutput]):
-    """The ManyBodyResult, assembled by QCManyBody's computer from the fragment results."""
+def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: list[FragmentOutput], screening=None):
+    """The ManyBodyResult, assembled by QCManyBody's computer from the fragment results (for a screened
+    expansion, completed first: :mod:`qcmb_dask.worker.screened`; its report goes to ``extras["qcmb_dask"]``)."""
     accept_embedding_charges(normalized)
     computer = qcmb_computer(normalized)
     props = component_properties(labels, outputs, labels)
+    computed = len(props)
+    report = None
+    if screening is not None:
+        props, increments = screened_assembly.complete(computer.qcmb_core, props)
+        report = screened_assembly.report(screening, increments)
     analyzed = computer.qcmb_core.analyze(props)
-    analyzed["nbody_number"] = len(props)
+    analyzed["nbody_number"] = computed
+    if report is not None:  # the result lists the calculations that ran, not the completion's stand-ins
+        ran = set(labels)
+        analyzed["component_properties"] = {k: v for k, v in analyzed["component_properties"].items() if k in ran}
+        if any(report["dropped"].values()):
+            _without_counterpoise_by_products(analyzed, computer)
     atomic_results = {label: out.atomic_result for label, out in zip(labels, outputs) if out.atomic_result is not None}
     cluster_results = {label: atomic_results[label] for label in labels if label in atomic_results}
     result = computer.get_results(external_results=analyzed, component_results=cluster_results)
+    if report is not None:
+        extras = {**(result.extras or {}), "qcmb_dask": {"screening": report}}
+        result = result.model_copy(update={"extras": extras})
     return result.convert_v(1) if normalized.result_schema_version == 1 else result
+
+
+def _without_counterpoise_by_products(analyzed: dict, computer) -> None:
+    """A vmfc run that dropped k-mers: QCManyBody derives CP values from the vmfc calculations too, which a screened
+    expansion does not define (CP's monomers in the basis of larger clusters mix k-mers): they are left out."""
+    if "cp" in {bt.value for bt in computer.bsse_type}:
+        return
+    analyzed["results"] = {k: v for k, v in analyzed["results"].items() if not k.startswith("cp_")}
+    analyzed["energy_body_dict"] = {k: v for k, v in analyzed["energy_body_dict"].items() if not k.endswith("cp")}
+    text = analyzed.get("stdout") or ""
+    start = text.find("==> N-Body: Counterpoise Corrected (CP)")
+    if start >= 0:
+        end = text.find("==> ", start + 4)
+        head = text[: text.rfind("\n", 0, start) + 1]
+        analyzed["stdout"] = head + (text[text.rfind("\n", 0, end) + 1 :] if end >= 0 else "")
 
 
 def answer(outcome: Outcome):

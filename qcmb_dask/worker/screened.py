@@ -1,0 +1,168 @@
+"""The assembly of a distance-screened expansion: the sum of the kept k-mers' many-body increments.
+
+QCManyBody's analysis sums every k-mer's increment and needs every k-mer's calculations. A screened run
+(:mod:`qcmb_dask.planning.screening`) has only the kept ones, a set closed under taking subsets. This module
+completes the results with values that make every dropped k-mer's increment exactly zero, after which
+QCManyBody's own analysis (unchanged, every property, every output field) gives the sum of the kept increments:
+
+- nocp: a k-mer's increment is ``dE(S) = E(S) - sum of dE(U) over the proper subsets U of S``. A dropped S gets
+  ``E(S) = sum of dE(U)`` over its proper subsets (in increasing size, so that a dropped subset's zero increment is
+  already known); the increments of kept k-mers involve kept k-mers only.
+- vmfc: ``dE(S) = sum over T in S of (-1)^(|S|-|T|) E(T in the basis of S)``, and a calculation in the basis of S
+  appears in no other increment. A dropped S's own calculation (T = S, shared with nocp) has the value above, the
+  sub-cluster of S without its last fragment (sign -1) the same value, every other one zero: they cancel.
+
+Linear in the property: energies, gradients and Hessians alike (gradients and Hessians summed at full size and cut
+back to the k-mer's atoms). Runs where the analysis runs, on a worker; pure given QCManyBody's core.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+from qcmanybody.utils import labeler
+
+from qcmb_dask.qcmanybody_adapter import unique_calculations
+
+
+def complete(core, results: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[tuple, float]]:
+    """``results`` (label -> {energy, gradient, hessian}) with every calculation ``core`` expects that a dropped
+    k-mer needs, so that each dropped k-mer's increment is zero, in QCManyBody's order; and the kept k-mers'
+    energy increments for the return BSSE treatment (k-mer -> Eh), from which the dropped energy is estimated."""
+    completed = dict(results)
+    (mc,) = {m for m, _, _ in unique_calculations(core)}
+    properties = sorted({name for values in results.values() for name in values})
+
+    def kept(kmer: tuple[int, ...]) -> bool:
+        return labeler(mc, kmer, kmer) in results
+
+    expected = sorted(unique_calculations(core), key=lambda calc: (len(calc[2]), len(calc[1])))
+    increments = {prop: {} for prop in properties}
+    for _, real, basis in expected:  # k-mers in their own basis, smallest first
+        if real != basis:
+            continue
+        label = labeler(mc, real, basis)
+        for prop in properties:
+            subsets = sum(
+                (increments[prop][sub] for sub in _proper_subsets(basis) if sub in increments[prop]),
+                start=_zero_full(core, prop),
+            )
+            if kept(basis):
+                increments[prop][basis] = _full(core, prop, results[label][prop], basis) - subsets
+            else:
+                increments[prop][basis] = _zero_full(core, prop)
+                completed.setdefault(label, {})[prop] = _cut(core, prop, subsets, basis)
+    for _, real, basis in expected:  # vmfc's sub-clusters in the basis of a dropped k-mer
+        if real != basis and not kept(basis):
+            own = completed[labeler(mc, basis, basis)]
+            cancels = real == basis[:-1]
+            completed[labeler(mc, real, basis)] = {
+                prop: own[prop] if cancels else _cut(core, prop, _zero_full(core, prop), basis) for prop in properties
+            }
+    ordered = {label: completed[label] for label in (labeler(mc, r, b) for _, r, b in unique_calculations(core))}
+    return ordered, _energy_increments(core, mc, results, increments.get("energy", {}))
+
+
+def _energy_increments(core, mc: str, results: dict, nocp: dict[tuple, float]) -> dict[tuple, float]:
+    """The kept k-mers' energy increments (k >= 2) of the return BSSE treatment."""
+    if core.return_bsse_type.value == "nocp":
+        return {
+            kmer: float(value) for kmer, value in nocp.items() if len(kmer) > 1 and labeler(mc, kmer, kmer) in results
+        }
+    vmfc = {}
+    for kmer in {basis for _, _, basis in unique_calculations(core) if len(basis) > 1}:
+        if labeler(mc, kmer, kmer) not in results:
+            continue
+        vmfc[kmer] = float(
+            sum(
+                (-1) ** (len(kmer) - size) * results[labeler(mc, real, kmer)]["energy"]
+                for size in range(1, len(kmer) + 1)
+                for real in itertools.combinations(kmer, size)
+            )
+        )
+    return vmfc
+
+
+def _proper_subsets(kmer: tuple[int, ...]):
+    for size in range(1, len(kmer)):
+        yield from itertools.combinations(kmer, size)
+
+
+def _zero_full(core, prop: str):
+    natom = sum(core.fragment_size_dict.values())
+    if prop == "gradient":
+        return np.zeros((natom, 3))
+    if prop == "hessian":
+        return np.zeros((3 * natom, 3 * natom))
+    return 0.0
+
+
+def _full(core, prop: str, value, basis: tuple[int, ...]):
+    if prop == "gradient":
+        return core.resize_gradient(np.asarray(value), basis)
+    if prop == "hessian":
+        return core.resize_hessian(np.asarray(value), basis)
+    return value
+
+
+def _cut(core, prop: str, value, basis: tuple[int, ...]):
+    if prop == "gradient":
+        return core.resize_gradient(value, basis, reverse=True)
+    if prop == "hessian":
+        return core.resize_hessian(value, basis, reverse=True)
+    return value
+
+
+#: the share of the kept k-mers of an order, largest first, whose increments the dropped-energy fit reads
+TAIL_SHARE = 0.5
+#: fewest k-mers a fit is made from
+MIN_FIT_POINTS = 5
+
+
+def report(screening: dict[str, Any], increments: dict[tuple, float]) -> dict[str, Any]:
+    """``extras["qcmb_dask"]["screening"]``: the cutoffs, kept and dropped k-mers per order, and per screened
+    order an estimate of the energy of the dropped k-mers, labelled as one.
+
+    The estimate: ``|dE| = A R^-p`` fitted (least squares in logs) to the increments of the kept k-mers of that
+    order in the largest-R half (R: the largest closest-atom distance between two fragments of the k-mer, in
+    Angstrom), summed over the dropped k-mers with the sign of the fitted increments' sum. Increments decay
+    with distance for neutral fragments; for ions, or orders with few kept k-mers, it is a rough guess."""
+    distances = np.asarray(screening["matrix"])
+    estimates = {}
+    for order_key, cutoff in screening["cutoffs"].items():
+        order = int(order_key)
+        kept = [kmer for kmer in screening["kept_kmers"].get(order, []) if kmer in increments]
+        estimates[order_key] = _estimate(order, kept, increments, distances, cutoff)
+    summary = {k: v for k, v in screening.items() if k not in ("kept_kmers", "matrix")}
+    return {**summary, "dropped_energy_estimate": estimates}
+
+
+def _estimate(order: int, kept: list, increments: dict, distances: np.ndarray, cutoff: float) -> dict[str, Any]:
+    nfrag = distances.shape[0]
+    if len(kept) < MIN_FIT_POINTS:
+        return {"hartree": None, "why": f"fewer than {MIN_FIT_POINTS} kept {order}-mers to fit"}
+    sizes = np.array([_size(distances, kmer) for kmer in kept])
+    values = np.array([increments[kmer] for kmer in kept])
+    tail = sizes >= np.quantile(sizes, 1 - TAIL_SHARE)
+    usable = tail & (np.abs(values) > 0)
+    if usable.sum() < MIN_FIT_POINTS:
+        return {"hartree": None, "why": "too few nonzero increments among the most distant kept k-mers"}
+    slope, intercept = np.polyfit(np.log(sizes[usable]), np.log(np.abs(values[usable])), 1)
+    kept_set = set(map(tuple, kept))
+    dropped = [kmer for kmer in itertools.combinations(range(1, nfrag + 1), order) if kmer not in kept_set]
+    dropped_sizes = np.array([_size(distances, kmer) for kmer in dropped]) if dropped else np.zeros(0)
+    sign = 1.0 if values[usable].sum() >= 0 else -1.0
+    total = float(sign * np.exp(intercept) * np.sum(dropped_sizes**slope)) if dropped else 0.0
+    return {
+        "hartree": total,
+        "is_estimate": True,
+        "how": f"|dE| = A R^{slope:.2f} fitted to the {int(usable.sum())} kept {order}-mers with R >= "
+        f"{np.quantile(sizes, 1 - TAIL_SHARE):.2f} A, summed over {len(dropped):,} dropped {order}-mers",
+    }
+
+
+def _size(distances: np.ndarray, kmer: tuple[int, ...]) -> float:
+    index = [i - 1 for i in kmer]
+    return float(distances[np.ix_(index, index)].max())
