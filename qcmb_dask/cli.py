@@ -152,9 +152,15 @@ def main(log_level):
     help="partial: report the highest complete n-body level when fragments fail (default: qcmb_dask.on-error, raise).",
 )
 @click.option("--timeout-per-task", metavar="SECONDS|DURATION", help=short_help("timeout_per_task"))
+@click.option(
+    "--screening",
+    metavar="ORDER=ANGSTROM,...",
+    help="Distance-screened expansion (nocp, vmfc): e.g. 2=9,3=6 keeps a k-mer when all its fragment pairs are "
+    "within the k-body cutoff (closest atoms) and all its (k-1)-mers are kept.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress, only the summary.")
 def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threads_per_task, memory_per_task, cache,
-        no_cache, out, report, on_error, timeout_per_task, quiet):  # fmt: skip
+        no_cache, out, report, on_error, timeout_per_task, screening, quiet):  # fmt: skip
     """Run the many-body expansion in INPUT: a ManyBodyInput (JSON or YAML, geometry in Bohr), or a molecule file
     (.xyz in Angstrom, or a Psi4-style string in a .psi4 file: '--' between fragments, 'units angstrom') with
     --method and --basis.
@@ -177,7 +183,8 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
     if len(pairs) > 1:
         settings = dict(cluster=cluster, jobs=jobs, adapt=adapt, cluster_option=cluster_option, workers=workers,
                         threads_per_task=threads_per_task, memory_per_task=memory_per_task, cache=cache,
-                        no_cache=no_cache, on_error=on_error, timeout_per_task=timeout_per_task)  # fmt: skip
+                        no_cache=no_cache, on_error=on_error, timeout_per_task=timeout_per_task,
+                        screening=screening)  # fmt: skip
         _run_many(pairs, model, settings, out, report, quiet)
         return
     input_file = str(input_files[0]) if Path(input_files[0]).is_file() else str(pairs[0][1])
@@ -193,7 +200,7 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
             if path:  # a typo here must not cost the run: checked before anything is computed
                 check_output_path(path, option)
         mbin = _input(input_file, model)
-        plan = qcmb_dask.plan(mbin, cache=False if no_cache else cache)
+        plan = qcmb_dask.plan(mbin, cache=False if no_cache else cache, screening=screening)
         if cluster == "mpi":  # every rank runs this command; only rank 1 (the client) speaks
             from qcmb_dask.clusters.mpi import is_client_rank
 
@@ -215,6 +222,7 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
             # a terminal's live display, else (or with --log-level) plain log lines
             progress=False if quiet or click.get_current_context().find_root().params.get("log_level") else "auto",
             report=report,
+            screening=screening,
         )
     except KeyboardInterrupt as interrupt:
         from qcmb_dask.errors import Terminated
@@ -376,13 +384,19 @@ def _load_or_exit(load, path):
 @click.option(
     "--cache", type=click.Path(file_okay=False), help="Result store whose measured durations refine the estimates."
 )
-def plan(input_file, model, cache):
+@click.option(
+    "--screening",
+    metavar="ORDER=ANGSTROM,...",
+    help="Distance-screened expansion (nocp, vmfc): e.g. 2=9,3=6 keeps a k-mer when all its fragment pairs are "
+    "within the k-body cutoff (closest atoms) and all its (k-1)-mers are kept.",
+)
+def plan(input_file, model, cache, screening):
     """What INPUT would run: calculations per model chemistry and n-body level, estimated cost. No QC."""
     import qcmb_dask
 
     try:
         mbin = _input(input_file, model)
-        click.echo(str(qcmb_dask.plan(mbin, cache=cache)))
+        click.echo(str(qcmb_dask.plan(mbin, cache=cache, screening=screening)))
     except ValueError as e:
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(2)
