@@ -96,6 +96,15 @@ def serves_route(scheduler, handler_class) -> bool:
     return any(getattr(rule, "target", None) is handler_class for rule in rules)
 
 
+async def add_worker_resources(worker, resources: dict) -> None:
+    """Give a running worker Dask resources it lacks (``Worker.state.total_resources``, ``Worker.set_resources``,
+    the handler the scheduler's ``set_resources`` path uses); its own resources stay."""
+    current = dict(worker.state.total_resources)
+    missing = {k: v for k, v in resources.items() if k not in current}
+    if missing:
+        await worker.set_resources(**{**current, **missing})
+
+
 # -- dask-jobqueue -----------------------------------------------------------------------------------------------
 def remove_worker_credentials(cluster) -> None:
     """Delete the TLS files dask-jobqueue wrote for the jobs' workers (``JobQueueCluster._get_worker_security``

@@ -1,10 +1,11 @@
 """Plan -> Dask task graph: parent molecule, one node per fragment, one per n-body level, one analysis node.
 
 The graph is one materialized layer built directly from the plan, linear in the number of fragments
-(``benchmarks/planning.py`` measures it), with a ``Delayed`` handle per node. Keys are named so that
-the dashboard groups fragments by n-body level (Dask groups by key prefix: ``fragment-two-body-17-<token>``
-counts under ``fragment-two-body``). Fragment priorities (:mod:`qcmb_dask.planning.priorities`) run cheap low
-levels first where that costs the makespan little, and the most expensive calculations first otherwise.
+(``benchmarks/planning.py`` measures it), with a ``Delayed`` handle per node. Keys are named so that the
+dashboard groups fragments by n-body level (Dask groups by key prefix: ``fragment-two-body-17-<run>-<token>``
+counts under ``fragment-two-body``), and carry the run's id, so that runs sharing a scheduler never share a
+node. Fragment priorities (:mod:`qcmb_dask.planning.priorities`) run cheap low levels first where that costs the
+makespan little, and the most expensive calculations first otherwise.
 """
 
 from __future__ import annotations

@@ -105,3 +105,30 @@ def test_qcengine_describes_the_machine_without_py_cpuinfo():
     assert calls == [] and ncores >= 1
     assert brand == cpuinfo.get_cpu_info()["brand_raw"]  # what py-cpuinfo would have said
     assert restored  # the test's own wrapper is back in place: ours was removed
+
+
+def test_worker_resources_are_added_and_jobqueue_credentials_removed(local_client, tmp_path):
+    async def add(dask_worker):
+        await compat.add_worker_resources(dask_worker, {"compat-probe": 2})
+        return dict(dask_worker.state.total_resources)
+
+    assert all(found.get("compat-probe") == 2 for found in local_client.run(add).values())
+    workers = local_client.scheduler_info()["workers"].values()
+    assert all(w["resources"].get("compat-probe") == 2 for w in workers)
+
+    from distributed.security import Security
+
+    dask_jobqueue = compat.import_jobqueue()
+    cluster = dask_jobqueue.SLURMCluster(
+        cores=1,
+        memory="1GiB",
+        security=Security.temporary(),
+        shared_temp_directory=str(tmp_path),
+        scheduler_options={"dashboard_address": ":0"},
+    )
+    try:
+        assert len(list(tmp_path.iterdir())) == 3  # the workers' CA, certificate and key
+    finally:
+        cluster.close()
+    compat.remove_worker_credentials(cluster)
+    assert list(tmp_path.iterdir()) == []

@@ -35,6 +35,6 @@ class ProcessSettings(WorkerPlugin):
     async def setup(self, worker) -> None:
         for name, value in self.environment.items():
             os.environ.setdefault(name, value)
-        missing = {k: v for k, v in self.resources.items() if k not in worker.state.total_resources}
-        if missing:
-            await worker.set_resources(**{**worker.state.total_resources, **missing})
+        from qcmb_dask import compat
+
+        await compat.add_worker_resources(worker, self.resources)

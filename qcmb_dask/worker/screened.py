@@ -115,51 +115,57 @@ def _cut(core, prop: str, value, basis: tuple[int, ...]):
     return value
 
 
-#: the share of the kept k-mers of an order, largest first, whose increments the dropped-energy fit reads
+#: the share of the kept k-mers of an order, most distant first, whose increments the dropped-energy fit reads
 TAIL_SHARE = 0.5
-#: fewest k-mers a fit is made from
-MIN_FIT_POINTS = 5
+#: distance shells of that tail the fit is made from
+SHELLS = 5
 
 
 def report(screening: dict[str, Any], increments: dict[tuple, float]) -> dict[str, Any]:
     """``extras["qcmb_dask"]["screening"]``: the cutoffs, kept and dropped k-mers per order, and per screened
     order an estimate of the energy of the dropped k-mers, labelled as one.
 
-    The estimate: ``|dE| = A R^-p`` fitted (least squares in logs) to the increments of the kept k-mers of that
-    order in the largest-R half (R: the largest closest-atom distance between two fragments of the k-mer, in
-    Angstrom), summed over the dropped k-mers with the sign of the fitted increments' sum. Increments decay
-    with distance for neutral fragments; for ions, or orders with few kept k-mers, it is a rough guess."""
+    The estimate: the kept k-mers of the order in the most distant half (R: the largest closest-atom distance
+    between two fragments of the k-mer, in Angstrom) are put in distance shells; the mean increment per k-mer of
+    each shell (signed: near k-mers of opposite sign cancel) is fitted with ``A R^-p``, and that is summed over the
+    dropped k-mers of the order. Rough where increments change sign with distance or few k-mers are kept."""
     distances = np.asarray(screening["matrix"])
     estimates = {}
-    for order_key, cutoff in screening["cutoffs"].items():
+    for order_key, _cutoff in screening["cutoffs"].items():
         order = int(order_key)
         kept = [kmer for kmer in screening["kept_kmers"].get(order, []) if kmer in increments]
-        estimates[order_key] = _estimate(order, kept, increments, distances, cutoff)
+        estimates[order_key] = _estimate(order, kept, increments, distances)
     summary = {k: v for k, v in screening.items() if k not in ("kept_kmers", "matrix")}
     return {**summary, "dropped_energy_estimate": estimates}
 
 
-def _estimate(order: int, kept: list, increments: dict, distances: np.ndarray, cutoff: float) -> dict[str, Any]:
+def _estimate(order: int, kept: list, increments: dict, distances: np.ndarray) -> dict[str, Any]:
     nfrag = distances.shape[0]
-    if len(kept) < MIN_FIT_POINTS:
-        return {"hartree": None, "why": f"fewer than {MIN_FIT_POINTS} kept {order}-mers to fit"}
-    sizes = np.array([_size(distances, kmer) for kmer in kept])
-    values = np.array([increments[kmer] for kmer in kept])
-    tail = sizes >= np.quantile(sizes, 1 - TAIL_SHARE)
-    usable = tail & (np.abs(values) > 0)
-    if usable.sum() < MIN_FIT_POINTS:
-        return {"hartree": None, "why": "too few nonzero increments among the most distant kept k-mers"}
-    slope, intercept = np.polyfit(np.log(sizes[usable]), np.log(np.abs(values[usable])), 1)
     kept_set = set(map(tuple, kept))
     dropped = [kmer for kmer in itertools.combinations(range(1, nfrag + 1), order) if kmer not in kept_set]
-    dropped_sizes = np.array([_size(distances, kmer) for kmer in dropped]) if dropped else np.zeros(0)
-    sign = 1.0 if values[usable].sum() >= 0 else -1.0
-    total = float(sign * np.exp(intercept) * np.sum(dropped_sizes**slope)) if dropped else 0.0
+    if not dropped:
+        return {"hartree": 0.0, "is_estimate": True, "how": f"no {order}-mer was dropped"}
+    if len(kept) < 2 * SHELLS:
+        return {"hartree": None, "why": f"fewer than {2 * SHELLS} kept {order}-mers to fit"}
+    sizes = np.array([_size(distances, kmer) for kmer in kept])
+    values = np.array([increments[kmer] for kmer in kept])
+    start = np.quantile(sizes, 1 - TAIL_SHARE)
+    tail = sizes >= start
+    shells = np.array_split(np.argsort(sizes[tail]), SHELLS)
+    radius = np.array([sizes[tail][shell].mean() for shell in shells])
+    mean = np.array([values[tail][shell].mean() for shell in shells])
+    if np.any(mean == 0):
+        return {"hartree": None, "why": "a distance shell of kept k-mers sums to zero"}
+    slope, intercept = np.polyfit(np.log(radius), np.log(np.abs(mean)), 1)
+    sign = 1.0 if mean.sum() >= 0 else -1.0
+    dropped_sizes = np.array([_size(distances, kmer) for kmer in dropped])
+    total = float(sign * np.exp(intercept) * np.sum(dropped_sizes**slope))
     return {
         "hartree": total,
         "is_estimate": True,
-        "how": f"|dE| = A R^{slope:.2f} fitted to the {int(usable.sum())} kept {order}-mers with R >= "
-        f"{np.quantile(sizes, 1 - TAIL_SHARE):.2f} A, summed over {len(dropped):,} dropped {order}-mers",
+        "how": f"mean increment per {order}-mer ~ R^{slope:.2f}, fitted to {SHELLS} distance shells of the "
+        f"{int(tail.sum())} kept {order}-mers with R >= {start:.2f} A, summed over {len(dropped):,} dropped "
+        f"{order}-mers",
     }
 
 
