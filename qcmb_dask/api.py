@@ -228,9 +228,12 @@ def _finish(outcome: Outcome, on_error: str, store_root, reporter: Reporter, rec
     )
 
 
-def progress_in_store(input: InputLike, *, cache: Any = None, harnesses: Sequence = ()) -> dict[int, tuple[int, int]]:
+def progress_in_store(
+    input: InputLike, *, cache: Any = None, harnesses: Sequence = (), screening: Any = None
+) -> dict[int, tuple[int, int]]:
     """How far a run of ``input`` got, from the result store alone (a run under way, ended, or killed):
-    n-body level -> (calculations in the store, calculations planned). Runs nothing.
+    n-body level -> (calculations in the store, calculations planned). Runs nothing. ``screening``: the
+    screened run's cutoffs, as for ``compute``.
 
     Examples
     --------
@@ -241,7 +244,7 @@ def progress_in_store(input: InputLike, *, cache: Any = None, harnesses: Sequenc
     from qcmb_dask.qcmanybody_adapter import prepare_parent
     from qcmb_dask.worker.fragment import in_store
 
-    the_plan = plan(input, harnesses=harnesses, cache=False)
+    the_plan = plan(input, harnesses=harnesses, cache=False, screening=screening)
     root = store.resolve(cache)
     if root is None:
         raise InvalidArgument("the result store is off (cache=False): there is nothing to count progress in.")

@@ -483,13 +483,14 @@ def submit(input_file, cluster, cache, out, driver_walltime, driver_memory, clus
 @click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @_model_flags
 @click.option("--cache", type=click.Path(file_okay=False), help="Store directory (default: the configured).")
-def status(input_file, model, cache):
+@click.option("--screening", metavar="ORDER=ANGSTROM,...", help="The screened run's cutoffs, as given to run.")
+def status(input_file, model, cache, screening):
     """How far a run of INPUT got, from the result store alone: calculations stored per n-body level. Runs nothing."""
     import qcmb_dask
 
     try:
         mbin = _input(input_file, model)
-        counts = qcmb_dask.progress_in_store(mbin, cache=cache)
+        counts = qcmb_dask.progress_in_store(mbin, cache=cache, screening=screening)
     except (ValueError, FileNotFoundError) as e:
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(2)

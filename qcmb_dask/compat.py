@@ -49,10 +49,27 @@ def describe_machine_quickly() -> bool:
     original = cpuinfo.get_cpu_info
     cpuinfo.get_cpu_info = lambda: {"brand_raw": brand}
     try:
-        qcengine.config.get_global()
+        described = _described_apart(qcengine.config)
     finally:
         cpuinfo.get_cpu_info = original
+    if qcengine.config._global_values is None:
+        qcengine.config._global_values = described
     return True
+
+
+def _described_apart(config_module) -> dict:
+    """What ``qcengine.config.get_global()`` fills, built in a namespace of its own and returned whole.
+
+    ``get_global`` publishes its module-level dict empty and fills it key by key: a calculation started in another
+    thread meanwhile (QCManyBody's own, in a user's script, while qcmb_dask describes the machine in the
+    background) would find no ``cpu_brand`` in it and fail. Here the same code runs against a copy of its module
+    namespace, so the caller assigns a complete description at once."""
+    import types
+
+    namespace = {**vars(config_module), "_global_values": None}
+    original = config_module.get_global
+    types.FunctionType(original.__code__, namespace, "get_global", original.__defaults__)()
+    return namespace["_global_values"]
 
 
 def _cpu_name() -> str | None:

@@ -132,3 +132,19 @@ def test_worker_resources_are_added_and_jobqueue_credentials_removed(local_clien
         cluster.close()
     compat.remove_worker_credentials(cluster)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_machine_is_described_apart_and_published_whole():
+    """QCEngine publishes its machine description empty and fills it key by key; a calculation in another thread
+    meanwhile failed with KeyError 'cpu_brand'. qcmb_dask builds it aside and publishes it complete."""
+    import subprocess
+    import sys
+
+    code = (
+        "import qcengine.config\n"
+        "from qcmb_dask import compat\n"
+        "described = compat._described_apart(qcengine.config)\n"
+        "print(qcengine.config._global_values is None, sorted(described) == sorted(qcengine.config.get_global()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", "True"]

@@ -200,6 +200,7 @@ def test_a_tighter_run_reads_a_looser_ones_calculations_from_the_store(local_cli
     tight = qcmb_dask.compute(data, cluster=local_client, screening={2: 2.0}, cache=tmp_path, progress=False)
     assert loose.extras["qcmb_dask"]["computed"] == 7 and len(entries(tmp_path)) == 7
     assert tight.extras["qcmb_dask"]["computed"] == 0 and tight.extras["qcmb_dask"]["from_store"] == 4
+    assert qcmb_dask.progress_in_store(data, cache=tmp_path, screening={2: 2.0}) == {1: (3, 3), 2: (1, 1)}
     report = tight.extras["qcmb_dask"]["screening"]
     assert report["kept"] == {"1": 3, "2": 1, "3": 0} and report["dropped"] == {"1": 0, "2": 2, "3": 1}
     # the screened energy: the three monomers and the kept dimer's increment, E(12) + E(3), from QCManyBody's run
