@@ -166,6 +166,8 @@ def compute_many(
             runlog.remember(reporter.log)
         where = session.describe()
     records = list(reporter.log.records) if reporter.log is not None else []
+    # a calculation several inputs share ran once, under the label it has in the first of them
+    node_label = {d.key: g.jobs[label].label for g in reversed(graphs) for label, d in g.fragments.items()}
     results: list[Any] = [None] * len(inputs)
     failures: dict[int, Exception] = dict(refused)
     quiet = Reporter(False)
@@ -182,7 +184,7 @@ def compute_many(
             log=None,
             level_labels=plans[index].level_labels,
         )
-        mine = {job.label for job in graph.jobs.values()}
+        mine = {node_label[d.key] for d in graph.fragments.values()}
         record["timeline"] = [r for r in records if r["label"] in mine]
         record["input"] = {"index": index, "name": labels[index], "of": len(inputs)}
         try:

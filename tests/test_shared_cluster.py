@@ -147,3 +147,4 @@ def test_compute_many_runs_a_scan_computing_each_calculation_once(local_client, 
     for ours, alone in zip(together, separate):
         assert_same_result(ours, alone)
     assert len({round(r.return_result, 9) for r in together}) == 20  # a scan: every frame its own energy
+    assert all(len(qcmb_dask.timeline(r)) == 7 for r in together)  # each frame's seven, shared ones included
