@@ -97,7 +97,7 @@ def compute(
         Called as ``callback(label, nbody, done, total)`` after every fragment calculation (``done`` of
         ``total`` in the whole run), for a progress display of your own.
     screening
-        Distance cutoffs per n-body order in Angstrom, ``{2: 9.0, 3: 6.0}`` (or ``"2=9,3=6"``): a k-mer is
+        Distance cutoffs per n-body order in Angstrom, ``{2: 12.0, 3: 8.0}`` (or ``"2=12,3=8"``): a k-mer is
         computed only if every pair of its fragments is within the k-body cutoff (the distance of two
         fragments: their closest pair of atoms) and every (k-1)-mer inside it is; the result is the sum of the
         kept k-mers' increments (nocp and vmfc), with the cutoffs, counts and an estimate of the dropped energy
@@ -114,7 +114,6 @@ def compute(
     >>> result = qcmb_dask.compute("examples/water-trimer.json")          # doctest: +SKIP
     >>> result.properties.cp_corrected_interaction_energy                  # doctest: +SKIP
     """
-    from qcmb_dask import clusters
     from qcmb_dask.graph import build
 
     began, began_epoch = time.perf_counter(), time.time()
@@ -133,11 +132,7 @@ def compute(
         report=report,
         ordering=ordering,
     )
-    check_harnesses(harnesses)
-    store_root = store.resolve(cache)
-    backend = clusters.resolve(cluster)
-    backend.prepare()
-    programs.register(harnesses)
+    store_root, backend = open_run(cluster, cache, harnesses)
     the_plan = make_plan(input, options.max_calculations, screening)  # checked before anything is submitted
     backend.check(options, len(the_plan))
     if backend.programs_run_here:  # elsewhere the programs may live only on the workers (a module load)
@@ -183,6 +178,19 @@ def compute(
         reporter.say(f"qcmb_dask: report written to {options.report}")
     reporter.say(f"qcmb_dask: done in {time.perf_counter() - began:.1f} s")
     return finished
+
+
+def open_run(cluster: Any, cache: Any, harnesses: Sequence):
+    """The first steps of every run (``compute``, ``compute_many``): harnesses checked and registered here, the
+    result store's location, the backend of ``cluster`` (QCEngine's set-up begun where fragments run here)."""
+    from qcmb_dask import clusters
+
+    check_harnesses(harnesses)
+    store_root = store.resolve(cache)
+    backend = clusters.resolve(cluster)
+    backend.prepare()
+    programs.register(harnesses)
+    return store_root, backend
 
 
 def timeline(result: Any = None) -> list[dict[str, Any]]:

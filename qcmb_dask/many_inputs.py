@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qcmb_dask import programs, store
-from qcmb_dask.api import Result, _finish
+from qcmb_dask import store
+from qcmb_dask.api import Result, _finish, open_run
 from qcmb_dask.diagnostics import provenance, runlog
 from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
 from qcmb_dask.errors import FragmentsFailed, InputsFailed, InvalidArgument, InvalidInput
 from qcmb_dask.interrupts import as_interrupts
-from qcmb_dask.options import Options, check_harnesses, document
+from qcmb_dask.options import Options, document
 from qcmb_dask.planning import validate
 from qcmb_dask.planning.plan import make_plan
 from qcmb_dask.worker.analysis import Outcome
@@ -95,7 +95,6 @@ def compute_many(
     >>> results = qcmb_dask.compute_many(frames, cluster="slurm", jobs=4)                     # doctest: +SKIP
     >>> [r.properties.cp_corrected_interaction_energy for r in results]                       # doctest: +SKIP
     """
-    from qcmb_dask import clusters
     from qcmb_dask.graph import build_many
 
     inputs = list(inputs)
@@ -119,11 +118,7 @@ def compute_many(
         progress=progress,
         ordering=ordering,
     )
-    check_harnesses(harnesses)
-    store_root = store.resolve(cache)
-    backend = clusters.resolve(cluster)
-    backend.prepare()
-    programs.register(harnesses)
+    store_root, backend = open_run(cluster, cache, harnesses)
     reporter = Reporter(options.progress, callback=callback)
     plans, refused = _plans(inputs, labels, options.max_calculations, reporter, screening)
     if not plans:

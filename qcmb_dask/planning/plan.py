@@ -178,26 +178,11 @@ def make_plan(data: InputLike, max_calculations: int | None = None, screening=No
     for k, labels in level_labels.items():
         for label in labels:
             first_level.setdefault(label, k)
-    tasks = []
-    for mc, label, real, basis in iterate_calculations(core):
-        # Calculations no truncation uses (supersystem, supersystem_ie_only) count by their real fragments.
-        nbody = first_level.get(label, len(real))
-        spec = specifications[mc]
-        tasks.append(
-            FragmentTask(
-                label=label,
-                model_chemistry=mc,
-                nbody=nbody,
-                real=real,
-                basis=basis,
-                program=spec["program"],
-                method=spec["specification"]["model"]["method"],
-                basis_set=spec["specification"]["model"]["basis"],
-                driver=driver,
-                cost=cost_of(mc, basis),
-                model_cost=cost_of(mc, basis),
-            )
-        )
+    # Calculations no truncation uses (supersystem, supersystem_ie_only) count by their real fragments.
+    tasks = [
+        _task(label, mc, first_level.get(label, len(real)), real, basis, specifications[mc], driver, cost_of)
+        for mc, label, real, basis in iterate_calculations(core)
+    ]
     plan = Plan(
         input=normalized,
         tasks=tasks,
@@ -212,6 +197,24 @@ def make_plan(data: InputLike, max_calculations: int | None = None, screening=No
     )
     validate.check_programs(validate.plan_requests(plan), installed=False)
     return plan
+
+
+def _task(label: str, mc: str, nbody: int, real, basis, spec: dict, driver: str, cost_of) -> FragmentTask:
+    model = spec["specification"]["model"]
+    estimate = cost_of(mc, basis)
+    return FragmentTask(
+        label=label,
+        model_chemistry=mc,
+        nbody=nbody,
+        real=real,
+        basis=basis,
+        program=spec["program"],
+        method=model["method"],
+        basis_set=model["basis"],
+        driver=driver,
+        cost=estimate,
+        model_cost=estimate,
+    )
 
 
 def screening_of(normalized: NormalizedInput, given) -> dict[int, float] | None:
@@ -254,19 +257,7 @@ def _screened_plan(normalized, computer, specifications, cost_of, cutoffs, max_c
     spec = specifications[mc]
     driver = str(computer.driver.value)
     tasks = [
-        FragmentTask(
-            label=label,
-            model_chemistry=mc,
-            nbody=len(basis),
-            real=real,
-            basis=basis,
-            program=spec["program"],
-            method=spec["specification"]["model"]["method"],
-            basis_set=spec["specification"]["model"]["basis"],
-            driver=driver,
-            cost=cost_of(mc, basis),
-            model_cost=cost_of(mc, basis),
-        )
+        _task(label, mc, len(basis), real, basis, spec, driver, cost_of)
         for label, (real, basis) in calculations.items()
     ]
     level_labels = {k: tuple(t.label for t in tasks if t.nbody <= k) for k in range(1, core.max_nbody + 1)}
