@@ -15,6 +15,7 @@ from typing import Any
 
 from qcmb_dask import store
 from qcmb_dask.api import Result, _finish, open_run
+from qcmb_dask.clusters.session import jobs_by_key
 from qcmb_dask.diagnostics import provenance, runlog
 from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
 from qcmb_dask.errors import FragmentsFailed, InputsFailed, InvalidArgument, InvalidInput
@@ -162,7 +163,7 @@ def compute_many(
         where = session.describe()
     records = list(reporter.log.records) if reporter.log is not None else []
     # a calculation several inputs share ran once, under the label it has in the first of them
-    node_label = {d.key: g.jobs[label].label for g in reversed(graphs) for label, d in g.fragments.items()}
+    node_label = {key: job.label for key, job in jobs_by_key(graphs).items()}
     results: list[Any] = [None] * len(inputs)
     failures: dict[int, Exception] = dict(refused)
     quiet = Reporter(False)

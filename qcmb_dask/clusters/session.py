@@ -73,7 +73,7 @@ class SyncSession:
             reporter.say(self.where)
         prime_qcengine()  # waits for the thread that began it while the plan was made
 
-        jobs = {d.key: g.jobs[label] for g in reversed(graphs) for label, d in g.fragments.items()}
+        jobs = jobs_by_key(graphs)
         started = {}
 
         def fragment_started(key, dsk, state):
@@ -87,10 +87,7 @@ class SyncSession:
                     job.label, job.nbody, ok, ok and result.from_store, started.get(key), time.time(), "main"
                 )
 
-        reporter.start(
-            _level_sizes(jobs.values()),
-            {job.label: g.costs.get(label, 0.0) for g in graphs for label, job in g.jobs.items()},
-        )
+        reporter.start(_level_sizes(jobs.values()), _costs(graphs))
         single = graphs[0] if len(graphs) == 1 else None
         levels = [single.levels[nbody] for nbody in sorted(single.levels)] if single else []
         with Callback(pretask=fragment_started, posttask=fragment_ended):
@@ -167,7 +164,7 @@ class DistributedSession:
 
         run_id = graphs[0].run_id
         fragments = {d.key: d for g in graphs for d in g.fragments.values()}  # shared calculations once
-        jobs = {d.key: g.jobs[label] for g in reversed(graphs) for label, d in g.fragments.items()}
+        jobs = jobs_by_key(graphs)
         level_sizes = _level_sizes(jobs.values())
         if any(job.embedding_charges for job in jobs.values()):
             self.client.register_plugin(
@@ -180,9 +177,7 @@ class DistributedSession:
         reporter.dashboard(self.client.dashboard_link)
         reporter.live_page(live_page_link(self.client))
         run_events.publish_run(self.client, run_id, level_sizes, bsse_types, time.time(), len(graphs))
-        reporter.start(
-            level_sizes, {job.label: g.costs.get(label, 0.0) for g in graphs for label, job in g.jobs.items()}
-        )
+        reporter.start(level_sizes, _costs(graphs))
         single = graphs[0] if len(graphs) == 1 else None
         levels = [single.levels[nbody] for nbody in sorted(single.levels)] if single else []
         nlevels, ngraphs = len(levels), len(graphs)
@@ -339,6 +334,16 @@ def timeouts_seen(client, run_id: str) -> dict:
             if event.get("run") == run_id:
                 seen[event["label"]] = event["timeout"]
     return seen
+
+
+def jobs_by_key(graphs) -> dict:
+    """Fragment key -> what its node runs: a calculation several inputs share runs as the first input's."""
+    return {d.key: g.jobs[label] for g in reversed(graphs) for label, d in g.fragments.items()}
+
+
+def _costs(graphs) -> dict[str, float]:
+    """The label each fragment reports under -> its estimated one-core seconds (the ETA weighs by it)."""
+    return {job.label: g.costs.get(label, 0.0) for g in graphs for label, job in g.jobs.items()}
 
 
 def _level_sizes(jobs) -> dict[int, int]:
