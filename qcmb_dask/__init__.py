@@ -12,6 +12,7 @@ laid out by where code runs (see README, "How the code is laid out"):
   ``api`` and ``cli`` orchestrate.
 """
 
+import sys
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
@@ -75,3 +76,41 @@ def __dir__():
 
 
 __all__ = sorted([*_PUBLIC, *_MODULES])
+
+
+class _OnQCEngineImport:
+    """A finder that waits for ``import qcengine`` and then registers the ``qcmb_dask`` QCEngine procedure
+    (:mod:`qcmb_dask.procedure`), so that importing this package imports no QCEngine of its own."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "qcengine":
+            return None
+        from importlib.util import find_spec
+
+        sys.meta_path.remove(_OnQCEngineImport)
+        spec = find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                _register_procedure()
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+def _register_procedure() -> None:
+    try:
+        import_module("qcmb_dask.procedure").register()
+    except Exception as err:  # noqa: BLE001 - QCEngine must import whatever happens here
+        import warnings
+
+        warnings.warn(f"qcmb_dask: the QCEngine procedure 'qcmb_dask' could not be registered: {err}", stacklevel=2)
+
+
+if "qcengine" in sys.modules:
+    _register_procedure()
+elif _OnQCEngineImport not in sys.meta_path:
+    sys.meta_path.insert(0, _OnQCEngineImport)
