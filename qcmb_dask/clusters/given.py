@@ -39,7 +39,7 @@ class GivenBackend(Backend):
             where = f"qcmb_dask: on the cluster you gave (scheduler {client.scheduler.address})"
             shared_process = _fragments_sharing_a_process(client, resources.threads_per_task)
             task_resources = None
-            if shared_process and (options.timeout_per_task or not _thread_safe(self.programs)):
+            if shared_process and (options.timeout_per_task or _unsafe(self.programs)):
                 resources, task_resources = _one_fragment_per_process(client, resources)
                 why = (
                     "timeout_per_task ends a whole worker process"
@@ -75,10 +75,6 @@ def _unsafe(programs: Sequence[str]) -> list[str]:
         if not safe:
             unsafe.append(name)
     return unsafe
-
-
-def _thread_safe(programs: Sequence[str]) -> bool:
-    return not _unsafe(programs)
 
 
 def _one_fragment_per_process(client, resources):

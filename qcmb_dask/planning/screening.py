@@ -38,17 +38,6 @@ class Screening:
     #: fragment x fragment closest-atom distances (Angstrom)
     distances: np.ndarray = field(repr=False, compare=False)
 
-    def is_kept(self, fragments: tuple[int, ...]) -> bool:
-        return tuple(sorted(fragments)) in self._kept_set
-
-    @property
-    def _kept_set(self) -> frozenset:
-        cached = self.__dict__.get("_kept_cache")
-        if cached is None:
-            cached = frozenset(s for sets in self.kept.values() for s in sets)
-            object.__setattr__(self, "_kept_cache", cached)
-        return cached
-
     def counts(self) -> dict[int, tuple[int, int]]:
         """order -> (kept, in the full expansion)."""
         return {order: (len(self.kept[order]), self.full[order]) for order in sorted(self.kept)}
@@ -129,12 +118,6 @@ def screen(cutoffs: dict[int, float], distances: np.ndarray, max_nbody: int) -> 
         kept[order] = grown
     full = {order: comb(nfrag, order) for order in kept}
     return Screening(dict(cutoffs), kept, full, distances)
-
-
-def kmer_size(distances: np.ndarray, kmer: tuple[int, ...]) -> float:
-    """The largest closest-atom distance between two fragments of ``kmer`` (Angstrom)."""
-    index = [i - 1 for i in kmer]
-    return float(distances[np.ix_(index, index)].max())
 
 
 def check_treatments(bsse_types: list[str], levels: dict, supersystem: bool) -> None:
