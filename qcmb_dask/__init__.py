@@ -9,7 +9,7 @@ laid out by where code runs (see README, "How the code is laid out"):
 - ``clusters/`` (client): one backend per ``cluster=`` kind, sessions, resources, the scheduler preload;
 - ``diagnostics/`` (client and the scheduler's page): progress, the run log, the live page, plots;
 - leaves: ``options``, ``errors``, ``keys``, ``store``, ``qcmanybody_adapter``, ``compat``; ``programs/``;
-  ``api`` and ``cli`` orchestrate.
+  ``api``, ``many_inputs``, ``optimization/`` and ``cli`` orchestrate.
 """
 
 import sys
@@ -27,6 +27,7 @@ _PUBLIC = {
     "compute": "qcmb_dask.api",
     "compute_many": "qcmb_dask.many_inputs",
     "job_script": "qcmb_dask.api",
+    "optimize": "qcmb_dask.optimization.run",
     "plan": "qcmb_dask.api",
     "progress_in_store": "qcmb_dask.api",
     "timeline": "qcmb_dask.api",

@@ -114,8 +114,6 @@ def compute(
     >>> result = qcmb_dask.compute("examples/water-trimer.json")          # doctest: +SKIP
     >>> result.properties.cp_corrected_interaction_energy                  # doctest: +SKIP
     """
-    from qcmb_dask.graph import build
-
     began, began_epoch = time.perf_counter(), time.time()
     options = Options.resolve(
         jobs=jobs,
@@ -146,31 +144,7 @@ def compute(
     logger.info("%s", the_plan)  # a batch job's log shows what the run is, as the terminal's plan table does
     backend.announce = reporter.say
     with as_interrupts(), backend.session(options, harnesses, len(the_plan)) as session:
-        task_config = session.resources.task_config(retries=options.retries)
-        graph = build(
-            the_plan,
-            task_config=task_config,
-            policy=policy,
-            ordering=options.ordering,
-            workers=session.resources.n_workers,
-        )
-        try:
-            outcome = session.run(graph, reporter, the_plan.bsse_type)
-        finally:
-            runlog.remember(reporter.log)
-            threads = session.resources.threads_per_task
-            cost_history.record(store_root, cost_history.measured_ratios(the_plan.tasks, _records(reporter), threads))
-        where = session.describe()
-    record = provenance.run_record(
-        run_id=graph.run_id,
-        cluster=where,
-        stats=outcome.stats,
-        store_root=store_root,
-        began=began_epoch,
-        log=reporter.log,
-        level_labels=the_plan.level_labels,
-    )
-    finished = _finish(outcome, options.on_error, store_root, reporter, record)
+        finished, _ = run_plan(session, the_plan, options, policy, reporter, store_root, began_epoch)
     if options.report is not None:
         from qcmb_dask.diagnostics import plots
 
@@ -178,6 +152,37 @@ def compute(
         reporter.say(f"qcmb_dask: report written to {options.report}")
     reporter.say(f"qcmb_dask: done in {time.perf_counter() - began:.1f} s")
     return finished
+
+
+def run_plan(session, the_plan: Plan, options: Options, policy: RunPolicy, reporter: Reporter, store_root, began_epoch):
+    """One input's graph on an open session, to its result: the core of ``compute``, and of every step of an
+    optimization (one session for all its steps). Returns the result (as :func:`_finish` gives it) and the graph."""
+    from qcmb_dask.graph import build
+
+    task_config = session.resources.task_config(retries=options.retries)
+    graph = build(
+        the_plan,
+        task_config=task_config,
+        policy=policy,
+        ordering=options.ordering,
+        workers=session.resources.n_workers,
+    )
+    try:
+        outcome = session.run(graph, reporter, the_plan.bsse_type)
+    finally:
+        runlog.remember(reporter.log)
+        threads = session.resources.threads_per_task
+        cost_history.record(store_root, cost_history.measured_ratios(the_plan.tasks, _records(reporter), threads))
+    record = provenance.run_record(
+        run_id=graph.run_id,
+        cluster=session.describe(),
+        stats=outcome.stats,
+        store_root=store_root,
+        began=began_epoch,
+        log=reporter.log,
+        level_labels=the_plan.level_labels,
+    )
+    return _finish(outcome, options.on_error, store_root, reporter, record), graph
 
 
 def open_run(cluster: Any, cache: Any, harnesses: Sequence):

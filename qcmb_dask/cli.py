@@ -20,6 +20,7 @@ fragments stay in the store.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -195,7 +196,7 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
 
     if cache and no_cache:
         raise click.UsageError("give --cache PATH or --no-cache, not both")
-    try:
+    with _run_errors():
         for path, option in ((out, "--out"), (report, "--report")):
             if path:  # a typo here must not cost the run: checked before anything is computed
                 check_output_path(path, option)
@@ -224,22 +225,6 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
             report=report,
             screening=screening,
         )
-    except KeyboardInterrupt as interrupt:
-        from qcmb_dask.errors import Terminated
-
-        what = f"{interrupt.signal_name} received" if isinstance(interrupt, Terminated) else "interrupted"
-        click.echo(
-            f"\nqcmb-dask: {what}: nothing more is computed, and batch jobs are cancelled. Finished fragments are "
-            "in the result store: run the same command again to compute only what is missing.",
-            err=True,
-        )
-        sys.exit(interrupt.exit_status if isinstance(interrupt, Terminated) else 130)
-    except (qcmb_dask.FragmentsFailed, qcmb_dask.WorkersNeverArrived, qcmb_dask.SchedulerLost) as e:
-        click.echo(f"qcmb-dask: the run failed.\n{e}", err=True)
-        sys.exit(1)
-    except (ValueError, FileNotFoundError) as e:  # InvalidInput is a ValueError
-        click.echo(f"qcmb-dask: {e}", err=True)
-        sys.exit(2)
     partial = isinstance(result, PartialResult)
     if partial:
         from qcmb_dask.errors import summary_lines
@@ -313,6 +298,89 @@ def _run_many(pairs, model, settings, out, report, quiet) -> None:
         click.echo(f"results written to {out}/")
     if failed or any(isinstance(r, (PartialResult, Exception)) for r in results):
         sys.exit(1)
+
+
+@main.command("optimize")
+@click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@_model_flags
+@click.option("--cluster", default=None, help="As for run; one cluster serves every step.")
+@click.option("--jobs", type=int, help=short_help("jobs"))
+@click.option("--cluster-option", "cluster_option", multiple=True, metavar="KEY=VALUE", help="dask-jobqueue setting.")
+@click.option("--workers", type=int, help=short_help("n_workers"))
+@click.option("--threads-per-task", type=int, help=short_help("threads_per_task"))
+@click.option("--cache", type=click.Path(file_okay=False), help="Result store directory (default ~/.cache/...).")
+@click.option("--no-cache", is_flag=True, help="Keep no results: no resuming, every point computed.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the OptimizationResult (JSON) here.")
+@click.option("--xyz", type=click.Path(dir_okay=False), help="Write the final geometry (XYZ, Angstrom) here.")
+@click.option("--maxiter", type=int, help="geomeTRIC's most optimization steps (its default: 300).")
+@click.option("--convergence-set", help="geomeTRIC's convergence criteria: GAU (default), GAU_TIGHT, NWCHEM_LOOSE, ...")
+@click.option("--optimizer-keyword", "optimizer_keyword", multiple=True, metavar="KEY=VALUE",
+              help="Any other geomeTRIC keyword, e.g. coordsys=dlc.")  # fmt: skip
+@click.option("--quiet", "-q", is_flag=True, help="No line per step, only the summary.")
+def optimize_command(input_file, model, cluster, jobs, cluster_option, workers, threads_per_task, cache, no_cache,
+                     out, xyz, maxiter, convergence_set, optimizer_keyword, quiet):  # fmt: skip
+    """Optimize the geometry in INPUT on its many-body energy with geomeTRIC: every step's gradient is one graph
+    on one cluster, started once. Run the same command again after an interruption (or a walltime) to resume from
+    the last finished step: the steps taken are in the result store.
+
+    \b
+    qcmb-dask optimize water-hexamer.xyz --method mp2 --basis cc-pvdz --bsse nocp --max-nbody 2 --xyz final.xyz
+    """
+    import qcmb_dask
+
+    if cache and no_cache:
+        raise click.UsageError("give --cache PATH or --no-cache, not both")
+    keywords = _cluster_options(optimizer_keyword) or {}
+    keywords.update({k: v for k, v in (("maxiter", maxiter), ("convergence_set", convergence_set)) if v is not None})
+    with _run_errors():
+        for path, option in ((out, "--out"), (xyz, "--xyz")):
+            if path:
+                from qcmb_dask.options import check_output_path
+
+                check_output_path(path, option)
+        result = qcmb_dask.optimize(
+            _input(input_file, model),
+            cluster,
+            jobs=jobs,
+            cluster_options=_cluster_options(cluster_option),
+            n_workers=workers,
+            threads_per_task=threads_per_task,
+            cache=False if no_cache else cache,
+            progress=not (quiet or click.get_current_context().find_root().params.get("log_level")),
+            **keywords,
+        )
+    energies = [p.return_energy for p in result.trajectory_properties]
+    click.echo(f"Converged in {len(energies)} steps: E = {result.properties.return_energy:.10f} Eh "
+               f"(start {energies[0]:.10f}, change {energies[-1] - energies[0]:+.10f})")  # fmt: skip
+    click.echo(result.final_molecule.to_string("xyz"))
+    if out:
+        click.echo(f"OptimizationResult written to {_write_result(out, result.model_dump_json(indent=1))}")
+    if xyz:
+        click.echo(f"Final geometry written to {_write_result(xyz, result.final_molecule.to_string('xyz'))}")
+
+
+@contextlib.contextmanager
+def _run_errors():
+    """How a long command ends on an interruption, a failed run or bad input: a message and an exit status."""
+    import qcmb_dask
+    from qcmb_dask.errors import Terminated
+
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        what = f"{interrupt.signal_name} received" if isinstance(interrupt, Terminated) else "interrupted"
+        click.echo(
+            f"\nqcmb-dask: {what}: nothing more is computed, and batch jobs are cancelled. Finished fragments are "
+            "in the result store: run the same command again to compute only what is missing.",
+            err=True,
+        )
+        sys.exit(interrupt.exit_status if isinstance(interrupt, Terminated) else 130)
+    except (qcmb_dask.FragmentsFailed, qcmb_dask.WorkersNeverArrived, qcmb_dask.SchedulerLost) as e:
+        click.echo(f"qcmb-dask: the run failed.\n{e}", err=True)
+        sys.exit(1)
+    except (ValueError, FileNotFoundError) as e:  # InvalidInput is a ValueError
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(2)
 
 
 def _terminal() -> bool:

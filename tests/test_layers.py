@@ -39,6 +39,8 @@ CLIENT_MODULES = (
     "qcmb_dask.clusters.inprocess",
     "qcmb_dask.clusters.jobqueue",
     "qcmb_dask.clusters.mpi",
+    "qcmb_dask.many_inputs",
+    "qcmb_dask.optimization",
 )
 
 

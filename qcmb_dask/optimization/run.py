@@ -1,0 +1,264 @@
+"""``qcmb_dask.optimize``: a geometry optimization whose every energy and gradient is one graph on one cluster.
+
+Orchestration only, as :mod:`qcmb_dask.api`: options -> backend -> the first plan (every check before anything
+is submitted) -> one session for every step -> geomeTRIC, whose engine runs a graph per point it asks for ->
+QCElemental's ``OptimizationResult``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from qcmb_dask import store
+from qcmb_dask.api import open_run, run_plan
+from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
+from qcmb_dask.errors import InvalidArgument
+from qcmb_dask.interrupts import as_interrupts
+from qcmb_dask.optimization import geometric_driver
+from qcmb_dask.optimization.journal import Journal
+from qcmb_dask.options import Options, document
+from qcmb_dask.planning import validate
+from qcmb_dask.planning.inputs import InputLike, normalize
+from qcmb_dask.planning.plan import make_plan
+from qcmb_dask.qcmanybody_adapter import NormalizedInput
+from qcmb_dask.worker.fragment import RunPolicy
+
+logger = logging.getLogger("qcmb_dask")
+
+OPTIMIZERS = ("geometric",)
+#: what a cluster backend that sizes itself to the work (``cluster=None``) should expect: steps of one plan
+EXPECTED_STEPS = 10
+
+
+@document(
+    "jobs",
+    "adapt",
+    "cluster_options",
+    "n_workers",
+    "threads_per_task",
+    "memory_per_task",
+    "cache",
+    "retries",
+    "timeout_per_task",
+    "escalate",
+    "progress",
+    "ordering",
+)
+def optimize(
+    input: InputLike,
+    cluster: Any = None,
+    *,
+    optimizer: str = "geometric",
+    jobs: int | None = None,
+    adapt: tuple[int, int] | None = None,
+    cluster_options: dict | None = None,
+    n_workers: int | None = None,
+    threads_per_task: int | None = None,
+    memory_per_task: float | str | None = None,
+    harnesses: Sequence = (),
+    cache: Any = None,
+    retries: int | None = None,
+    timeout_per_task: float | str | None = None,
+    escalate: bool | None = None,
+    progress: ProgressArg = None,
+    callback: Callable[[int, float, float, dict], None] | None = None,
+    ordering: str | None = None,
+    screening: Any = None,
+    **optimizer_keywords: Any,
+):
+    """Optimize the geometry of a cluster on its many-body energy; QCElemental's ``OptimizationResult`` (v2).
+
+    Every point the optimizer asks for is one many-body gradient: one graph on one cluster, started once for the
+    whole optimization. With a result store (the default) every finished point is kept: a point seen before
+    (a retried step, a restarted optimization) costs reads, and an optimization started again on the same input
+    resumes from its last finished point, along the path an unbroken run takes.
+
+    Parameters
+    ----------
+    input
+        A many-body input as :func:`qcmb_dask.compute` takes it. Its driver becomes ``gradient`` (QCManyBody's
+        total energy and gradient: ``return_total_data`` is set), its molecule the starting geometry.
+    cluster
+        As for :func:`qcmb_dask.compute`; one session serves every step.
+    optimizer
+        ``"geometric"`` (geomeTRIC, through the route QCEngine's ``geometric`` procedure takes).
+    harnesses, screening
+        As for :func:`qcmb_dask.compute`.
+    callback
+        Called after every point as ``callback(point, energy, gradient_rms, record)``: ``point`` counts from 1,
+        ``record`` is the point's ``extras["qcmb_dask"]`` (fragments computed and from the store, timings).
+    optimizer_keywords
+        geomeTRIC's keywords: ``convergence_set="GAU_TIGHT"``, ``maxiter=100``, ``coordsys="tric"``,
+        ``constraints={...}`` (QCSchema's layout), ...
+    {parameters}
+
+    Examples
+    --------
+    >>> result = qcmb_dask.optimize("examples/water-dimer-opt.json")            # doctest: +SKIP
+    >>> result.final_molecule.to_string("xyz")                                  # doctest: +SKIP
+    >>> [p.return_energy for p in result.trajectory_properties]                 # doctest: +SKIP
+    """
+    began = time.perf_counter()
+    if optimizer.lower() not in OPTIMIZERS:
+        raise InvalidArgument(
+            f"optimizer={optimizer!r}: qcmb_dask drives {', '.join(OPTIMIZERS)} (pip install geometric). "
+            "optking is not supported yet."
+        )
+    keywords = geometric_driver.check_keywords(optimizer_keywords)
+    options = Options.resolve(
+        jobs=jobs,
+        adapt=adapt,
+        cluster_options=cluster_options,
+        n_workers=n_workers,
+        threads_per_task=threads_per_task,
+        memory_per_task=memory_per_task,
+        retries=retries,
+        timeout_per_task=timeout_per_task,
+        escalate=escalate,
+        on_error="raise",
+        progress=progress,
+        ordering=ordering,
+    )
+    start = _gradient_input(normalize(input).model)
+    store_root, backend = open_run(cluster, cache, harnesses)
+    first = make_plan(NormalizedInput(start, 2), options.max_calculations, screening)  # every check, nothing runs
+    backend.check(options, len(first))
+    if backend.programs_run_here:
+        validate.check_programs(validate.plan_requests(first), installed=True)
+    if store_root is not None:
+        store.prepare(store_root)
+    backend.consider(first.total_cost() * EXPECTED_STEPS, sorted({t.program.lower() for t in first}), store_root)
+    policy = RunPolicy(str(store_root) if store_root else None, options.timeout_per_task, options.escalate)
+    reporter = Reporter(options.progress)
+    backend.announce = reporter.say
+    journal = Journal.in_store(store_root, _token(start, keywords))
+    resumed = len(journal.points)
+    if resumed:
+        reporter.say(f"qcmb_dask: resuming: {resumed} point(s) of this optimization are in the store")
+    reporter.say(f"qcmb_dask: optimizing with geomeTRIC, {len(first)} calculations per point")
+    results: list = []
+
+    def evaluate(coordinates: np.ndarray) -> tuple[float, np.ndarray]:
+        index = len(results)
+        recorded = journal.recall(index, coordinates)
+        point = recorded if recorded is not None else coordinates
+        step_plan = make_plan(NormalizedInput(_moved(start, point), 2), options.max_calculations, screening)
+        step_began = time.time()
+        result, _ = run_plan(session, step_plan, options, policy, _StepReporter(), store_root, step_began)
+        energy = float(result.properties.return_energy)
+        gradient = np.asarray(result.return_result, dtype=float).reshape(-1, 3)
+        if recorded is None:
+            journal.record(index, point, energy)
+        record = result.extras["qcmb_dask"]
+        rms = float(np.sqrt(np.mean(gradient**2)))
+        reporter.say(
+            f"qcmb_dask: point {index + 1}: E = {energy:.10f} Eh, gradient rms {rms:.2e} max "
+            f"{np.abs(gradient).max():.2e} Eh/bohr; {record['computed']} computed, {record['from_store']} from "
+            f"the store, {time.time() - step_began:.1f} s"
+        )
+        results.append(result)
+        if callback is not None:
+            callback(index + 1, energy, rms, record)
+        return energy, gradient
+
+    molecule = start.molecule
+    with as_interrupts(), backend.session(options, harnesses, len(first)) as session:
+        where = session.describe()
+        if where.get("where"):
+            reporter.say(where["where"])
+        final, log = geometric_driver.optimize(
+            molecule.symbols, np.asarray(molecule.geometry), evaluate, keywords, molecule.connectivity
+        )
+    seconds = time.perf_counter() - began
+    reporter.say(f"qcmb_dask: optimization converged in {len(results)} points, {seconds:.1f} s")
+    return _optimization_result(start, keywords, results, final, log, where, seconds, resumed=resumed)
+
+
+def _gradient_input(model):
+    """The input with driver gradient and total data, its molecule fixed in space (the optimizer's frame)."""
+    data = model.model_dump()
+    data["specification"]["driver"] = "gradient"
+    data["specification"]["keywords"]["return_total_data"] = True
+    return _moved(type(model)(**data), np.asarray(model.molecule.geometry))
+
+
+def _moved(model, coordinates: np.ndarray):
+    """The input at ``coordinates`` (bohr)."""
+    from qcelemental.models.v2 import Molecule
+
+    data = model.molecule.model_dump()
+    data.update(geometry=np.asarray(coordinates, dtype=float).reshape(-1, 3), fix_com=True, fix_orientation=True)
+    return model.model_copy(update={"molecule": Molecule(**data)})
+
+
+class _StepReporter(Reporter):
+    """A point's own run: its lines (where it runs, its levels, its store counts) go to the debug log; the
+    optimization says one line per point."""
+
+    def __init__(self):
+        super().__init__(False)
+
+    def say(self, line: str) -> None:
+        logger.debug(line)
+
+
+def _token(start, keywords: dict) -> str:
+    """Names one optimization: its input (starting geometry included), the optimizer and its keywords."""
+    import hashlib
+
+    from qcmb_dask.store import canonical_json
+
+    what = {"input": start.model_dump(mode="json"), "optimizer": "geometric", "keywords": keywords}
+    return hashlib.sha256(canonical_json(what).encode()).hexdigest()[:32]
+
+
+def _optimization_result(start, keywords, results, final, log, where, seconds, resumed):
+    """QCElemental's OptimizationResult: every point's ManyBodyResult in order, the final molecule and energy."""
+    from qcelemental.models.v2 import OptimizationInput, OptimizationResult, Provenance
+
+    import qcmb_dask
+
+    distances = [np.max(np.abs(np.asarray(r.molecule.geometry) - final)) for r in results]
+    last = results[int(np.argmin(distances))]  # geomeTRIC ends on an accepted point, normally the last one
+    input_data = OptimizationInput(
+        initial_molecule=start.molecule,
+        specification={
+            "program": "geometric",
+            "keywords": keywords,
+            "protocols": {"trajectory_results": "all"},
+            "specification": start.specification,
+        },
+    )
+    gradient = np.asarray(last.return_result, dtype=float).reshape(-1, 3)
+    return OptimizationResult(
+        input_data=input_data,
+        final_molecule=last.molecule,
+        trajectory_results=results,
+        trajectory_properties=[r.properties for r in results],
+        properties={
+            "return_energy": last.properties.return_energy,
+            "return_gradient": gradient,
+            "optimization_iterations": len(results),
+            "nuclear_repulsion_energy": last.molecule.nuclear_repulsion_energy(),
+            "final_rms_force": float(np.sqrt(np.mean(gradient**2))),
+            "final_max_force": float(np.abs(gradient).max()),
+        },
+        stdout=log,
+        success=True,
+        provenance=Provenance(creator="qcmb_dask", version=qcmb_dask.__version__, routine="qcmb_dask.optimize"),
+        extras={
+            "qcmb_dask": {
+                "cluster": where,
+                "wall_time_s": round(seconds, 3),
+                "points_resumed": resumed,
+                "points": [
+                    {k: r.extras["qcmb_dask"][k] for k in ("computed", "from_store", "wall_time_s")} for r in results
+                ],
+            }
+        },
+    )
