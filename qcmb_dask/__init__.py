@@ -28,6 +28,8 @@ _PUBLIC = {
     "compute_many": "qcmb_dask.many_inputs",
     "job_script": "qcmb_dask.api",
     "optimize": "qcmb_dask.optimization.run",
+    "frequencies": "qcmb_dask.vibrations",
+    "Frequencies": "qcmb_dask.vibrations",
     "plan": "qcmb_dask.api",
     "progress_in_store": "qcmb_dask.api",
     "timeline": "qcmb_dask.api",

@@ -234,6 +234,8 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
         )
         click.echo("\n".join(summary_lines(result.failures)), err=True)
     click.echo(text_table(table(result), None if partial else result.return_result))
+    if not partial and result.input_data.specification.driver == "hessian":
+        click.echo("\nHarmonic frequencies of the many-body Hessian:\n" + qcmb_dask.frequencies(result).table())
     if out:
         kind = "PartialResult" if partial else "ManyBodyResult"
         click.echo(f"{kind} written to {_write_result(out, result.model_dump_json(indent=1))}")
@@ -416,6 +418,15 @@ def table_command(result_file, as_csv):
     result = _load_or_exit(load, result_file)
     rows = table(result)
     click.echo(csv_table(rows) if as_csv else text_table(rows, getattr(result, "return_result", None)), nl=not as_csv)
+
+
+@main.command("frequencies")
+@click.argument("result_file", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+def frequencies_command(result_file):
+    """Harmonic frequencies (cm^-1) of a saved Hessian result (run --driver hessian --out RESULT)."""
+    from qcmb_dask.vibrations import frequencies
+
+    click.echo(_load_or_exit(frequencies, result_file).table())
 
 
 @main.command("report")

@@ -20,11 +20,13 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
 from dask.task_spec import List as TaskList
 
+from qcmb_dask.errors import InvalidInput
 from qcmb_dask.keys import fragment_key
+from qcmb_dask.planning import derivatives
 from qcmb_dask.planning import priorities as fragment_priorities
 from qcmb_dask.planning.plan import Plan
 from qcmb_dask.qcmanybody_adapter import prepare_parent
-from qcmb_dask.worker import analysis
+from qcmb_dask.worker import analysis, displaced
 from qcmb_dask.worker.fragment import FragmentJob, RunPolicy, run_fragment
 
 ORDERINGS = ("free", "by_level")
@@ -236,6 +238,19 @@ def _add_plan(
             barrier_of_level[nbody] = barrier
             priorities[barrier] = ANALYSIS_PRIORITY
 
+    differentiated = derivatives.by_differences(plan.specifications, plan.driver)
+    step = derivatives.step() if differentiated else None
+    if differentiated and keep_atomic:
+        raise InvalidInput(
+            f"cluster_results='all' with Hessians from differences of gradients ({', '.join(sorted(differentiated))}"
+            "): each fragment is then 6N+1 gradient calculations, not one AtomicResult to keep. Leave "
+            "protocols.cluster_results at its default."
+        )
+    fragment_atoms = [len(atoms) for atoms in model.molecule.fragments]
+
+    def natoms(task) -> int:
+        return sum(fragment_atoms[i - 1] for i in task.basis)
+
     new = set(new_keys)
     for task in plan.tasks:
         key = fragment_keys[task.label]
@@ -248,6 +263,12 @@ def _add_plan(
         # (Dask's choice for groups smaller than twice the thread count), fragments would ignore priorities, and
         # every fragment assigned to a worker that dies counts as a suspect, so one fragment that crashes its
         # worker would fail innocent ones queued behind it.
+        if task.model_chemistry in differentiated:
+            parts = _hessian_parts(dsk, key, parent_key, jobs[task.label], natoms(task), after)
+            dsk[key] = Task(key, displaced.assemble, DataNode(None, jobs[task.label]), step, *map(TaskRef, parts))
+            for part in parts:
+                priorities[part] = priorities.get(key, 0)
+            continue
         dsk[key] = Task(
             key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after, _data_producer=True
         )
@@ -287,6 +308,26 @@ def _add_plan(
     dsk[result_key] = Task(result_key, analysis.answer, TaskRef(outcome_key))
     priorities[outcome_key] = priorities[result_key] = ANALYSIS_PRIORITY
     return _PlanKeys(parent_key, result_key, outcome_key, level_keys, fragment_keys, keys_by_level, jobs)
+
+
+def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, after) -> list[str]:
+    """The gradient tasks of a Hessian by differences (:mod:`qcmb_dask.worker.displaced`): at the geometry, then
+    every coordinate displaced + and -; their keys, in the order the assembly reads them."""
+    import dataclasses
+
+    gradient = dataclasses.replace(job, specification={**job.specification, "driver": "gradient"})
+    step = derivatives.step()
+    parts = {f"gradient-at-{key}": dataclasses.replace(gradient, label=f"{job.label} (gradient for its Hessian)")}
+    for number, (atom, axis, signed) in enumerate(displaced.displacements(natom, step)):
+        moved = f"atom {atom} {'xyz'[axis]}{'+' if signed > 0 else '-'}{step:g}"
+        parts[f"displaced-{number}-{key}"] = dataclasses.replace(
+            gradient, displacement=(atom, axis, signed), label=f"{job.label} ({moved})"
+        )
+    for part, part_job in parts.items():
+        dsk[part] = Task(
+            part, displaced.run_part, TaskRef(parent_key), DataNode(None, part_job), after, _data_producer=True
+        )
+    return list(parts)
 
 
 def _calculation_identity(plan: Plan):

@@ -194,13 +194,17 @@ def program_problems(requests: Iterable[tuple], installed: bool = True) -> list[
 
 def plan_requests(plan) -> list[tuple]:
     """(program, method, basis, driver, keywords, embedded, elements) for every model chemistry of a plan."""
+    from qcmb_dask.planning.derivatives import by_differences
+
     embedded = bool(plan.embedding_charges)
     elements = tuple(sorted({s.capitalize() for s in plan.input.model.molecule.symbols}))
+    differentiated = by_differences(plan.specifications, plan.driver)  # those run gradients only
     requests = []
-    for spec in plan.specifications.values():
+    for name, spec in plan.specifications.items():
         model = spec["specification"]["model"]
         keywords = spec["specification"]["keywords"]
-        requests.append((spec["program"], model["method"], model["basis"], plan.driver, keywords, embedded, elements))
+        driver = "gradient" if name in differentiated else plan.driver
+        requests.append((spec["program"], model["method"], model["basis"], driver, keywords, embedded, elements))
     return requests
 
 

@@ -2,7 +2,7 @@
 
 Any QCEngine harness runs under qcmb_dask as it is (``compute(..., harnesses=[MyHarness()])`` registers it on
 every worker). A harness of your own can do more by defining any of these; the shipped PySCF harness
-(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all three.
+(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all four.
 
 - ``check_request(method, basis, driver, keywords, embedded, elements)``: called while planning, for every
   model chemistry, before anything is submitted. Raise ``qcengine.exceptions.InputError`` with a message for
@@ -37,3 +37,9 @@ class FingerprintsResults(Protocol):
 def escalation_keywords(harness) -> dict | None:
     """The harness's ``escalation_keywords``, or None where it has none."""
     return getattr(harness, "escalation_keywords", None)
+
+
+def analytic_hessian(harness, method: str, keywords: dict) -> bool:
+    """Whether the harness computes Hessians of ``method`` itself (True for harnesses that do not say)."""
+    ask = getattr(harness, "analytic_hessian", None)
+    return True if ask is None else bool(ask(method, keywords))

@@ -57,6 +57,9 @@ class FragmentJob:
     run: str = ""
     #: the input's token (:attr:`qcmb_dask.planning.plan.Plan.token`): failure records say which input they are of
     input_token: str = ""
+    #: (atom, axis, bohr): the fragment molecule's atom moved along x/y/z, for a Hessian from gradients
+    #: (:mod:`qcmb_dask.worker.displaced`); None: the molecule as it is
+    displacement: tuple[int, int, float] | None = None
 
 
 @dataclass
@@ -125,6 +128,8 @@ def _run_fragment(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
 
     start = time.time()
     molecule = build_fragment_molecule(parent, job.real, job.basis, job.embedding_charges)
+    if job.displacement is not None:
+        molecule = displaced(molecule, *job.displacement)
     inp = atomic_input(job, molecule)
     driver = inp.specification.driver.value
     store, key = _store_and_key(job, inp)
@@ -158,6 +163,15 @@ def _run_fragment(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
             output.store_error = f"{store.path(key, driver)}: {err}"
             logger.warning("qcmb_dask: could not store the result of %s: %s", job.label, output.store_error)
     return output
+
+
+def displaced(molecule, atom: int, axis: int, step: float):
+    """The molecule with one atom moved by ``step`` bohr along ``axis`` (its frame is fixed: no reorientation)."""
+    import numpy as np
+
+    geometry = np.array(molecule.geometry, dtype=float)
+    geometry[atom, axis] += step
+    return molecule.model_copy(update={"geometry": geometry})
 
 
 def with_worker_memory_share(job: FragmentJob) -> FragmentJob:

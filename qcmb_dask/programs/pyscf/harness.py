@@ -70,6 +70,11 @@ class PySCFHarness(ProgramHarness):
         methods.check_supported(methods.method_family(method), driver, method, embedded)
         check_basis(basis, elements)
 
+    def analytic_hessian(self, method: str, keywords: dict) -> bool:
+        """PySCF has analytic Hessians for HF and DFT, gradients only for MP2 and CCSD (qcmb_dask differentiates
+        those gradients for a Hessian)."""
+        return "hessian" in methods.SUPPORTED_DRIVERS[methods.method_family(method)]
+
     def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
         self.found(raise_error=True)
         spec = input_data.specification
