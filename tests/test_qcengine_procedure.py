@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import qcmb_dask  # noqa: F401  (the import that makes QCEngine learn the procedure)
+import qcmb_dask  # the import that makes QCEngine learn the procedures
 
 from .conftest import NOCP, assert_same_result, mbe_input
 
@@ -27,3 +27,27 @@ def test_qcengine_compute_with_qcmb_dask_gives_the_qcmanybody_procedures_answer(
     theirs = qcengine.compute(data, "qcmanybody", raise_error=True)
     assert_same_result(ours, theirs)
     assert ours.extras["qcmb_dask"]["run_id"]  # made by qcmb_dask.compute, with its record
+
+
+@pytest.mark.slow
+def test_qcengine_optimizes_a_many_body_specification_through_qcmb_dask(tmp_path):
+    import dask
+    import qcengine
+    from qcelemental.models.v2 import Molecule
+
+    from .test_optimize import optimization_input
+
+    data = optimization_input(2, "nocp")
+    specification = {**data["specification"], "driver": "gradient"}
+    request = {
+        "initial_molecule": Molecule(**data["molecule"]),
+        "specification": {"keywords": {"convergence_set": "GAU"}, "specification": specification},
+    }
+    with dask.config.set({"qcmb_dask.cache": str(tmp_path)}):
+        result = qcengine.compute(request, "qcmb_dask_geometric", raise_error=True)
+        direct = qcmb_dask.optimize(data, progress=False)  # every point now read from the store
+    assert result.provenance.creator == "qcmb_dask"
+    assert result.properties.optimization_iterations == len(direct.trajectory_results)
+    assert result.trajectory_results == []  # QCElemental's default protocol, the caller's: no trajectory kept
+    assert result.properties.return_energy == direct.properties.return_energy
+    assert all(point["computed"] == 0 for point in direct.extras["qcmb_dask"]["points"])
