@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from qcmb_dask.planning.inputs import InputLike, normalize
 from qcmb_dask.planning.plan import make_plan
 from qcmb_dask.qcmanybody_adapter import NormalizedInput
 from qcmb_dask.worker.fragment import RunPolicy
+
+if TYPE_CHECKING:
+    from qcelemental.models.v2 import OptimizationResult
 
 logger = logging.getLogger("qcmb_dask")
 
@@ -70,7 +73,7 @@ def optimize(
     ordering: str | None = None,
     screening: Any = None,
     **optimizer_keywords: Any,
-):
+) -> OptimizationResult:
     """Optimize the geometry of a cluster on its many-body energy; QCElemental's ``OptimizationResult`` (v2).
 
     Every point the optimizer asks for is one many-body gradient: one graph on one cluster, started once for the
