@@ -13,8 +13,10 @@ store. Both take the same steps; time per point and in all are compared.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -77,17 +79,28 @@ def sequential_reference(data: dict) -> tuple[list[float], float]:
     geometric.engine.QCEngineAPI.calc_new = calc_new
     molecule = {**data["molecule"], "fix_com": True, "fix_orientation": True}
     began = time.perf_counter()
-    out = geometric.run_json.geometric_run_json(
-        {
-            "keywords": {"program": "qcmanybody"},
-            "initial_molecule": molecule,
-            "input_specification": {"specification": data["specification"]},
-        }
-    )
+    with tempfile.TemporaryDirectory() as scratch, _inside(scratch):  # where it writes qce_optim.xyz
+        out = geometric.run_json.geometric_run_json(
+            {
+                "keywords": {"program": "qcmanybody"},
+                "initial_molecule": molecule,
+                "input_specification": {"specification": data["specification"]},
+            }
+        )
     seconds = time.perf_counter() - began
     if not out["success"]:
         raise RuntimeError(out["error"])
     return energies, seconds
+
+
+@contextlib.contextmanager
+def _inside(directory: str):
+    here = os.getcwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ _PUBLIC = {
     "FragmentsFailed": "qcmb_dask.errors",
     "InputsFailed": "qcmb_dask.errors",
     "InvalidArgument": "qcmb_dask.errors",
+    "OptimizationNotConverged": "qcmb_dask.errors",
     "InvalidInput": "qcmb_dask.errors",
     "InputWarning": "qcmb_dask.errors",
     "JobsRefused": "qcmb_dask.errors",

@@ -380,6 +380,9 @@ def _run_errors():
     except (qcmb_dask.FragmentsFailed, qcmb_dask.WorkersNeverArrived, qcmb_dask.SchedulerLost) as e:
         click.echo(f"qcmb-dask: the run failed.\n{e}", err=True)
         sys.exit(1)
+    except qcmb_dask.OptimizationNotConverged as e:
+        click.echo(f"qcmb-dask: {e}", err=True)
+        sys.exit(1)
     except (ValueError, FileNotFoundError) as e:  # InvalidInput is a ValueError
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(2)

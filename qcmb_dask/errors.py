@@ -238,6 +238,24 @@ class SchedulerLost(RuntimeError):
         return (type(self), (self.address, self.stored, self.store))
 
 
+class OptimizationNotConverged(RuntimeError):
+    """The optimizer took its most steps (``maxiter``) without converging. Every point is in the result store:
+    the same call with a larger ``maxiter`` replays them and goes on (``maxiter`` does not name the optimization).
+    """
+
+    def __init__(self, points: int, energy: float, gradient_rms: float, resumable: bool):
+        self.points, self.energy, self.gradient_rms = points, energy, gradient_rms
+        then = (
+            "Run it again with a larger maxiter (--maxiter): its points are in the result store and are replayed."
+            if resumable
+            else "Without a result store (cache=False) a new run starts from the beginning."
+        )
+        super().__init__(
+            f"The optimization did not converge in {points} points (last energy {energy:.10f} Eh, gradient rms "
+            f"{gradient_rms:.2e} Eh/bohr). {then}"
+        )
+
+
 class WorkersNeverArrived(RuntimeError):
     """Jobs were submitted but no worker connected in time; nothing was computed, the jobs are cancelled."""
 

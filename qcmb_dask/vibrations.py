@@ -114,11 +114,11 @@ def _from_result(result):
         driver = ((data.get("input_data") or {}).get("specification") or {}).get("driver")
     else:
         input_data = getattr(result, "input_data", None)
-        molecule = input_data.molecule if input_data is not None else result.molecule
-        hessian = result.return_result
+        molecule = getattr(input_data, "molecule", None) or getattr(result, "molecule", None)
+        hessian = getattr(result, "return_result", None)  # a PartialResult has none
         driver = getattr(getattr(input_data, "specification", None), "driver", None)
     driver = getattr(driver, "value", driver)
-    size = 3 * len(molecule.symbols)
+    size = 3 * len(molecule.symbols) if molecule is not None else -1
     if driver in (None, "hessian") and np.size(hessian) == size * size:
         return molecule, np.asarray(hessian, dtype=float).reshape(size, size)  # JSON keeps it flat
     raise ValueError(

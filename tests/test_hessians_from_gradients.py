@@ -121,7 +121,9 @@ def test_the_command_line_prints_the_frequency_table(tmp_path):
     path = tmp_path / "dimer-hessian.json"
     path.write_text(json.dumps(mbe_input(2, driver="hessian", keywords={"bsse_type": "nocp"})))
     out = tmp_path / "result.json"
+    report = tmp_path / "report.html"
     run = [*qcmb_dask_command(), "run", str(path), "--cluster", "sync", "--no-cache", "--out", str(out), "-q"]
+    run += ["--report", str(report)]
     ran = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr
     assert "Harmonic frequencies of the many-body Hessian" in ran.stdout
@@ -130,3 +132,4 @@ def test_the_command_line_prints_the_frequency_table(tmp_path):
     expected = qcmb_dask.frequencies(str(out)).wavenumbers
     assert [float(line.split()[1]) for line in table.stdout.splitlines()[1:]] == pytest.approx(expected, abs=0.01)
     assert table.stdout.strip() in ran.stdout
+    assert "Harmonic frequencies of the many-body Hessian" in report.read_text()  # the HTML report has them too

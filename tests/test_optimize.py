@@ -89,6 +89,7 @@ def geometric_through_qcengine(data: dict, monkeypatch) -> tuple[list, np.ndarra
 @pytest.mark.parametrize("nwaters", [2, 3])
 @pytest.mark.parametrize("bsse", ["nocp", "cp"])
 def test_optimize_ends_where_geometric_on_qcmanybody_ends(nwaters, bsse, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # geometric.run_json writes its trajectory (qce_optim.xyz) where it runs
     data = optimization_input(nwaters, bsse)
     reference_energies, reference_final = geometric_through_qcengine(data, monkeypatch)
     steps = []
@@ -138,6 +139,15 @@ def test_a_killed_optimization_resumes_from_its_last_finished_point(tmp_path):
     assert len(resumed["trajectory_results"]) == len(unbroken.trajectory_results)
     assert abs(resumed["properties"]["return_energy"] - unbroken.properties.return_energy) <= 1e-10
     assert resumed["extras"]["qcmb_dask"]["points_resumed"] == 2
+
+
+def test_an_optimization_out_of_steps_says_so_and_goes_on_with_more(tmp_path):
+    data = optimization_input(2, "nocp")
+    with pytest.raises(qcmb_dask.OptimizationNotConverged, match="did not converge in 3 points.*larger maxiter"):
+        qcmb_dask.optimize(data, cluster="sync", cache=tmp_path, progress=False, maxiter=3)
+    result = qcmb_dask.optimize(data, cluster="sync", cache=tmp_path, progress=False)
+    assert result.extras["qcmb_dask"]["points_resumed"] == 3
+    assert [p["computed"] for p in result.extras["qcmb_dask"]["points"][:4]] == [0, 0, 0, 3]
 
 
 def test_bad_optimizer_arguments_are_refused_before_anything_runs(tmp_path):

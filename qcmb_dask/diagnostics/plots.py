@@ -104,9 +104,31 @@ def report(result, records: Sequence[dict[str, Any]] | None, path: str, title: s
     parts = [Div(text=f"<h2>{html.escape(title)}</h2>{summary_html(result)}"), convergence(result)]
     if records:
         parts.append(timeline(records))
+    frequency_table = frequencies_html(result)
+    if frequency_table:
+        parts.append(Div(text=frequency_table))
     with open(path, "w") as f:
         f.write(file_html(column(*parts), CDN, title))
     return path
+
+
+def frequencies_html(result) -> str:
+    """The harmonic frequencies of a Hessian result as an HTML table; empty for other drivers."""
+    from qcmb_dask.vibrations import frequencies
+
+    try:
+        analysis = frequencies(result)
+    except ValueError:  # not a Hessian (or a partial result)
+        return ""
+    rows = "".join(
+        f"<tr><td>{n}</td><td>{w:.2f}{' (imaginary)' if w < 0 else ''}</td></tr>"
+        for n, w in enumerate(analysis.wavenumbers, start=1)
+    )
+    return (
+        "<h3>Harmonic frequencies of the many-body Hessian</h3>"
+        "<table border='1' cellpadding='4' style='border-collapse:collapse'>"
+        f"<tr><th>mode</th><th>wavenumber (cm<sup>-1</sup>)</th></tr>{rows}</table>"
+    )
 
 
 def summary_rows(result) -> list[tuple]:

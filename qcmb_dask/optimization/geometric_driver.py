@@ -135,6 +135,13 @@ def optimize(
     return np.asarray(progress.xyzs[-1]).reshape(-1, 3) * ang2bohr, log.getvalue()
 
 
+def not_converged() -> type[Exception]:
+    """geomeTRIC's error for an optimization that used its ``maxiter`` steps."""
+    from geometric.errors import GeomOptNotConvergedError
+
+    return GeomOptNotConvergedError
+
+
 def _engine(molecule, evaluate: Evaluate):
     from geometric.engine import Engine
 

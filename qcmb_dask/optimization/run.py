@@ -17,7 +17,7 @@ import numpy as np
 from qcmb_dask import store
 from qcmb_dask.api import open_run, run_plan
 from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
-from qcmb_dask.errors import InvalidArgument
+from qcmb_dask.errors import InvalidArgument, OptimizationNotConverged
 from qcmb_dask.interrupts import as_interrupts
 from qcmb_dask.optimization import geometric_driver
 from qcmb_dask.optimization.journal import Journal
@@ -102,7 +102,8 @@ def optimize(
 
     Examples
     --------
-    >>> result = qcmb_dask.optimize("examples/water-dimer-opt.json")            # doctest: +SKIP
+    >>> mbin = qcmb_dask.manybody_input("trimer.xyz", method="hf", basis="6-31g", max_nbody=2)  # doctest: +SKIP
+    >>> result = qcmb_dask.optimize(mbin, convergence_set="GAU_TIGHT")          # doctest: +SKIP
     >>> result.final_molecule.to_string("xyz")                                  # doctest: +SKIP
     >>> [p.return_energy for p in result.trajectory_properties]                 # doctest: +SKIP
     """
@@ -174,9 +175,15 @@ def optimize(
         where = session.describe()
         if where.get("where"):
             reporter.say(where["where"])
-        final, log = geometric_driver.optimize(
-            molecule.symbols, np.asarray(molecule.geometry), evaluate, keywords, molecule.connectivity
-        )
+        try:
+            final, log = geometric_driver.optimize(
+                molecule.symbols, np.asarray(molecule.geometry), evaluate, keywords, molecule.connectivity
+            )
+        except geometric_driver.not_converged() as err:
+            last = results[-1]
+            rms = float(np.sqrt(np.mean(np.asarray(last.return_result) ** 2)))
+            energy = last.properties.return_energy
+            raise OptimizationNotConverged(len(results), energy, rms, store_root is not None) from err
     seconds = time.perf_counter() - began
     reporter.say(f"qcmb_dask: optimization converged in {len(results)} points, {seconds:.1f} s")
     return _optimization_result(start, keywords, results, final, log, where, seconds, resumed=resumed)
@@ -211,12 +218,14 @@ class _StepReporter(Reporter):
 
 
 def _token(start, keywords: dict) -> str:
-    """Names one optimization: its input (starting geometry included), the optimizer and its keywords."""
+    """Names one optimization: its input (starting geometry included), the optimizer and its keywords but
+    ``maxiter`` (a larger one goes on along the same path)."""
     import hashlib
 
     from qcmb_dask.store import canonical_json
 
-    what = {"input": start.model_dump(mode="json"), "optimizer": "geometric", "keywords": keywords}
+    path = {name: value for name, value in keywords.items() if name != "maxiter"}
+    what = {"input": start.model_dump(mode="json"), "optimizer": "geometric", "keywords": path}
     return hashlib.sha256(canonical_json(what).encode()).hexdigest()[:32]
 
 
