@@ -16,7 +16,7 @@ from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
 from qcmb_dask.errors import FragmentsFailed, InvalidArgument, summary_lines
 from qcmb_dask.interrupts import as_interrupts
 from qcmb_dask.options import Options, check_harnesses, document
-from qcmb_dask.planning import cost_history, validate
+from qcmb_dask.planning import cost_history, derivatives, validate
 from qcmb_dask.planning.inputs import InputLike
 from qcmb_dask.planning.plan import Plan, make_plan
 from qcmb_dask.worker.analysis import Outcome, PartialResult
@@ -132,6 +132,7 @@ def compute(
     )
     store_root, backend = open_run(cluster, cache, harnesses)
     the_plan = make_plan(input, options.max_calculations, screening)  # checked before anything is submitted
+    derivatives.of_plan(the_plan)
     backend.check(options, len(the_plan))
     if backend.programs_run_here:  # elsewhere the programs may live only on the workers (a module load)
         validate.check_programs(validate.plan_requests(the_plan), installed=True)

@@ -20,7 +20,6 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
 from dask.task_spec import List as TaskList
 
-from qcmb_dask.errors import InvalidInput
 from qcmb_dask.keys import fragment_key
 from qcmb_dask.planning import derivatives
 from qcmb_dask.planning import priorities as fragment_priorities
@@ -238,14 +237,8 @@ def _add_plan(
             barrier_of_level[nbody] = barrier
             priorities[barrier] = ANALYSIS_PRIORITY
 
-    differentiated = derivatives.by_differences(plan.specifications, plan.driver)
+    differentiated = derivatives.of_plan(plan)
     step = derivatives.step() if differentiated else None
-    if differentiated and keep_atomic:
-        raise InvalidInput(
-            f"cluster_results='all' with Hessians from differences of gradients ({', '.join(sorted(differentiated))}"
-            "): each fragment is then 6N+1 gradient calculations, not one AtomicResult to keep. Leave "
-            "protocols.cluster_results at its default."
-        )
     fragment_atoms = [len(atoms) for atoms in model.molecule.fragments]
 
     def natoms(task) -> int:
@@ -264,7 +257,7 @@ def _add_plan(
         # every fragment assigned to a worker that dies counts as a suspect, so one fragment that crashes its
         # worker would fail innocent ones queued behind it.
         if task.model_chemistry in differentiated:
-            parts = _hessian_parts(dsk, key, parent_key, jobs[task.label], natoms(task), after)
+            parts = _hessian_parts(dsk, key, parent_key, jobs[task.label], natoms(task), step, after)
             dsk[key] = Task(key, displaced.assemble, DataNode(None, jobs[task.label]), step, *map(TaskRef, parts))
             for part in parts:
                 priorities[part] = priorities.get(key, 0)
@@ -310,13 +303,12 @@ def _add_plan(
     return _PlanKeys(parent_key, result_key, outcome_key, level_keys, fragment_keys, keys_by_level, jobs)
 
 
-def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, after) -> list[str]:
+def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, step: float, after) -> list:
     """The gradient tasks of a Hessian by differences (:mod:`qcmb_dask.worker.displaced`): at the geometry, then
     every coordinate displaced + and -; their keys, in the order the assembly reads them."""
     import dataclasses
 
     gradient = dataclasses.replace(job, specification={**job.specification, "driver": "gradient"})
-    step = derivatives.step()
     parts = {f"gradient-at-{key}": dataclasses.replace(gradient, label=f"{job.label} (gradient for its Hessian)")}
     for number, (atom, axis, signed) in enumerate(displaced.displacements(natom, step)):
         moved = f"atom {atom} {'xyz'[axis]}{'+' if signed > 0 else '-'}{step:g}"

@@ -21,7 +21,7 @@ from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
 from qcmb_dask.errors import FragmentsFailed, InputsFailed, InvalidArgument, InvalidInput
 from qcmb_dask.interrupts import as_interrupts
 from qcmb_dask.options import Options, document
-from qcmb_dask.planning import validate
+from qcmb_dask.planning import derivatives, validate
 from qcmb_dask.planning.plan import make_plan
 from qcmb_dask.worker.analysis import Outcome
 from qcmb_dask.worker.fragment import RunPolicy
@@ -204,6 +204,7 @@ def _plans(inputs: list, labels: list[str], max_calculations, reporter: Reporter
             if isinstance(data, Exception):  # a file read_input_set could not read
                 raise data
             plans[index] = make_plan(data, max_calculations, screening)
+            derivatives.of_plan(plans[index])
         except (InvalidInput, FileNotFoundError) as err:
             refused[index] = err
             reporter.say(f"qcmb_dask: input {index + 1} ({labels[index]}) refused: {str(err).splitlines()[0]}")

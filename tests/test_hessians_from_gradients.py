@@ -105,7 +105,8 @@ def test_frequencies_equal_pyscfs_harmonic_analysis():
 def test_what_cannot_be_done_is_refused_before_anything_runs(tmp_path):
     data = dimer_hessian_input("mp2", protocols={"cluster_results": "all"})
     with pytest.raises(InvalidInput, match="cluster_results='all' with Hessians from differences"):
-        qcmb_dask.compute(data, cache=tmp_path, progress=False)
+        qcmb_dask.compute(data, cache=tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists()  # refused before the store was touched or a cluster asked for
     with pytest.raises(ValueError, match="need a Hessian"):
         qcmb_dask.frequencies(qcmanybody_reference(mbe_input(2, driver="gradient", keywords={"bsse_type": "nocp"})))
     with dask.config.set({"qcmb_dask.hessians": "sometimes"}), pytest.raises(ValueError, match="'auto' or 'gradients'"):

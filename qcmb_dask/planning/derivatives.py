@@ -40,6 +40,23 @@ def by_differences(specifications: Mapping[str, dict], driver: str) -> frozenset
     return frozenset(chosen)
 
 
+def of_plan(plan) -> frozenset[str]:
+    """:func:`by_differences` for a plan, or :class:`~qcmb_dask.errors.InvalidInput` where its protocols ask for
+    what such fragments cannot give (called before anything is submitted, and again where the graph is built)."""
+    from qcmb_dask.errors import InvalidInput
+
+    chosen = by_differences(plan.specifications, plan.driver)
+    if chosen and plan.input.model.specification.protocols.cluster_results.value == "all":
+        raise InvalidInput(
+            f"cluster_results='all' with Hessians from differences of gradients ({', '.join(sorted(chosen))}): each "
+            "fragment is then 6N+1 gradient calculations, not one AtomicResult to keep. Leave "
+            "protocols.cluster_results at its default."
+        )
+    if chosen:
+        step()  # a bad setting is refused now too
+    return chosen
+
+
 def step() -> float:
     """The displacement in bohr (``qcmb_dask.finite-difference-step``)."""
     from qcmb_dask.errors import InvalidArgument
