@@ -352,7 +352,7 @@ def optimize_command(input_file, model, cluster, jobs, cluster_option, workers, 
             **keywords,
         )
     energies = [p.return_energy for p in result.trajectory_properties]
-    click.echo(f"Converged in {len(energies)} steps: E = {result.properties.return_energy:.10f} Eh "
+    click.echo(f"Converged in {len(energies)} points: E = {result.properties.return_energy:.10f} Eh "
                f"(start {energies[0]:.10f}, change {energies[-1] - energies[0]:+.10f})")  # fmt: skip
     click.echo(result.final_molecule.to_string("xyz"))
     if out:
