@@ -268,3 +268,20 @@ def test_ctrl_c_cancels_the_jobs(job_name, tmp_path):
     assert proc.wait(timeout=60) != 0
     assert "KeyboardInterrupt" in (tmp_path / "stderr.txt").read_text()
     assert_no_job_left(job_name)
+
+
+@requires_slurm
+@pytest.mark.slurm
+def test_an_optimization_on_slurm_submits_its_job_once_for_every_point(job_name, tmp_path):
+    data = mbe_input(2, keywords={"bsse_type": "nocp"})  # HF/STO-3G
+    with QueueWatcher(job_name) as queue:
+        result = qcmb_dask.optimize(
+            data, "slurm", jobs=1, cluster_options=options(job_name, tmp_path), cache=False, progress=False
+        )
+    points = result.trajectory_results
+    assert len(points) > 3 and len(queue.ids) == 1  # one batch job served every point
+    assert len({p.extras["qcmb_dask"]["cluster"]["scheduler"] for p in points}) == 1
+    in_process = qcmb_dask.optimize(data, "sync", cache=False, progress=False)
+    assert len(in_process.trajectory_results) == len(points)
+    assert abs(in_process.properties.return_energy - result.properties.return_energy) < 1e-10
+    assert_no_job_left(job_name)
