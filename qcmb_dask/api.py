@@ -267,7 +267,8 @@ def progress_in_store(
     counts: dict[int, list[int]] = {}
     for task in the_plan:
         tally = counts.setdefault(task.nbody, [0, 0])
-        tally[0] += in_store(parent, graph.jobs[task.label])
+        parts = graph.hessian_parts.get(task.label) or (graph.jobs[task.label],)  # a Hessian from gradients: all
+        tally[0] += all(in_store(parent, job) for job in parts)
         tally[1] += 1
     return {nbody: (done, total) for nbody, (done, total) in sorted(counts.items())}
 

@@ -56,6 +56,8 @@ class MBEGraph:
     level_sizes: dict[int, int] = field(default_factory=dict)
     #: n-body level -> (the input, the labels its analysis reads, screened): to redo a level node lost with a worker
     level_inputs: dict[int, tuple] = field(default_factory=dict)
+    #: label -> the gradient calculations its Hessian is made of, for fragments whose Hessian comes from gradients
+    hessian_parts: dict[str, tuple[FragmentJob, ...]] = field(default_factory=dict)
 
 
 def build(
@@ -151,6 +153,7 @@ def build_many(
                     nbody: (plan.input, tuple(labels), plan.screening is not None)
                     for nbody, labels in plan.level_labels.items()
                 },
+                hessian_parts=part.hessian_parts,
             )
         )
     return graphs
@@ -166,6 +169,7 @@ class _PlanKeys:
     fragment_keys: dict[str, str]
     keys_by_level: dict[int, list[str]]
     jobs: dict[str, FragmentJob]
+    hessian_parts: dict[str, tuple[FragmentJob, ...]]
 
 
 def _add_plan(
@@ -244,6 +248,7 @@ def _add_plan(
     def natoms(task) -> int:
         return sum(fragment_atoms[i - 1] for i in task.basis)
 
+    hessian_parts: dict[str, tuple[FragmentJob, ...]] = {}
     new = set(new_keys)
     for task in plan.tasks:
         key = fragment_keys[task.label]
@@ -261,6 +266,7 @@ def _add_plan(
             dsk[key] = Task(key, displaced.assemble, DataNode(None, jobs[task.label]), step, *map(TaskRef, parts))
             for part in parts:
                 priorities[part] = priorities.get(key, 0)
+            hessian_parts[task.label] = tuple(parts.values())
             continue
         dsk[key] = Task(
             key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after, _data_producer=True
@@ -300,12 +306,12 @@ def _add_plan(
     result_key = f"mbe-result-{token}"
     dsk[result_key] = Task(result_key, analysis.answer, TaskRef(outcome_key))
     priorities[outcome_key] = priorities[result_key] = ANALYSIS_PRIORITY
-    return _PlanKeys(parent_key, result_key, outcome_key, level_keys, fragment_keys, keys_by_level, jobs)
+    return _PlanKeys(parent_key, result_key, outcome_key, level_keys, fragment_keys, keys_by_level, jobs, hessian_parts)
 
 
-def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, step: float, after) -> list:
+def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, step: float, after) -> dict:
     """The gradient tasks of a Hessian by differences (:mod:`qcmb_dask.worker.displaced`): at the geometry, then
-    every coordinate displaced + and -; their keys, in the order the assembly reads them."""
+    every coordinate displaced + and -; key -> job, in the order the assembly reads them."""
     import dataclasses
 
     gradient = dataclasses.replace(job, specification={**job.specification, "driver": "gradient"})
@@ -319,7 +325,7 @@ def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom
         dsk[part] = Task(
             part, displaced.run_part, TaskRef(parent_key), DataNode(None, part_job), after, _data_producer=True
         )
-    return list(parts)
+    return parts
 
 
 def _calculation_identity(plan: Plan):

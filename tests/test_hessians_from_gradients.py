@@ -46,6 +46,9 @@ def test_hf_hessian_from_gradients_equals_the_analytic_many_body_hessian(bsse, t
     with dask.config.set({"qcmb_dask.hessians": "gradients"}):
         again = qcmb_dask.compute(data, cache=tmp_path, progress=False)
     assert again.extras["qcmb_dask"]["computed"] == 0
+    with dask.config.set({"qcmb_dask.hessians": "gradients"}):
+        counted = qcmb_dask.progress_in_store(data, cache=tmp_path)  # every part of every fragment stored
+    assert all(done == planned for done, planned in counted.values())
     assert np.array_equal(np.asarray(again.return_result), np.asarray(ours.return_result))
 
 
