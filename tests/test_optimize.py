@@ -161,3 +161,12 @@ def test_bad_optimizer_arguments_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(InvalidArgument, match="coordsys"):
         qcmb_dask.optimize(data, cache=tmp_path, coordsys="polar")
     assert not list(tmp_path.iterdir())  # nothing was computed or kept
+
+
+def test_a_journal_that_cannot_be_written_warns_and_the_optimization_goes_on(tmp_path):
+    from qcmb_dask.errors import StoreWarning
+
+    (tmp_path / "optimizations").write_text("a file where the journal's folder would go")
+    with pytest.warns(StoreWarning, match="cannot record this optimization's points"):
+        result = qcmb_dask.optimize(optimization_input(2, "nocp"), cluster="sync", cache=tmp_path, progress=False)
+    assert result.properties.optimization_iterations > 3

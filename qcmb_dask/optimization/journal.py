@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+from qcmb_dask.errors import StoreWarning
 
 #: a point geomeTRIC asks for again, in bohr: far below any step it takes (its smallest trust radius is 1e-4)
 SAME_POINT_BOHR = 1e-8
@@ -46,12 +49,21 @@ class Journal:
         """Point ``index`` is finished (its result in the store): appended and on disk before the optimizer moves."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"point": index, "energy": energy, "coordinates": coordinates.ravel().tolist()})
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:  # the optimization goes on; only a restart would have to start over
+            warnings.warn(
+                f"qcmb_dask: cannot record this optimization's points in {self.path} ({err}): it goes on, but a "
+                "restart would begin again from the first point (its calculations are still read from the store).",
+                StoreWarning,
+                stacklevel=2,
+            )
+            self.path = None
         self.points.append(np.array(coordinates, dtype=float).reshape(-1, 3))
 
     def _truncate(self, index: int) -> None:
@@ -66,7 +78,7 @@ def _read(path: Path) -> list[np.ndarray]:
     points = []
     try:
         lines = path.read_text().splitlines()
-    except FileNotFoundError:
+    except OSError:  # none yet, or unreadable: nothing to replay (recording says so, if it cannot write either)
         return points
     for line in lines:
         try:
