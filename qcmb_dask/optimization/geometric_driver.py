@@ -96,7 +96,6 @@ def optimize(
     Raises geomeTRIC's own errors (``GeomOptNotConvergedError`` after ``maxiter`` steps) and whatever
     ``evaluate`` raises.
     """
-    import geometric
     import geometric.internal
     import geometric.optimize
     from geometric.molecule import Molecule as GeometricMolecule

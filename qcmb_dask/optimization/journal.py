@@ -45,11 +45,11 @@ class Journal:
         self._truncate(index)
         return None
 
-    def record(self, index: int, coordinates: np.ndarray, energy: float) -> None:
+    def record(self, index: int, coordinates: np.ndarray) -> None:
         """Point ``index`` is finished (its result in the store): appended and on disk before the optimizer moves."""
         if self.path is None:
             return
-        line = json.dumps({"point": index, "energy": energy, "coordinates": coordinates.ravel().tolist()})
+        line = _line(index, coordinates)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:
@@ -69,8 +69,11 @@ class Journal:
     def _truncate(self, index: int) -> None:
         self.points = self.points[:index]
         if self.path is not None:
-            lines = [json.dumps({"point": i, "coordinates": p.ravel().tolist()}) for i, p in enumerate(self.points)]
-            self.path.write_text("".join(line + "\n" for line in lines))
+            self.path.write_text("".join(_line(i, p) + "\n" for i, p in enumerate(self.points)))
+
+
+def _line(index: int, coordinates: np.ndarray) -> str:
+    return json.dumps({"point": index, "coordinates": np.asarray(coordinates).ravel().tolist()})
 
 
 def _read(path: Path) -> list[np.ndarray]:

@@ -157,7 +157,7 @@ def optimize(
         energy = float(result.properties.return_energy)
         gradient = np.asarray(result.return_result, dtype=float).reshape(-1, 3)
         if recorded is None:
-            journal.record(index, point, energy)
+            journal.record(index, point)
         record = result.extras["qcmb_dask"]
         rms = float(np.sqrt(np.mean(gradient**2)))
         reporter.say(

@@ -14,12 +14,12 @@ import time
 import numpy as np
 
 from qcmb_dask.worker import events
-from qcmb_dask.worker.fragment import FragmentFailure, FragmentJob, FragmentOutput, _run_fragment
+from qcmb_dask.worker.fragment import FragmentFailure, FragmentJob, FragmentOutput, calculate
 
 
 def run_part(parent, job: FragmentJob, after=None) -> FragmentOutput | FragmentFailure:
     """One gradient of the difference (at the geometry, or displaced): no fragment event, the assembly says it."""
-    return _run_fragment(parent, job)
+    return calculate(parent, job)
 
 
 def assemble(job: FragmentJob, step: float, reference, *displaced) -> FragmentOutput | FragmentFailure:

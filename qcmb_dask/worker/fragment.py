@@ -107,13 +107,15 @@ def run_fragment(parent, job: FragmentJob, after: Any = None) -> FragmentOutput 
     scheduler (the live page and the timeline read it).
     """
     start = time.time()
-    out = _run_fragment(parent, job)
+    out = calculate(parent, job)
     ok = isinstance(out, FragmentOutput)
     events.fragment_ended(job.run, job.label, job.nbody, ok, ok and out.from_store, start)
     return out
 
 
-def _run_fragment(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
+def calculate(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
+    """One calculation, or its stored result, without the fragment event (:func:`run_fragment` logs it; the
+    gradients of a Hessian from differences leave it to their assembly)."""
     import qcengine
 
     from qcmb_dask.programs import register_shipped
