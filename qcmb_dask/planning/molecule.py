@@ -51,6 +51,7 @@ def check(molecule) -> None:
                 f"molecule.{field}: expected one value per fragment ({len(fragments)}), got {_shown(values)}; "
                 "use null for a value QCElemental should complete."
             )
+    _check_charge_values(molecule)
     _check_multiplicity_values(molecule)
 
 
@@ -183,6 +184,20 @@ def _check_masses(molecule: dict, natoms: int) -> None:
             raise InvalidInput(f"molecule.{field}: expected one value per atom ({natoms}), got {_shown(values)}.")
 
 
+def _check_charge_values(molecule: dict) -> None:
+    """Charges are numbers (QCElemental would fail on "0" in arithmetic, not in words)."""
+    named = [(f"fragment_charges[{i}]", c) for i, c in enumerate(molecule.get("fragment_charges") or [])]
+    named.append(("molecular_charge", molecule.get("molecular_charge")))
+    for name, value in named:
+        if value is None:
+            continue
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+            raise InvalidInput(
+                f"molecule.{name} = {value!r}: a charge is a number, written without quotes (0, 1, -1); "
+                "use null for one QCElemental should complete."
+            )
+
+
 def _check_multiplicity_values(molecule: dict) -> None:
     """A multiplicity is 2S + 1: a number of at least 1 (QCElemental accepts fractional ones)."""
     named = [(f"fragment_multiplicities[{i}]", m) for i, m in enumerate(molecule.get("fragment_multiplicities") or [])]
@@ -190,7 +205,7 @@ def _check_multiplicity_values(molecule: dict) -> None:
     for name, value in named:
         if value is None:
             continue
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 1:
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 1 <= value < math.inf:
             raise InvalidInput(
                 f"molecule.{name} = {value!r}: a multiplicity is 2S+1, at least 1 (1 singlet, 2 doublet, 3 triplet)."
             )
@@ -222,7 +237,12 @@ def _check_fragments(fragments, symbols: Sequence[str]) -> None:
         if len(atoms) == 0:
             raise InvalidInput(f"molecule.fragments[{k}] is empty: every fragment needs at least one atom ({example}).")
         for atom in atoms:
-            if not isinstance(atom, numbers.Integral) or isinstance(atom, bool) or not 0 <= atom < natoms:
+            if not isinstance(atom, numbers.Integral) or isinstance(atom, bool):
+                raise InvalidInput(
+                    f"molecule.fragments[{k}] holds {atom!r}: atom indices must be integers written without a "
+                    f"decimal point or quotes (0, 1, 2; 0-based, in the order of symbols) ({example})."
+                )
+            if not 0 <= atom < natoms:
                 raise InvalidInput(
                     f"molecule.fragments[{k}] names atom {atom!r}, but atoms are numbered 0 to {natoms - 1} "
                     f"(0-based, in the order of symbols)."

@@ -18,6 +18,7 @@ from qcmanybody.utils import labeler
 
 from qcmb_dask.errors import InvalidInput
 from qcmb_dask.planning import cost, expansion_size, validate
+from qcmb_dask.planning.distances import check_distances
 from qcmb_dask.planning.inputs import InputLike, normalize
 from qcmb_dask.qcmanybody_adapter import (
     NormalizedInput,
@@ -158,6 +159,10 @@ def make_plan(data: InputLike, max_calculations: int | None = None, screening=No
     with validate.input_errors():
         normalized = data if isinstance(data, NormalizedInput) else normalize(data)
         validate.check_fragmentation(normalized.model)
+        validate.check_levels(normalized.model)
+        validate.check_model_fields(normalized.model)
+        molecule = normalized.model.molecule
+        check_distances(molecule.symbols, molecule.geometry)
         computer = qcmb_computer(normalized)
         given = atomic_specifications(computer)
         validate.check_levels_are_specified(computer.levels, given)

@@ -104,6 +104,40 @@ def check_fragmentation(model) -> None:
         )
 
 
+def check_model_fields(model) -> None:
+    """QCElemental's ``Model`` keeps unknown keys: a misspelt ``basiss`` would leave the basis empty."""
+    import difflib
+
+    for name, spec in model.specification.specification.items():
+        extra = spec.model.model_extra or {}
+        for key in extra:
+            known = list(type(spec.model).model_fields)
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InvalidInput(
+                f"specification.specification[{name!r}].model: unknown field {key!r}; {hint}a model has "
+                f'{" and ".join(known)} (e.g. {{"method": "mp2", "basis": "cc-pvdz"}}).'
+            )
+
+
+def check_levels(model) -> None:
+    """``keywords.levels`` keys are n-body orders 1 .. the number of fragments (or ``"supersystem"``); QCManyBody
+    asserts deep in its analysis for any other."""
+    levels = model.specification.keywords.levels
+    if not levels:
+        return
+    nfragments = len(model.molecule.fragments or [])
+    for key in levels:
+        if key == "supersystem":
+            continue
+        if isinstance(key, bool) or not isinstance(key, int) or not 1 <= key <= nfragments:
+            raise InvalidInput(
+                f"specification.keywords.levels: key {key!r} is not an n-body order of this molecule; the keys are "
+                f'whole numbers from 1 (monomers) to {nfragments} (its number of fragments), or "supersystem" '
+                f'(e.g. {{"1": "ccsd", "2": "mp2"}}).'
+            )
+
+
 def check_levels_are_specified(levels: dict[int, str], specifications: dict[str, dict]) -> None:
     """Every model chemistry the levels name needs a specification (QCManyBody fails later with a KeyError).
 
