@@ -199,6 +199,22 @@ class InvalidArgument(InvalidInput):
     what = "argument"
 
 
+class InputFileMissing(InvalidInput, FileNotFoundError):
+    """An input or molecule file that is not there, or is a directory: refused like any bad input (exit code 2),
+    and still a ``FileNotFoundError`` for code that catches that."""
+
+    def __init__(self, problem: str):
+        InvalidInput.__init__(self, problem)
+
+
+class InputOfWrongType(InvalidInput, TypeError):
+    """An input that is not a ManyBodyInput, a dict or a file path (or an argument of the wrong type): refused like
+    any bad input (exit code 2), and still a ``TypeError`` for code that catches that."""
+
+    def __init__(self, problem: str):
+        InvalidInput.__init__(self, problem)
+
+
 class InputWarning(UserWarning):
     """The input runs, and gives QCManyBody's answer, but something in it may not be what the user meant."""
 

@@ -6,12 +6,13 @@ Nothing here talks to Dask or runs a QC program: errors surface before anything 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Union
 
 from qcmanybody.models.v2 import ManyBodyInput
 
-from qcmb_dask.errors import InvalidInput
+from qcmb_dask.errors import InputFileMissing, InputOfWrongType, InvalidInput
 from qcmb_dask.qcmanybody_adapter import NormalizedInput
 
 InputLike = Union[ManyBodyInput, "qcmanybody.models.v1.ManyBodyInput", dict, str, Path]  # noqa: F821
@@ -40,7 +41,7 @@ def normalize(data: Any) -> NormalizedInput:
         data = read_input_file(path)
     if isinstance(data, dict):
         return NormalizedInput(ManyBodyInput(**_checked_and_completed(data)), 2)
-    raise TypeError(
+    raise InputOfWrongType(
         f"qcmb_dask cannot use an input of type {type(data).__name__}: give a qcmanybody ManyBodyInput "
         "(v1 or v2), a dict in its layout, or the path of a JSON or YAML file."
     )
@@ -77,10 +78,19 @@ def read_molecule(molecule, fragments: Any = "auto") -> dict:
 
     if isinstance(molecule, dict):
         return molecule
+    if not isinstance(molecule, (str, Path)):
+        raise InputOfWrongType(
+            f"molecule: expected a Psi4-style string, the path of an .xyz or molecule-string file, or a QCSchema "
+            f"molecule dict, got {type(molecule).__name__}."
+        )
+    if not (fragments in ("auto", None) or isinstance(fragments, (str, list, tuple))):
+        raise InputOfWrongType(
+            f"fragments: expected 'auto', atom ranges such as '0-2,3-5', or a list of atom-index lists, got "
+            f"{fragments!r}."
+        )
     if isinstance(molecule, Path) or (isinstance(molecule, str) and "\n" not in molecule):
         path = Path(molecule)
-        if not path.is_file():
-            raise FileNotFoundError(f"molecule file {str(path)!r} does not exist.")
+        _check_is_file(path, "molecule file")
         text = path.read_text()
         if path.suffix.lower() in XYZ_SUFFIXES:
             return from_xyz(text, fragments, where=str(path))
@@ -141,8 +151,7 @@ MAX_YAML_NODES = 10_000_000
 def read_input_file(path: Path) -> dict:
     """Read a ManyBodyInput dict from a ``.json``, ``.yaml`` or ``.yml`` file, with errors that name the file."""
 
-    if not path.is_file():
-        raise FileNotFoundError(f"Many-body input file {str(path)!r} does not exist.")
+    _check_is_file(path, "many-body input file")
     size = path.stat().st_size
     if size > MAX_INPUT_BYTES:
         raise InvalidInput(
@@ -151,7 +160,7 @@ def read_input_file(path: Path) -> dict:
         )
     text = path.read_text()
     try:
-        data = _load_yaml(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+        data = _load_yaml(text) if path.suffix.lower() in (".yaml", ".yml") else load_json(text)
     except InvalidInput as err:
         raise InvalidInput(f"{str(path)!r}: {err.problem}") from None
     except Exception as err:  # json.JSONDecodeError, yaml.YAMLError, RecursionError (nesting)
@@ -161,6 +170,44 @@ def read_input_file(path: Path) -> dict:
             f"many-body input file {str(path)!r} must hold one ManyBodyInput object, got {type(data).__name__}."
         )
     return data
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str, siblings: list[str]):
+        self.key, self.siblings = key, siblings
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _RepeatedKey(key, list(dict.fromkeys(keys)))
+    return dict(pairs)
+
+
+def load_json(text: str) -> Any:
+    """``json.loads``, refusing an object that gives one key twice (``json`` keeps the last without a word, so a
+    geometry pasted above the old one would run one of them silently)."""
+    try:
+        return json.loads(text, object_pairs_hook=_refuse_repeated_keys)
+    except _RepeatedKey as repeated:
+        pattern = re.compile(r'"' + re.escape(repeated.key) + r'"\s*:')
+        lines = [text.count("\n", 0, m.start()) + 1 for m in pattern.finditer(text)]
+        where = f" (lines {', '.join(map(str, lines))})" if len(set(lines)) > 1 and len(lines) <= 6 else ""
+        raise InvalidInput(
+            f"the key {repeated.key!r} appears more than once in one object{where}, among the keys "
+            f"{', '.join(repeated.siblings)}; JSON keeps only the last, so delete the one you do not mean."
+        ) from None
+
+
+def _check_is_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise InputFileMissing(
+            f"{what} {str(path)!r} is a directory, not a file: give one file in it, or, for every input file in a "
+            "directory, qcmb-dask run DIRECTORY (in Python, qcmb_dask.compute_many([...]))."
+        )
+    if not path.is_file():
+        raise InputFileMissing(f"{what} {str(path)!r} does not exist (looked for it from {Path.cwd()}).")
 
 
 def _load_yaml(text: str):
@@ -190,6 +237,7 @@ def _load_yaml_documents(text: str) -> list:
 
 
 def _constructed(loader, node):
+    _refuse_repeated_yaml_keys(node)
     expanded = _expanded_size(node)
     if expanded > MAX_YAML_NODES:
         raise InvalidInput(
@@ -233,6 +281,32 @@ def _inputs_of_file(path: Path) -> list[tuple[str, Any]]:
     if len(documents) == 1:
         return [(str(path), path)]
     return [(f"{path}#{number}", doc) for number, doc in enumerate(documents, start=1)]
+
+
+def _refuse_repeated_yaml_keys(root) -> None:
+    """A mapping that gives one key twice (PyYAML keeps the last without a word), refused naming both lines."""
+    import yaml
+
+    stack, seen_nodes = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in first_line:
+                        raise InvalidInput(
+                            f"the key {key.value!r} appears twice in one mapping (lines {first_line[key.value]} and "
+                            f"{line}); YAML keeps only the last, so delete the one you do not mean."
+                        )
+                    first_line[key.value] = line
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
 
 
 def _expanded_size(root) -> int:
