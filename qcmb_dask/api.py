@@ -6,11 +6,12 @@ Orchestration only: options -> backend -> plan -> session -> finish. Each step's
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from qcmb_dask import programs, store
+from qcmb_dask import preflight, programs, store
 from qcmb_dask.diagnostics import provenance, runlog
 from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
 from qcmb_dask.errors import FragmentsFailed, InvalidArgument, summary_lines
@@ -138,6 +139,8 @@ def compute(
         validate.check_programs(validate.plan_requests(the_plan), installed=True)
     if store_root is not None:
         store.prepare(store_root)
+    if backend.programs_run_here:
+        preflight.check(the_plan, store_root, options.on_error, announce=logger.info)
     the_plan = cost_history.refine(the_plan, store_root)  # what earlier runs measured orders this one
     backend.consider(the_plan.total_cost(), sorted({t.program.lower() for t in the_plan}), store_root)
     policy = RunPolicy(str(store_root) if store_root else None, options.timeout_per_task, options.escalate)
@@ -385,6 +388,11 @@ def job_script(
     from qcmb_dask.clusters.jobqueue import preview_job_script
     from qcmb_dask.clusters.jobqueue_settings import resolve as resolve_settings
 
+    if not isinstance(cluster, (str, os.PathLike)):
+        raise InvalidArgument(
+            f"job_script: cluster={cluster!r}: expected a batch system name (slurm, pbs, sge, lsf, ...) or a profile "
+            "file (.yaml)."
+        )
     options = Options.resolve(threads_per_task=threads_per_task, memory_per_task=memory_per_task)
     settings = resolve_settings(
         cluster, cluster_options, threads_per_task=options.threads_per_task, memory_per_task=options.memory_per_task

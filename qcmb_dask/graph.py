@@ -190,7 +190,6 @@ def _add_plan(
     token = tokenize(plan.token, run_id, number)
     model = plan.input.model
     keep_atomic = model.specification.protocols.cluster_results.value == "all"
-    specs = {mc: spec["specification"] for mc, spec in plan.specifications.items()}
 
     parent_key = f"parent-molecule-{token}"
     dsk[parent_key] = Task(parent_key, prepare_parent, DataNode(None, model.molecule))
@@ -201,21 +200,9 @@ def _add_plan(
     keys_by_level: dict[int, list[str]] = {}
     identity = _calculation_identity(plan) if shared is not None else None
     for task in plan.tasks:
-        jobs[task.label] = FragmentJob(
-            # across several inputs, a fragment's events and failures name the input it first belongs to
-            label=task.label if shared is None else f"[{number}] {task.label}",
-            nbody=task.nbody,
-            real=task.real,
-            basis=task.basis,
-            program=task.program,
-            specification=specs[task.model_chemistry],
-            embedding_charges=plan.embedding_charges,
-            task_config=task_config,
-            keep_atomic_result=keep_atomic,
-            policy=policy,
-            run=run_id,
-            input_token=plan.token,
-        )
+        # across several inputs, a fragment's events and failures name the input it first belongs to
+        label = task.label if shared is None else f"[{number}] {task.label}"
+        jobs[task.label] = fragment_job(plan, task, task_config, policy, run_id, label=label)
         same = identity(task, keep_atomic) if identity else None
         key = shared.get(same) if shared is not None else None
         if key is None:
@@ -307,6 +294,25 @@ def _add_plan(
     dsk[result_key] = Task(result_key, analysis.answer, TaskRef(outcome_key))
     priorities[outcome_key] = priorities[result_key] = ANALYSIS_PRIORITY
     return _PlanKeys(parent_key, result_key, outcome_key, level_keys, fragment_keys, keys_by_level, jobs, hessian_parts)
+
+
+def fragment_job(plan: Plan, task, task_config: dict, policy: RunPolicy, run_id: str = "", label=None) -> FragmentJob:
+    """What a worker needs for one task of ``plan``: the job a graph node runs (and the preflight, with the same
+    store key)."""
+    return FragmentJob(
+        label=label or task.label,
+        nbody=task.nbody,
+        real=task.real,
+        basis=task.basis,
+        program=task.program,
+        specification=plan.specifications[task.model_chemistry]["specification"],
+        embedding_charges=plan.embedding_charges,
+        task_config=task_config,
+        keep_atomic_result=plan.input.model.specification.protocols.cluster_results.value == "all",
+        policy=policy,
+        run=run_id,
+        input_token=plan.token,
+    )
 
 
 def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, step: float, after) -> dict:

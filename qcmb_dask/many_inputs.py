@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qcmb_dask import store
+from qcmb_dask import preflight, store
 from qcmb_dask.api import Result, _finish, open_run
 from qcmb_dask.clusters.session import jobs_by_key
 from qcmb_dask.diagnostics import provenance, runlog
@@ -98,7 +98,17 @@ def compute_many(
     """
     from qcmb_dask.graph import build_many
 
-    inputs = list(inputs)
+    if isinstance(inputs, (dict, str, Path)) or hasattr(inputs, "model_dump"):
+        raise InvalidArgument(
+            f"compute_many takes a list of inputs, got one {type(inputs).__name__}: write compute_many([input]) "
+            "(or qcmb_dask.compute(input) for one)."
+        )
+    try:
+        inputs = list(inputs)
+    except TypeError:
+        raise InvalidArgument(
+            f"compute_many takes a list of inputs (models, dicts or files), got {type(inputs).__name__}."
+        ) from None
     if not inputs:
         raise InvalidArgument("compute_many got no inputs.")
     if names is not None and len(names) != len(inputs):
@@ -131,6 +141,16 @@ def compute_many(
             validate.check_programs(validate.plan_requests(plan), installed=True)
     if store_root is not None:
         store.prepare(store_root)
+    if backend.programs_run_here:
+        for index in list(plans):
+            try:
+                preflight.check(plans[index], store_root, options.on_error, announce=logger.info)
+            except InvalidInput as err:  # this input fails alone
+                refused[index] = err
+                del plans[index]
+                reporter.say(f"qcmb_dask: input {index + 1} ({labels[index]}) refused: {str(err).splitlines()[0]}")
+        if not plans:
+            raise InputsFailed([None] * len(inputs), refused, dict(enumerate(labels)))
     programs_used = sorted({t.program.lower() for plan in plans.values() for t in plan})
     backend.consider(sum(plan.total_cost() for plan in plans.values()), programs_used, store_root)
     policy = RunPolicy(str(store_root) if store_root else None, options.timeout_per_task, options.escalate)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qcmb_dask import store
+from qcmb_dask import preflight, store
 from qcmb_dask.api import open_run, run_plan
 from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
 from qcmb_dask.errors import InvalidArgument, OptimizationNotConverged
@@ -136,6 +136,8 @@ def optimize(
         validate.check_programs(validate.plan_requests(first), installed=True)
     if store_root is not None:
         store.prepare(store_root)
+    if backend.programs_run_here:
+        preflight.check(first, store_root, announce=logger.info)
     backend.consider(first.total_cost() * EXPECTED_STEPS, sorted({t.program.lower() for t in first}), store_root)
     policy = RunPolicy(str(store_root) if store_root else None, options.timeout_per_task, options.escalate)
     reporter = Reporter(options.progress)

@@ -67,6 +67,8 @@ class PySCFHarness(ProgramHarness):
         """Refuse, before anything runs, what :meth:`compute` would refuse: unknown keywords or methods,
         drivers a method lacks, a basis set PySCF lacks for an element (raises QCEngine's InputError)."""
         PySCFOptions.from_keywords(keywords)
+        if not basis:
+            raise InputError('PySCF needs a basis set: give specification.model.basis (e.g. "6-31g").')
         methods.check_supported(methods.method_family(method), driver, method, embedded)
         check_basis(basis, elements)
 

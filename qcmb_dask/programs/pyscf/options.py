@@ -57,9 +57,25 @@ class PySCFOptions:
         for name, value in lowered.items():
             values[name] = _coerce(name, value, known[name].default)
         options = cls(**values)
+        for name, (low, high, meaning) in RANGES.items():
+            value = getattr(options, name)
+            if not (low <= value <= high):  # also refuses NaN
+                raise InputError(f"PySCF keyword {name}={value!r}: {meaning}.")
         if options.reference is not None and options.reference not in REFERENCES:
             raise InputError(f"PySCF keyword reference={options.reference!r}: expected one of {REFERENCES}.")
         return options
+
+
+#: What PySCF would take without a word but cannot compute with (max_cycle -5 "did not converge in -5 cycles").
+RANGES = {
+    "conv_tol": (1e-16, 1.0, "the SCF energy threshold must be a positive number in Eh (e.g. 1e-10)"),
+    "conv_tol_grad": (1e-16, 1.0, "the SCF gradient threshold must be a positive number (e.g. 1e-8)"),
+    "max_cycle": (1, 100_000, "the SCF needs at least 1 iteration (default 100; 200 for hard cases)"),
+    "grid_level": (0, 9, "PySCF's DFT grid levels are 0 to 9 (default 3)"),
+    "level_shift": (0.0, 10.0, "a level shift is 0 or a positive number of Eh (e.g. 0.2)"),
+    "cc_conv_tol": (1e-16, 1.0, "the CCSD threshold must be a positive number in Eh (e.g. 1e-9)"),
+    "verbose": (0, 9, "PySCF's verbosity is 0 (silent) to 9 (debug)"),
+}
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
