@@ -104,7 +104,15 @@ def _input(input_file: str, model: dict):
     return manybody_input(input_file, **given)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Exit status:
+  0    done
+  1    a calculation failed (every failure listed; finished ones are in the store)
+  2    refused before anything ran: bad input, arguments or output paths
+  130  interrupted (Ctrl-C, SIGTERM): finished calculations are in the store, rerun to resume""",
+)
 @click.version_option(package_name="qcmb_dask")
 @click.option(
     "--log-level",

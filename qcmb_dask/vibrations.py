@@ -106,7 +106,15 @@ def _from_result(result):
     from qcelemental.models.v2 import Molecule
 
     if isinstance(result, (str, Path)):
-        result = json.loads(Path(result).read_text())
+        from qcmb_dask.errors import InputFileMissing, InvalidArgument
+
+        path = Path(result)
+        if not path.is_file():
+            raise InputFileMissing(f"frequencies: no result file {str(path)!r} (a Hessian result saved by run --out).")
+        try:
+            result = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InvalidArgument(f"frequencies: {str(path)!r} is not a saved result (JSON): {err}") from None
     if isinstance(result, dict):
         data = result
         molecule = Molecule(**(data.get("input_data") or {}).get("molecule") or data["molecule"])

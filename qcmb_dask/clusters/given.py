@@ -24,6 +24,12 @@ class GivenBackend(Backend):
 
         return cls(cluster) if isinstance(cluster, Client) else None
 
+    def prepare(self) -> None:
+        """An address is tried before anything is planned: a scheduler that is not there is a message in seconds,
+        not Dask's 30 s wait and its traceback."""
+        if isinstance(self.cluster, str):
+            check_scheduler_answers(self.cluster)
+
     @contextlib.contextmanager
     def session(self, options: Options, harnesses: Sequence, ncalculations: int):
         from distributed import Client
@@ -53,6 +59,39 @@ class GivenBackend(Backend):
                     f"threads_per_task={shared_process} (each fragment gets all of a worker's threads)."
                 )
             yield DistributedSession(client, resources, where, kind="given", task_resources=task_resources)
+
+
+#: seconds a scheduler address has to accept a connection before the run is refused
+PROBE_SECONDS = 5.0
+
+
+def check_scheduler_answers(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """Open (and close) a TCP connection to a ``tcp://`` or ``tls://`` scheduler address, or refuse it."""
+    import socket
+
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in ("tcp", "tls"):
+            return  # inproc://, ucx:// ...: Dask's own connect says what is wrong
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError):
+        raise InvalidArgument(
+            f"cluster={address!r} is not a scheduler address; write it as the scheduler prints it, e.g. "
+            "'tcp://10.0.0.5:8786'."
+        ) from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        why = f"nothing answered within {timeout:g} s" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise InvalidArgument(
+            f"no Dask scheduler answers at {address} ({why}). Check that the scheduler is "
+            "running (`dask scheduler` prints its address), that host and port are the ones it printed, and that no "
+            "firewall is between; or leave cluster= out to run on this machine."
+        ) from None
 
 
 def _fragments_sharing_a_process(client, threads_per_task: int) -> int:

@@ -207,12 +207,13 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
     """One fragment per worker, ``threads_per_task`` cores each, all the job's cores used, memory shared."""
     cores = full.get("cores")
     memory = full.get("memory")
-    if not cores or not memory:
+    if cores in (None, "") or memory in (None, ""):
         raise ValueError(
             f"cluster={system!r}: the job's 'cores' and 'memory' must be set (in the profile, the dask config "
             "jobqueue section or cluster_options), e.g. cluster_options={'cores': 8, 'memory': '32GiB'}."
         )
-    cores = int(cores)
+    cores = _whole_number("cores", cores, sources.get("cores", "dask-jobqueue"))
+    _job_memory_bytes(memory, sources.get("memory", "dask-jobqueue"))
     threads = int(threads_per_task or 1)
     if threads < 1:
         raise ValueError(f"threads_per_task={threads}: give at least 1 core per fragment.")
@@ -353,6 +354,25 @@ def _canonical(key: str) -> str:
 def _jobqueue_defaults(system: str) -> dict[str, Any]:
     """dask-jobqueue's shipped defaults for ``system``, keys as its cluster classes take them."""
     return {_canonical(k): v for k, v in compat.jobqueue_shipped_defaults(system).items()}
+
+
+def _whole_number(key: str, value: Any, where: str) -> int:
+    """A count from a profile, the Dask config or ``--cluster-option`` (YAML: ``cores=8`` is already a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise ValueError(f"{where}: {key}={value!r} is not a whole number; the job's {key} is a count such as {key}=8.")
+    if int(value) < 1:
+        raise ValueError(f"{where}: {key}={value!r}: give at least 1, e.g. {key}=8.")
+    return int(value)
+
+
+def _job_memory_bytes(memory: Any, where: str) -> float:
+    try:
+        size = _parse_bytes(memory)
+    except (ValueError, TypeError):
+        size = 0.0
+    if not size > 0:
+        raise ValueError(f"{where}: memory={memory!r} is not a size; write the job's memory as e.g. memory=32GiB.")
+    return size
 
 
 def _parse_bytes(memory: Any) -> float:

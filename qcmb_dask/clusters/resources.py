@@ -83,10 +83,12 @@ def for_this_machine(
     if n_workers < 1 or threads_per_task < 1:
         raise ValueError(f"n_workers ({n_workers}) and threads_per_task ({threads_per_task}) must be at least 1.")
     if n_workers * threads_per_task > cores:
+        # advice that fits: keep the threads per fragment where they fit on the machine, else all of its cores
+        fitting_threads = min(threads_per_task, cores)
         raise ValueError(
             f"n_workers={n_workers} x threads_per_task={threads_per_task} = {n_workers * threads_per_task} threads "
             f"exceeds the {cores} cores available here, which slows every fragment down. "
-            f"Use e.g. n_workers={max(1, cores // threads_per_task)}, threads_per_task={threads_per_task}."
+            f"Use e.g. n_workers={cores // fitting_threads}, threads_per_task={fitting_threads}."
         )
     if memory_per_task is None:
         memory_per_task = memory_share(machine_memory_gib(), n_workers)

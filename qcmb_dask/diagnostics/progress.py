@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO, Union
 
 from qcmb_dask.diagnostics.runlog import RunLog
-from qcmb_dask.errors import StoreWarning
+from qcmb_dask.errors import InvalidArgument, StoreWarning
 from qcmb_dask.planning.cost import duration
 from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
 from qcmb_dask.worker.analysis import LevelIncomplete
@@ -52,7 +52,7 @@ class Reporter:
         if progress not in (True, False, None, "auto") and not callable(progress):
             raise ValueError(f"progress={progress!r}: expected True, False, 'auto' or a callable.")
         if callback is not None and not callable(callback):
-            raise ValueError(f"callback={callback!r}: expected a function of (label, nbody, done, total).")
+            raise InvalidArgument(f"callback={callback!r}: expected a function of (label, nbody, done, total).")
         self.stream = stream or sys.stderr
         self.level_callback = progress if callable(progress) else None
         self.fragment_callback = callback

@@ -55,6 +55,21 @@ KEYWORDS = frozenset(
     }
 )
 
+#: geomeTRIC keywords that are thresholds or step sizes: a zero, negative or non-finite one never converges
+POSITIVE_NUMBERS = frozenset(
+    {
+        "convergence_energy",
+        "convergence_grms",
+        "convergence_gmax",
+        "convergence_drms",
+        "convergence_dmax",
+        "convergence_cmax",
+        "trust",
+        "tmax",
+        "tmin",
+    }
+)
+
 #: what geomeTRIC's TRIC/DLC/Cartesian names build: (coordinate class name, connect fragments, add Cartesians)
 COORDINATE_SYSTEMS = {
     "cart": ("CartesianCoordinates", False, False),
@@ -78,6 +93,13 @@ def check_keywords(keywords: dict[str, Any]) -> dict[str, Any]:
         )
     if str(lowered.get("coordsys", "tric")).lower() not in COORDINATE_SYSTEMS:
         raise InvalidArgument(f"coordsys={lowered['coordsys']!r}: expected one of {sorted(COORDINATE_SYSTEMS)}.")
+    maxiter = lowered.get("maxiter", 1)
+    if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
+        raise InvalidArgument(f"maxiter={maxiter!r}: expected a whole number of optimization steps, at least 1.")
+    for name in POSITIVE_NUMBERS & set(lowered):
+        value = lowered[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise InvalidArgument(f"{name}={value!r}: expected a positive number (geomeTRIC's units: Eh, bohr).")
     if "scan" in (lowered.get("constraints") or {}):
         raise InvalidArgument("constraints: 'scan' is not supported (geomeTRIC's JSON interface refuses it too).")
     return lowered
