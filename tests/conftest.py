@@ -11,12 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 BOHR_PER_ANGSTROM = 1 / 0.52917721067
 
 # compute(cluster=None) runs a plan this small in-process; the tests of workers, faults and the page need
 # worker processes, here and in the scripts they start. Tests of that choice set it themselves.
 os.environ["DASK_QCMB_DASK__LOCAL__STARTUP_SECONDS"] = "0"
+
+# The fuzz tests (test_fuzz_inputs.py): a bounded, repeatable pass by default (CI's); a deeper one on request with
+# `pytest tests/test_fuzz_inputs.py --hypothesis-profile=long`.
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True)
+settings.load_profile("ci")
 
 # Water trimer (Angstrom); the dimer is its first two waters.
 WATER_TRIMER_ANGSTROM = [

@@ -3,6 +3,7 @@
 from typing import Any, ClassVar
 
 from qcengine.exceptions import ConvergenceError
+from qcengine.programs.model import ProgramHarness
 
 from qcmb_dask.programs.pyscf import PySCFHarness
 
@@ -151,3 +152,90 @@ class SleepyHarness(PySCFHarness):
             success=True,
             provenance=Provenance(creator="sleepy", version="0", routine="tests.fake_programs"),
         )
+
+
+class UncheckedHarness(ProgramHarness):
+    """A program that checks nothing before it runs, as most QCEngine harnesses: no ``check_request``, so only
+    running it finds a keyword it refuses. PySCF underneath (which refuses, at run time, what PySCF cannot use);
+    ``extras["log"]`` gets a line per call, as for FaultyHarness."""
+
+    _defaults: ClassVar[dict[str, Any]] = {**PySCFHarness._defaults, "name": "unchecked"}
+
+    @staticmethod
+    def found(raise_error: bool = False) -> bool:
+        return PySCFHarness.found(raise_error)
+
+    def get_version(self) -> str:
+        return PySCFHarness().get_version()
+
+    def compute(self, input_data, config):
+        FaultyHarness._log(self.extras or {}, sum(input_data.molecule.real) // 3, "start")
+        return PySCFHarness().compute(input_data, config)
+
+
+class ToyHarness(PySCFHarness):
+    """No QC: a closed-form energy of the fragment's geometry (every pair of real atoms and every real-ghost pair
+    attract by a short-ranged exponential, each real atom adds a constant, charge and multiplicity shift it),
+    with its analytic gradient and a Hessian of differences of that gradient. Deterministic and milliseconds per
+    calculation, so that the fuzz tests can compare each accepted input with QCManyBody's own computer. Checks
+    requests as PySCF does (methods, bases, keywords)."""
+
+    _defaults: ClassVar[dict[str, Any]] = {**PySCFHarness._defaults, "name": "toy"}
+
+    def compute(self, input_data, config):
+        import numpy as np
+        from qcelemental.models.v2 import AtomicResult, Provenance
+
+        FaultyHarness._log(self.extras or {}, 0, "start")
+        molecule = input_data.molecule
+        xyz = np.asarray(molecule.geometry, dtype=float).reshape(-1, 3)
+        real = np.asarray(molecule.real, dtype=bool)
+        shift = 0.1 * float(molecule.molecular_charge) + 0.05 * (float(molecule.molecular_multiplicity) - 1)
+        energy = -0.5 * float(np.sum(np.asarray(molecule.atomic_numbers)[real])) + shift + _toy_pairs(xyz, real)[0]
+        driver = input_data.specification.driver.value
+        properties = {"return_energy": energy, "calcinfo_natom": len(xyz)}
+        result = energy
+        if driver in ("gradient", "hessian"):
+            gradient = _toy_pairs(xyz, real)[1]
+            properties["return_gradient"] = gradient
+            result = gradient
+        if driver == "hessian":
+            step, n = 1e-5, xyz.size
+            hessian = np.zeros((n, n))
+            for k in range(n):
+                plus, minus = xyz.copy().ravel(), xyz.copy().ravel()
+                plus[k] += step
+                minus[k] -= step
+                hessian[k] = (
+                    _toy_pairs(plus.reshape(-1, 3), real)[1].ravel() - _toy_pairs(minus.reshape(-1, 3), real)[1].ravel()
+                ) / (2 * step)
+            properties["return_hessian"] = hessian
+            result = hessian
+        return AtomicResult(
+            input_data=input_data,
+            molecule=molecule,
+            properties=properties,
+            return_result=result,
+            success=True,
+            provenance=Provenance(creator="toy", version="0", routine="tests.fake_programs"),
+        )
+
+
+def _toy_pairs(xyz, real):
+    """The pair energy and its gradient: -0.01 exp(-0.3 r) per real pair, -0.001 exp(-0.3 r) per real-ghost pair."""
+    import numpy as np
+
+    energy, gradient = 0.0, np.zeros_like(xyz)
+    for i in range(len(xyz)):
+        for j in range(i + 1, len(xyz)):
+            if not (real[i] or real[j]):
+                continue
+            weight = 0.01 if real[i] and real[j] else 0.001
+            d = xyz[i] - xyz[j]
+            r = float(np.linalg.norm(d))
+            term = -weight * np.exp(-0.3 * r)
+            energy += term
+            force = -0.3 * term * d / r  # d(term)/d(xyz_i)
+            gradient[i] += force
+            gradient[j] -= force
+    return energy, gradient

@@ -175,7 +175,62 @@ BAD_INPUTS = {
         lambda: _many_fragments(64),
         r"needs up to 1\.845e\+19 calculations \(up to 64-body\).*max-calculations",
     ),
+    # Issue 36: each of these used to run silently to a wrong number, fail every fragment, or speak of internals.
+    "a geometry in Angstrom": (
+        lambda: molecule_changed(geometry=[x * 0.52917721067 for x in two_level_input()["molecule"]["geometry"]]),
+        r"atoms 0 \(O\) and 1 \(H\) are .* Bohr .* apart.*look like Angstrom.*multiply every coordinate by 1\.8897261",
+    ),
+    "a geometry squeezed past any bond": (
+        lambda: molecule_changed(geometry=[x * 0.3 for x in two_level_input()["molecule"]["geometry"]]),
+        r"atoms 0 \(O\) and 1 \(H\) are 0\.5\d\d Bohr .* closer than any bond",
+    ),
+    "levels starting at 0": (
+        lambda: two_level_input(keywords={"levels": {0: "good", 3: "under-test"}}),
+        r"levels: key 0 is not an n-body order of this molecule; the keys are whole numbers from 1 \(monomers\) to 3",
+    ),
+    "a level above the number of fragments": (
+        lambda: two_level_input(keywords={"levels": {1: "good", 4: "under-test"}}),
+        r"levels: key 4 is not an n-body order",
+    ),
+    "a keyword value PySCF would refuse for every fragment": (
+        lambda: _with_atomic_keywords(two_level_input(), "under-test", {"max_cycle": -5}),
+        r"max_cycle=-5: the SCF needs at least 1 iteration",
+    ),
+    "fragment indices written as floats": (
+        lambda: molecule_changed(fragments=[[0.0, 1.0, 2.0], [3, 4, 5], [6, 7, 8]]),
+        r"molecule\.fragments\[0\] holds 0\.0: atom indices must be integers",
+    ),
+    "a charge in quotes": (
+        lambda: molecule_changed(molecular_charge="0"),
+        r"molecule\.molecular_charge = '0': a charge is a number, written without quotes",
+    ),
+    "a fragment charge that is not finite": (
+        lambda: molecule_changed(fragment_charges=[0, float("nan"), 0]),
+        r"molecule\.fragment_charges\[1\] = nan: a charge is a number",
+    ),
+    "an infinite multiplicity": (
+        lambda: molecule_changed(fragment_multiplicities=[1, float("inf"), 1]),
+        r"fragment_multiplicities\[1\] = inf: a multiplicity is 2S\+1",
+    ),
+    "a misspelt model field": (
+        lambda: _with_model(two_level_input(), "under-test", {"method": "hf", "basiss": "6-31g"}),
+        r"\['under-test'\]\.model: unknown field 'basiss'; did you mean 'basis'\?",
+    ),
+    "a model without a basis": (
+        lambda: _with_model(two_level_input(), "under-test", {"method": "hf"}),
+        r"PySCF needs a basis set: give specification\.model\.basis",
+    ),
 }
+
+
+def _with_atomic_keywords(data: dict, mc: str, keywords: dict) -> dict:
+    data["specification"]["specification"][mc]["keywords"] = keywords
+    return data
+
+
+def _with_model(data: dict, mc: str, model: dict) -> dict:
+    data["specification"]["specification"][mc]["model"] = model
+    return data
 
 
 def _with_coordinate(value):
@@ -241,6 +296,15 @@ BAD_ARGUMENTS = {
     ),
     "a cache that is neither a path nor a switch": ({"cache": 5}, r"cache=5: expected a directory path"),
     "an unknown on_error": ({"on_error": "ignore"}, r"on_error='ignore'"),
+    "a report where nothing can be written": (
+        {"report": "/proc/report.html"},
+        r"report= '/proc/report\.html' cannot be written",
+    ),
+    "an address where no scheduler answers": (
+        {"cluster": "tcp://127.0.0.1:1"},
+        r"no Dask scheduler answers at tcp://127\.0\.0\.1:1 \(.*\)\. Check that the scheduler is running",
+    ),
+    "an address that is not one": ({"cluster": "tcp://127.0.0.1:port"}, r"is not a scheduler address"),
 }
 
 
@@ -248,9 +312,9 @@ BAD_ARGUMENTS = {
 def test_bad_arguments_are_refused_before_any_calculation(case, logging_program, tmp_path):
     arguments, message = BAD_ARGUMENTS[case]
     harness, log = logging_program
-    arguments = {"harnesses": [harness], "cache": tmp_path / "store", **arguments}
+    arguments = {"harnesses": [harness], "cache": tmp_path / "store", "cluster": "sync", **arguments}
     with pytest.raises(InvalidArgument, match=message):
-        qcmb_dask.compute(two_level_input(), "sync", progress=False, **arguments)
+        qcmb_dask.compute(two_level_input(), progress=False, **arguments)
     assert calls(log) == 0
     assert not (tmp_path / "store").exists()
 

@@ -90,7 +90,11 @@ def test_xyz_fragments_are_the_connected_molecules_or_the_ranges_given():
     [
         ("3\nc\nO 0 0 0\nH 0 0 1\n", "auto", "fewer atom lines"),
         ("two\nc\n", "auto", "number of atoms"),
-        ("1\nc\nQq 0 0 0\n", "auto", "atom line 1"),
+        ("1\nc\nQq 0 0 0\n", "auto", "line 3 .Qq 0 0 0.: .Qq. is not an element symbol"),
+        ("1\nc\nO 0 0.0 0.0 0.0\n", "auto", "has 5 columns.*freeze flag"),
+        ("1\nc\nO 0.0 0.0\n", "auto", "has 3 columns"),
+        ("1\nc\nO 0.0 nan 0.0\n", "auto", "finite numbers"),
+        ("1 atom\nc\nO 0.0 0.0 0.0\n", "auto", "line 1 must hold the number of atoms and nothing else"),
         (xyz_text(2) + "6\nnext frame\n", "auto", "one structure per file"),
         (xyz_text(2), "0-2;3-5", "atom ranges"),
         (xyz_text(2), "2-0", "ends before it starts"),
