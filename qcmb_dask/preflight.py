@@ -53,10 +53,17 @@ def check(plan, store_root, on_error: str = "raise", announce=None) -> None:
         parent = parent if parent is not None else prepare_parent(plan.input.model.molecule)
         outcome = calculate(parent, job)
         if isinstance(outcome, FragmentFailure) and refuses(outcome.error.error_type, on_error):
+            error = outcome.error
+            where = (
+                f" The program's input and whole output: {error.record} (qcmb-dask failures --show '{task.label}')."
+                if error.record
+                else ""
+            )
             raise InvalidInput(
                 f"model chemistry {mc!r} ({task.program} {_model(job)}): its cheapest calculation, {task.label}, "
                 f"failed before anything was submitted, so every one of its {_count(plan, mc)} calculation(s) would: "
-                f"{outcome.error.error_type}: {outcome.error.message.strip()}"
+                f"{error.error_type}: {error.reason}.{where} Change its keywords (or method, basis) and run again; "
+                "nothing else was computed."
             )
 
 

@@ -16,7 +16,7 @@ import qcmb_dask
 from qcmb_dask.cli import main
 from qcmb_dask.errors import InvalidArgument, InvalidInput
 
-from .conftest import assert_same_result, mbe_input
+from .conftest import assert_same_result, mbe_input, requires_nwchem
 from .fake_programs import UncheckedHarness, calls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,3 +225,22 @@ def test_the_preflight_can_be_switched_off(tmp_path):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+@requires_nwchem
+@pytest.mark.nwchem
+def test_a_keyword_nwchem_refuses_is_a_refusal_on_the_command_line(tmp_path):
+    """A real program without check_request: NWChem's own words come back, rc 2, one calculation in the store's
+    failure records and nothing else computed."""
+    data = mbe_input(3, keywords={"bsse_type": "nocp", "max_nbody": 2}, program="nwchem")
+    data["specification"]["specification"]["(auto)"]["keywords"] = {"scf__nosuchkeyword": 3}
+    path = _write(tmp_path / "bad-nwchem.json", json.dumps(data))
+    store = tmp_path / "store"
+    refused(
+        ["run", str(path), "--cluster", "sync", "--cache", str(store)],
+        "its cheapest calculation",
+        "input_error",
+        "failures --show",
+    )
+    assert len(list((store / "failed").iterdir())) == 1
+    assert not [p for p in store.rglob("*.json") if "failed" not in p.parts]  # no result stored
