@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+import dask
 import pytest
 from click.testing import CliRunner
 
@@ -76,7 +77,15 @@ def test_a_misspelt_basis_with_nwchem_prints_a_few_lines_and_keeps_every_record(
     bad = tmp_path / "trimer-misspelt.json"
     bad.write_text(json.dumps(data))
     store = tmp_path / "store"
-    with warnings.catch_warnings(record=True) as warned:
+    # NWChem's harness cannot check a request: the preflight runs the cheapest calculation, which fails, and the
+    # run is refused with NWChem's reason and one failure record.
+    refused = CliRunner().invoke(main, ["run", str(bad), "--cluster", "sync", "--cache", str(store), "-q"])
+    assert refused.exit_code == 2, refused.output
+    assert "its cheapest calculation" in refused.output
+    assert "There is an error in the specified basis set" in refused.output
+    assert len(list((store / "failed").iterdir())) == 1
+    # Without the preflight every fragment is submitted, fails, and is listed in a few lines.
+    with warnings.catch_warnings(record=True) as warned, dask.config.set({"qcmb_dask.preflight": "never"}):
         warnings.simplefilter("always")
         out = CliRunner().invoke(main, ["run", str(bad), "--cluster", "sync", "--cache", str(store), "-q"])
     assert out.exit_code == 1
@@ -104,7 +113,8 @@ def test_a_misspelt_basis_with_nwchem_prints_a_few_lines_and_keeps_every_record(
     assert "No failure records of" in CliRunner().invoke(main, ["failures", str(other), "--cache", str(store)]).output
     scenario.record(
         "NWChem with a misspelt basis (cc-pvdzz), the README trimer",
+        "refused (exit 2) after its cheapest calculation; with qcmb_dask.preflight: never, "
         f"{len(failure_text.splitlines())} lines of failure text; `qcmb-dask failures` lists 13; --show: one whole",
-        calls=13,
+        calls=14,
         stored=0,
     )
