@@ -244,3 +244,28 @@ def test_a_keyword_nwchem_refuses_is_a_refusal_on_the_command_line(tmp_path):
     )
     assert len(list((store / "failed").iterdir())) == 1
     assert not [p for p in store.rglob("*.json") if "failed" not in p.parts]  # no result stored
+
+
+def test_bonds_that_short_run_when_the_input_says_they_are_meant():
+    """Mo-Mo quadruple bonds are 0.68 of the covalent radii's sum: refused by default, run when the input says so,
+    to QCManyBody's answer (closed-form test program)."""
+    from qcmanybody.models.v2 import ManyBodyInput
+    from qcmanybody.v2 import ManyBodyComputer
+
+    from .fake_programs import ToyHarness
+
+    bohr = 1.8897261246257702
+    data = mbe_input(2, keywords={"bsse_type": "cp", "max_nbody": 2}, program="toy")
+    data["molecule"] = {
+        "symbols": ["Mo", "Mo", "Mo", "Mo"],
+        "geometry": [x * bohr for x in (0, 0, 0, 0, 0, 2.09, 6, 0, 0, 6, 0, 2.09)],
+        "fragments": [[0, 1], [2, 3]],
+        "fragment_multiplicities": [1, 1],
+    }
+    data["specification"]["specification"]["(auto)"]["model"]["basis"] = "def2-svp"
+    with pytest.raises(InvalidInput, match=r"atoms 0 \(Mo\) and 1 \(Mo\).*short_bonds"):
+        qcmb_dask.plan(data)
+    data["specification"]["extras"] = {"qcmb_dask": {"short_bonds": True}}
+    harness = ToyHarness()
+    ours = qcmb_dask.compute(data, "sync", harnesses=[harness], cache=False)
+    assert_same_result(ours, ManyBodyComputer.from_manybodyinput(ManyBodyInput(**data)))

@@ -15,6 +15,10 @@ BOHR_PER_ANGSTROM = 1.8897261246257702
 SHORTEST_BOND_FRACTION = 0.7
 
 
+#: what an input says to run a geometry with bonds this short all the same (a metal-metal multiple bond)
+ALLOW_SHORT_BONDS = 'specification.extras = {"qcmb_dask": {"short_bonds": true}}'
+
+
 def check_distances(symbols, geometry_bohr, where: str = "molecule.geometry") -> None:
     """Refuse a geometry whose closest pair of atoms is closer than any bond, saying whether the coordinates look
     like Angstrom (then naming the factor) or are simply too close."""
@@ -33,12 +37,13 @@ def check_distances(symbols, geometry_bohr, where: str = "molecule.geometry") ->
             f"{fraction:.2f} times the {bond} single-bond length ({radii_sum:.2f} Bohr); no molecule has bonds that "
             f"short. The coordinates look like Angstrom ({as_angstrom:.3f} Angstrom is an ordinary {bond} distance), "
             "but a QCSchema geometry is in Bohr: multiply every coordinate by 1.8897261 (Bohr per Angstrom), or give "
-            "the molecule as a Psi4-style string with 'units angstrom' or as an .xyz file (Angstrom)."
+            "the molecule as a Psi4-style string with 'units angstrom' or as an .xyz file (Angstrom). If the distances "
+            f"are what you mean (a metal-metal multiple bond), say so: {ALLOW_SHORT_BONDS}."
         )
     raise InvalidInput(
         f"{where}: {pair} are {distance:.3f} Bohr ({distance / BOHR_PER_ANGSTROM:.3f} Angstrom) apart, "
         f"{fraction:.2f} times the {bond} single-bond length ({radii_sum:.2f} Bohr), closer than any bond: check their "
-        "coordinates (in Bohr)."
+        f"coordinates (in Bohr). If the distance is what you mean, say so: {ALLOW_SHORT_BONDS}."
     )
 
 

@@ -162,7 +162,8 @@ def make_plan(data: InputLike, max_calculations: int | None = None, screening=No
         validate.check_levels(normalized.model)
         validate.check_model_fields(normalized.model)
         molecule = normalized.model.molecule
-        check_distances(molecule.symbols, molecule.geometry)
+        if not _our_extras(normalized).get("short_bonds"):
+            check_distances(molecule.symbols, molecule.geometry)
         computer = qcmb_computer(normalized)
         given = atomic_specifications(computer)
         validate.check_levels_are_specified(computer.levels, given)
@@ -220,6 +221,12 @@ def _task(label: str, mc: str, nbody: int, real, basis, spec: dict, driver: str,
         cost=estimate,
         model_cost=estimate,
     )
+
+
+def _our_extras(normalized: NormalizedInput) -> dict:
+    """``specification.extras["qcmb_dask"]``: what an input tells qcmb_dask beyond QCManyBody's fields."""
+    extras = (normalized.model.specification.extras or {}).get("qcmb_dask")
+    return extras if isinstance(extras, dict) else {}
 
 
 def screening_of(normalized: NormalizedInput, given) -> dict[int, float] | None:
