@@ -34,8 +34,8 @@ from qcengine.programs.model import ProgramHarness
 from systems import mbe_input
 
 import qcmb_dask
-from qcmb_dask.clusters import install_harnesses
 from qcmb_dask.clusters.resources import machine_cores
+from qcmb_dask.execution.run import install_harnesses
 from qcmb_dask.graph import build
 from qcmb_dask.worker.fragment import RunPolicy
 

@@ -1,77 +1,46 @@
-"""The public entry points: ``compute``, ``plan``, ``build_graph``, ``job_script``, ``timeline``.
+"""The public entry points: ``compute``, ``plan``, ``build_graph``, ``job_script``, ``timeline``,
+``progress_in_store``.
 
-Orchestration only: options -> backend -> plan -> session -> finish. Each step's logic lives in its floor.
+Each one screen: options -> :class:`~qcmb_dask.execution.run.Run` -> result. Each step's logic lives in its floor.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
-from qcmb_dask import preflight, programs, store
+from qcmb_dask import programs, store
 from qcmb_dask.diagnostics import provenance, runlog
-from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
-from qcmb_dask.errors import FragmentsFailed, InvalidArgument, summary_lines
-from qcmb_dask.interrupts import as_interrupts
-from qcmb_dask.options import Options, check_harnesses, document
-from qcmb_dask.planning import cost_history, derivatives, validate
+from qcmb_dask.errors import InvalidArgument
+from qcmb_dask.execution.run import Run, records_of
+from qcmb_dask.options import RUN_OPTIONS, Options, RunOptions, check_harnesses, document
+from qcmb_dask.planning import cost_history, derivatives
 from qcmb_dask.planning.inputs import InputLike
 from qcmb_dask.planning.plan import Plan, make_plan
-from qcmb_dask.worker.analysis import Outcome, PartialResult
+from qcmb_dask.worker.analysis import Result
 from qcmb_dask.worker.fragment import RunPolicy
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
-    from qcmanybody.models.v1 import ManyBodyResult as ManyBodyResultV1
-    from qcmanybody.models.v2 import ManyBodyResult
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("qcmb_dask")
 
-#: what ``compute`` returns: QCManyBody's result (of the input's schema version), or the levels that could be
-#: assembled with ``on_error="partial"``
-Result = Union["ManyBodyResult", "ManyBodyResultV1", PartialResult]  # noqa: UP007  (a runtime alias, read on 3.10)
+__all__ = ["Result", "build_graph", "compute", "job_script", "plan", "progress_in_store", "timeline"]
 
 
-@document(
-    "jobs",
-    "adapt",
-    "cluster_options",
-    "n_workers",
-    "threads_per_task",
-    "memory_per_task",
-    "cache",
-    "retries",
-    "timeout_per_task",
-    "escalate",
-    "on_error",
-    "progress",
-    "report",
-    "ordering",
-)
+@document("cache", *RUN_OPTIONS)
 def compute(
     input: InputLike,
     cluster: Any = None,
     *,
-    jobs: int | None = None,
-    adapt: tuple[int, int] | None = None,
-    cluster_options: dict | None = None,
-    n_workers: int | None = None,
-    threads_per_task: int | None = None,
-    memory_per_task: float | str | None = None,
     harnesses: Sequence = (),
     cache: Any = None,
-    retries: int | None = None,
-    timeout_per_task: float | str | None = None,
-    escalate: bool | None = None,
-    on_error: str | None = None,
-    progress: ProgressArg = None,
     callback: Callable[[str, int, int, int], None] | None = None,
-    report: str | None = None,
-    ordering: str | None = None,
     screening: dict | str | None = None,
+    **options: Unpack[RunOptions],
 ) -> Result:
     """Run a many-body expansion as a Dask task graph and return QCManyBody's ManyBodyResult.
 
@@ -115,91 +84,22 @@ def compute(
     >>> result = qcmb_dask.compute("examples/water-trimer.json")          # doctest: +SKIP
     >>> result.properties.cp_corrected_interaction_energy                  # doctest: +SKIP
     """
-    began, began_epoch = time.perf_counter(), time.time()
-    options = Options.resolve(
-        jobs=jobs,
-        adapt=adapt,
-        cluster_options=cluster_options,
-        n_workers=n_workers,
-        threads_per_task=threads_per_task,
-        memory_per_task=memory_per_task,
-        retries=retries,
-        timeout_per_task=timeout_per_task,
-        escalate=escalate,
-        on_error=on_error,
-        progress=progress,
-        report=report,
-        ordering=ordering,
-    )
-    store_root, backend = open_run(cluster, cache, harnesses)
-    the_plan = make_plan(input, options.max_calculations, screening)  # checked before anything is submitted
+    run = Run(cluster, cache, harnesses, Options.from_call(**options), callback=callback)
+    the_plan = make_plan(input, run.options.max_calculations, screening)  # checked before anything is submitted
     derivatives.of_plan(the_plan)
-    backend.check(options, len(the_plan))
-    if backend.programs_run_here:  # elsewhere the programs may live only on the workers (a module load)
-        validate.check_programs(validate.plan_requests(the_plan), installed=True)
-    if store_root is not None:
-        store.prepare(store_root)
-    if backend.programs_run_here:
-        preflight.check(the_plan, store_root, options.on_error, announce=logger.info)
-    the_plan = cost_history.refine(the_plan, store_root)  # what earlier runs measured orders this one
-    backend.consider(the_plan.total_cost(), sorted({t.program.lower() for t in the_plan}), store_root)
-    policy = RunPolicy(str(store_root) if store_root else None, options.timeout_per_task, options.escalate)
-    reporter = Reporter(options.progress, callback=callback)
+    run.admit([the_plan])
+    the_plan = cost_history.refine(the_plan, run.store_root)  # what earlier runs measured orders this one
+    run.consider(the_plan.total_cost(), [the_plan])
     logger.info("%s", the_plan)  # a batch job's log shows what the run is, as the terminal's plan table does
-    backend.announce = reporter.say
-    with as_interrupts(), backend.session(options, harnesses, len(the_plan)) as session:
-        finished, _ = run_plan(session, the_plan, options, policy, reporter, store_root, began_epoch)
-    if options.report is not None:
+    with run.session() as session:
+        finished, _ = run.run_plan(session, the_plan)
+    if run.options.report is not None:
         from qcmb_dask.diagnostics import plots
 
-        plots.report(finished, _records(reporter), str(options.report))
-        reporter.say(f"qcmb_dask: report written to {options.report}")
-    reporter.say(f"qcmb_dask: done in {time.perf_counter() - began:.1f} s")
+        plots.report(finished, records_of(run.reporter), str(run.options.report))
+        run.reporter.say(f"qcmb_dask: report written to {run.options.report}")
+    run.reporter.say(f"qcmb_dask: done in {run.seconds():.1f} s")
     return finished
-
-
-def run_plan(session, the_plan: Plan, options: Options, policy: RunPolicy, reporter: Reporter, store_root, began_epoch):
-    """One input's graph on an open session, to its result: the core of ``compute``, and of every step of an
-    optimization (one session for all its steps). Returns the result (as :func:`_finish` gives it) and the graph."""
-    from qcmb_dask.graph import build
-
-    task_config = session.resources.task_config(retries=options.retries)
-    graph = build(
-        the_plan,
-        task_config=task_config,
-        policy=policy,
-        ordering=options.ordering,
-        workers=session.resources.n_workers,
-    )
-    try:
-        outcome = session.run(graph, reporter, the_plan.bsse_type)
-    finally:
-        runlog.remember(reporter.log)
-        threads = session.resources.threads_per_task
-        cost_history.record(store_root, cost_history.measured_ratios(the_plan.tasks, _records(reporter), threads))
-    record = provenance.run_record(
-        run_id=graph.run_id,
-        cluster=session.describe(),
-        stats=outcome.stats,
-        store_root=store_root,
-        began=began_epoch,
-        log=reporter.log,
-        level_labels=the_plan.level_labels,
-    )
-    return _finish(outcome, options.on_error, store_root, reporter, record), graph
-
-
-def open_run(cluster: Any, cache: Any, harnesses: Sequence):
-    """The first steps of every run (``compute``, ``compute_many``): harnesses checked and registered here, the
-    result store's location, the backend of ``cluster`` (QCEngine's set-up begun where fragments run here)."""
-    from qcmb_dask import clusters
-
-    check_harnesses(harnesses)
-    store_root = store.resolve(cache)
-    backend = clusters.resolve(cluster)
-    backend.prepare()
-    programs.register(harnesses)
-    return store_root, backend
 
 
 def timeline(result: Any = None) -> list[dict[str, Any]]:
@@ -221,30 +121,6 @@ def timeline(result: Any = None) -> list[dict[str, Any]]:
     return list(log.records) if log is not None else []
 
 
-def _records(reporter: Reporter) -> list:
-    return list(reporter.log.records) if reporter.log is not None else []
-
-
-def _finish(outcome: Outcome, on_error: str, store_root, reporter: Reporter, record: dict):
-    """Report where results came from; the result, a PartialResult (both with ``record`` in their extras), or
-    FragmentsFailed."""
-    reporter.stats(outcome.stats, store_root)
-    if not outcome.failures:
-        return provenance.with_record(outcome.result, record)
-    if on_error == "partial":
-        highest = outcome.levels[max(outcome.levels)] if outcome.levels else None
-        extras = {provenance.EXTRAS_KEY: record}
-        partial = PartialResult(highest, outcome.levels, outcome.failures, outcome.stats, extras)
-        reporter.say(
-            f"qcmb_dask: {len(outcome.failures)} fragment(s) failed; returning the expansion through "
-            f"{partial.nbody}-body (on_error='partial'):\n" + "\n".join(summary_lines(outcome.failures))
-        )
-        return partial
-    raise FragmentsFailed(
-        outcome.failures, store=str(store_root) if store_root else False, levels_done=sorted(outcome.levels)
-    )
-
-
 def progress_in_store(
     input: InputLike, *, cache: Any = None, harnesses: Sequence = (), screening: Any = None
 ) -> dict[int, tuple[int, int]]:
@@ -262,7 +138,7 @@ def progress_in_store(
     from qcmb_dask.worker.fragment import in_store
 
     the_plan = plan(input, harnesses=harnesses, cache=False, screening=screening)
-    root = store.resolve(cache)
+    root = store.location(cache)
     if root is None:
         raise InvalidArgument("the result store is off (cache=False): there is nothing to count progress in.")
     graph = build(the_plan, task_config={}, policy=RunPolicy(str(root)))
@@ -294,8 +170,8 @@ def plan(input: InputLike, *, harnesses: Sequence = (), cache: Any = None, scree
     check_harnesses(harnesses)
     prime_in_background()  # a plan is usually followed by a run: QCEngine's first-call set-up goes on meanwhile
     programs.register(harnesses)
-    the_plan = make_plan(input, Options.resolve().max_calculations, screening)
-    return cost_history.refine(the_plan, store.resolve(cache))
+    the_plan = make_plan(input, Options.from_call().max_calculations, screening)
+    return cost_history.refine(the_plan, store.location(cache))
 
 
 @document("threads_per_task", "memory_per_task", "cache", "retries", "escalate", "ordering")
@@ -342,7 +218,7 @@ def build_graph(
     """
     from qcmb_dask.graph import build
 
-    options = Options.resolve(
+    options = Options.from_call(
         threads_per_task=threads_per_task,
         memory_per_task=memory_per_task,
         retries=retries,
@@ -352,9 +228,9 @@ def build_graph(
     check_harnesses(harnesses)
     programs.register(harnesses)
     the_plan = make_plan(input, options.max_calculations, screening)
-    store_root = store.resolve(cache)
+    store_root = store.location(cache)
     if store_root is not None:
-        store.prepare(store_root)
+        store.make_ready(store_root)
     task_config = {"ncores": options.threads_per_task or 1, "nnodes": 1, "retries": options.retries}
     if options.memory_per_task:
         task_config["memory"] = options.memory_per_task  # else: the running worker's share (worker.fragment)
@@ -386,15 +262,15 @@ def job_script(
     >>> print(qcmb_dask.job_script("slurm", cluster_options={"account": "chem42"}))  # doctest: +SKIP
     """
     from qcmb_dask.clusters.jobqueue import preview_job_script
-    from qcmb_dask.clusters.jobqueue_settings import resolve as resolve_settings
+    from qcmb_dask.clusters.jobqueue_settings import batch_settings
 
     if not isinstance(cluster, (str, os.PathLike)):
         raise InvalidArgument(
             f"job_script: cluster={cluster!r}: expected a batch system name (slurm, pbs, sge, lsf, ...) or a profile "
             "file (.yaml)."
         )
-    options = Options.resolve(threads_per_task=threads_per_task, memory_per_task=memory_per_task)
-    settings = resolve_settings(
+    options = Options.from_call(threads_per_task=threads_per_task, memory_per_task=memory_per_task)
+    settings = batch_settings(
         cluster, cluster_options, threads_per_task=options.threads_per_task, memory_per_task=options.memory_per_task
     )
     return preview_job_script(settings)

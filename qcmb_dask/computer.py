@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qcmb_dask.api import Result
+    from qcmb_dask.worker.analysis import Result
 
 from qcmb_dask.errors import InvalidArgument
 

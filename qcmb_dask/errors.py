@@ -199,6 +199,14 @@ class InvalidArgument(InvalidInput):
     what = "argument"
 
 
+class UnknownArgument(InvalidArgument, TypeError):
+    """A keyword no entry point takes (a typo): refused like any bad argument, and still the ``TypeError`` Python
+    raises for an unexpected keyword."""
+
+    def __init__(self, problem: str):
+        InvalidArgument.__init__(self, problem)
+
+
 class InputFileMissing(InvalidInput, FileNotFoundError):
     """An input or molecule file that is not there, or is a directory: refused like any bad input (exit code 2),
     and still a ``FileNotFoundError`` for code that catches that."""

@@ -27,6 +27,8 @@ ONE_FRAGMENT_RESOURCE = "qcmb-dask-process"
 LIVE_PAGE_ROUTES = "qcmb_dask.diagnostics.page"
 #: The scheduler preload that shortens Dask's batching of messages to workers.
 PROMPT_SENDS = "qcmb_dask.clusters.preload"
+#: The scheduler preload that registers the live page's plugin from the scheduler's start.
+RUNS_PRELOAD = "qcmb_dask.diagnostics.runs_on_scheduler"
 
 _NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 

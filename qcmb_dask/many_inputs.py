@@ -1,6 +1,7 @@
 """``compute_many``: many inputs (a scan, an MD trajectory, a benchmark set) as one graph on one cluster.
 
-Orchestration only, as :mod:`qcmb_dask.api`: options -> backend -> plans -> one session -> a result per input.
+Orchestration only, as :mod:`qcmb_dask.api`: options -> :class:`~qcmb_dask.execution.run.Run` -> plans -> one
+session -> a result per input.
 A calculation two inputs share (the same monomer in every frame of a scan) is one node of the graph
 (:func:`qcmb_dask.graph.build_many`), and the result store shares it with later runs as usual.
 """
@@ -8,63 +9,37 @@ A calculation two inputs share (the same monomer in every frame of a scan) is on
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qcmb_dask import preflight, store
-from qcmb_dask.api import Result, _finish, open_run
-from qcmb_dask.clusters.session import jobs_by_key
 from qcmb_dask.diagnostics import provenance, runlog
-from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
+from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.errors import FragmentsFailed, InputsFailed, InvalidArgument, InvalidInput
-from qcmb_dask.interrupts import as_interrupts
-from qcmb_dask.options import Options, document
-from qcmb_dask.planning import derivatives, validate
+from qcmb_dask.execution.run import Run, records_of
+from qcmb_dask.execution.sessions import jobs_by_key
+from qcmb_dask.options import RUN_OPTIONS, Options, RunOptions, document
+from qcmb_dask.planning import derivatives
 from qcmb_dask.planning.plan import make_plan
-from qcmb_dask.worker.analysis import Outcome
-from qcmb_dask.worker.fragment import RunPolicy
+from qcmb_dask.worker.analysis import Outcome, Result
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("qcmb_dask")
 
 
-@document(
-    "jobs",
-    "adapt",
-    "cluster_options",
-    "n_workers",
-    "threads_per_task",
-    "memory_per_task",
-    "cache",
-    "retries",
-    "timeout_per_task",
-    "escalate",
-    "on_error",
-    "progress",
-    "ordering",
-)
+@document("cache", *(name for name in RUN_OPTIONS if name != "report"))
 def compute_many(
     inputs: Iterable,
     cluster: Any = None,
     *,
     names: Sequence[str] | None = None,
-    jobs: int | None = None,
-    adapt: tuple[int, int] | None = None,
-    cluster_options: dict | None = None,
-    n_workers: int | None = None,
-    threads_per_task: int | None = None,
-    memory_per_task: float | str | None = None,
     harnesses: Sequence = (),
     cache: Any = None,
-    retries: int | None = None,
-    timeout_per_task: float | str | None = None,
-    escalate: bool | None = None,
-    on_error: str | None = None,
-    progress: ProgressArg = None,
     callback: Callable[[str, int, int, int], None] | None = None,
-    ordering: str | None = None,
     screening: Any = None,
+    **options: Unpack[RunOptions],
 ) -> list[Result]:
     """Run the expansions of many inputs as one Dask graph on one cluster; a result per input, in order.
 
@@ -98,6 +73,53 @@ def compute_many(
     """
     from qcmb_dask.graph import build_many
 
+    inputs, labels = _listed(inputs, names)
+    if "report" in options:
+        raise InvalidArgument(
+            "compute_many writes no report: run compute on one input with report=, or qcmb-dask report."
+        )
+    run = Run(cluster, cache, harnesses, Options.from_call(**options), callback=callback)
+    plans, refused = _plans(inputs, labels, run.options.max_calculations, run.reporter, screening)
+    order = list(plans)
+    for position, err in run.admit([plans[index] for index in order], each_alone=True).items():
+        refused[order[position]] = err  # the preflight refused this input alone
+        run.reporter.say(f"qcmb_dask: input {order[position] + 1} ({labels[order[position]]}) refused: {err}")
+        del plans[order[position]]
+    if not plans:
+        raise InputsFailed([None] * len(inputs), refused, dict(enumerate(labels)))
+    order = list(plans)
+    run.consider(sum(plan.total_cost() for plan in plans.values()), list(plans.values()))
+    run.reporter.say(f"qcmb_dask: {len(plans)} inputs, {run.ncalculations} calculations before the ones they share")
+
+    def input_done(position: int, outcome: Outcome | Exception) -> None:
+        index = order[position]
+        failed = f"{len(outcome.failures)} fragment(s) failed" if isinstance(outcome, Outcome) else None
+        state = f"its analysis failed: {outcome}" if isinstance(outcome, Exception) else failed or "done"
+        run.reporter.say(f"qcmb_dask: input {index + 1} of {len(inputs)} ({labels[index]}): {state}")
+
+    with run.session() as session:
+        task_config = session.resources.task_config(retries=run.options.retries)
+        workers = session.resources.n_workers
+        graphs = build_many(
+            [plans[index] for index in order],
+            task_config=task_config,
+            policy=run.policy,
+            ordering=run.options.ordering,
+            workers=workers,
+        )
+        bsse_types = sorted({bt for plan in plans.values() for bt in plan.bsse_type})
+        try:
+            outcomes = session.run_many(graphs, run.reporter, bsse_types, input_done)
+        finally:
+            runlog.remember(run.reporter.log)
+        where = session.describe()
+    results = _results(run, inputs, labels, plans, order, graphs, outcomes, refused, where)
+    run.reporter.say(f"qcmb_dask: {len(inputs)} inputs done in {run.seconds():.1f} s")
+    return results
+
+
+def _listed(inputs: Iterable, names: Sequence[str] | None) -> tuple[list, list[str]]:
+    """The inputs as a list and a name for each, or InvalidArgument saying what was expected."""
     if isinstance(inputs, (dict, str, Path)) or hasattr(inputs, "model_dump"):
         raise InvalidArgument(
             f"compute_many takes a list of inputs, got one {type(inputs).__name__}: write compute_many([input]) "
@@ -113,75 +135,13 @@ def compute_many(
         raise InvalidArgument("compute_many got no inputs.")
     if names is not None and len(names) != len(inputs):
         raise InvalidArgument(f"names= has {len(names)} names for {len(inputs)} inputs.")
-    labels = list(names) if names is not None else [_name(data, index) for index, data in enumerate(inputs)]
-    began, began_epoch = time.perf_counter(), time.time()
-    options = Options.resolve(
-        jobs=jobs,
-        adapt=adapt,
-        cluster_options=cluster_options,
-        n_workers=n_workers,
-        threads_per_task=threads_per_task,
-        memory_per_task=memory_per_task,
-        retries=retries,
-        timeout_per_task=timeout_per_task,
-        escalate=escalate,
-        on_error=on_error,
-        progress=progress,
-        ordering=ordering,
-    )
-    store_root, backend = open_run(cluster, cache, harnesses)
-    reporter = Reporter(options.progress, callback=callback)
-    plans, refused = _plans(inputs, labels, options.max_calculations, reporter, screening)
-    if not plans:
-        raise InputsFailed([None] * len(inputs), refused, dict(enumerate(labels)))
-    ncalculations = sum(len(plan) for plan in plans.values())
-    backend.check(options, ncalculations)
-    if backend.programs_run_here:
-        for plan in plans.values():
-            validate.check_programs(validate.plan_requests(plan), installed=True)
-    if store_root is not None:
-        store.prepare(store_root)
-    if backend.programs_run_here:
-        for index in list(plans):
-            try:
-                preflight.check(plans[index], store_root, options.on_error, announce=logger.info)
-            except InvalidInput as err:  # this input fails alone
-                refused[index] = err
-                del plans[index]
-                reporter.say(f"qcmb_dask: input {index + 1} ({labels[index]}) refused: {str(err).splitlines()[0]}")
-        if not plans:
-            raise InputsFailed([None] * len(inputs), refused, dict(enumerate(labels)))
-    programs_used = sorted({t.program.lower() for plan in plans.values() for t in plan})
-    backend.consider(sum(plan.total_cost() for plan in plans.values()), programs_used, store_root)
-    policy = RunPolicy(str(store_root) if store_root else None, options.timeout_per_task, options.escalate)
-    reporter.say(f"qcmb_dask: {len(plans)} inputs, {ncalculations} calculations before the ones they share")
-    backend.announce = reporter.say
-    order = list(plans)
+    return inputs, list(names) if names is not None else [_name(data, index) for index, data in enumerate(inputs)]
 
-    def input_done(position: int, outcome: Outcome | Exception) -> None:
-        index = order[position]
-        if isinstance(outcome, Exception):
-            state = f"its analysis failed: {outcome}"
-        else:
-            state = f"{len(outcome.failures)} fragment(s) failed" if outcome.failures else "done"
-        reporter.say(f"qcmb_dask: input {index + 1} of {len(inputs)} ({labels[index]}): {state}")
 
-    with as_interrupts(), backend.session(options, harnesses, ncalculations) as session:
-        task_config = session.resources.task_config(retries=options.retries)
-        graphs = build_many(
-            [plans[index] for index in order],
-            task_config=task_config,
-            policy=policy,
-            ordering=options.ordering,
-            workers=session.resources.n_workers,
-        )
-        bsse_types = sorted({bt for plan in plans.values() for bt in plan.bsse_type})
-        try:
-            outcomes = session.run_many(graphs, reporter, bsse_types, input_done)
-        finally:
-            runlog.remember(reporter.log)
-        where = session.describe()
-    records = list(reporter.log.records) if reporter.log is not None else []
+def _results(run: Run, inputs, labels, plans, order, graphs, outcomes, refused, where) -> list:
+    """A result per input, each with its own record (its timeline: the fragments it shares included), or
+    InputsFailed naming each input that failed."""
+    records = records_of(run.reporter)
     # a calculation several inputs share ran once, under the label it has in the first of them
     node_label = {key: job.label for key, job in jobs_by_key(graphs).items()}
     results: list[Any] = [None] * len(inputs)
@@ -195,8 +155,8 @@ def compute_many(
             run_id=graph.run_id,
             cluster=where,
             stats=outcome.stats,
-            store_root=store_root,
-            began=began_epoch,
+            store_root=run.store_root,
+            began=run.began_epoch,
             log=None,
             level_labels=plans[index].level_labels,
         )
@@ -204,15 +164,14 @@ def compute_many(
         record["timeline"] = [r for r in records if r["label"] in mine]
         record["input"] = {"index": index, "name": labels[index], "of": len(inputs)}
         try:
-            results[index] = _finish(outcome, options.on_error, store_root, quiet, record)
+            results[index] = run.finish(outcome, record, quiet)
         except FragmentsFailed as err:
             failures[index] = err
-    reporter.stats(_set_stats(records, [o for o in outcomes if isinstance(o, Outcome)]), store_root)
-    if failures and options.on_error != "partial":
+    run.reporter.stats(_set_stats(records, [o for o in outcomes if isinstance(o, Outcome)]), run.store_root)
+    if failures and run.options.on_error != "partial":
         raise InputsFailed(results, failures, dict(enumerate(labels)))
     for index, error in refused.items():
         results[index] = error
-    reporter.say(f"qcmb_dask: {len(inputs)} inputs done in {time.perf_counter() - began:.1f} s")
     return results
 
 

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import dask.config
 import yaml
@@ -69,6 +69,29 @@ PARAMETERS = {
 }
 
 
+class RunOptions(TypedDict, total=False):
+    """The keywords every run takes (``compute``, ``compute_many``, ``optimize``), described once in
+    :data:`PARAMETERS`: ``compute(input, cluster, **options: Unpack[RunOptions])``."""
+
+    jobs: int
+    adapt: tuple[int, int]
+    cluster_options: dict
+    n_workers: int
+    threads_per_task: int
+    memory_per_task: float | str
+    retries: int
+    timeout_per_task: float | str
+    escalate: bool
+    on_error: str
+    progress: Any
+    report: str
+    ordering: str
+
+
+#: the run keywords, in the order the docstrings and help list them
+RUN_OPTIONS = tuple(RunOptions.__annotations__)
+
+
 def setting(key: str, default: Any = None) -> Any:
     """``qcmb_dask.<key>`` from the Dask config: the user's and site's values, else ours.
 
@@ -79,7 +102,7 @@ def setting(key: str, default: Any = None) -> Any:
     return dask.config.get(f"qcmb_dask.{key}", default=default)
 
 
-def resolve(value: Any, key: str) -> Any:
+def value_or_setting(value: Any, key: str) -> Any:
     """``value`` if given, else ``qcmb_dask.<key>`` from dask config."""
     return setting(key) if value is None else value
 
@@ -134,14 +157,22 @@ class Options:
     report: str | None = None
 
     @classmethod
-    def resolve(cls, **given: Any) -> Options:
+    def from_call(cls, **given: Any) -> Options:
         """Each keyword as given, else from ``qcmb_dask.<key>`` in the Dask config; refused (InvalidArgument)
         before anything runs if it cannot be used."""
-        unknown = set(given) - set(cls.__dataclass_fields__)
+        unknown = sorted(set(given) - set(cls.__dataclass_fields__))
         if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+            import difflib
+
+            from qcmb_dask.errors import UnknownArgument
+
+            close = {name: difflib.get_close_matches(name, list(cls.__dataclass_fields__), n=1) for name in unknown}
+            named = ", ".join(
+                f"{name!r}" + (f" (did you mean {close[name][0]!r}?)" if close[name] else "") for name in unknown
+            )
+            raise UnknownArgument(f"unknown keyword argument(s) {named}; the keywords are {', '.join(RUN_OPTIONS)}.")
         from_config = {
-            name: resolve(given.get(name), name.replace("_", "-"))
+            name: value_or_setting(given.get(name), name.replace("_", "-"))
             for name in (
                 "threads_per_task",
                 "memory_per_task",

@@ -48,7 +48,7 @@ def default_location() -> Path:
     return Path(base) / "qcmb_dask" / "results"
 
 
-def resolve(cache: Any) -> Path | None:
+def location(cache: Any) -> Path | None:
     """``cache=`` -> the store's directory, or None when turned off.
 
     ``None`` takes ``qcmb_dask.cache`` from dask config; there ``True``/``"default"`` mean
@@ -71,7 +71,7 @@ def resolve(cache: Any) -> Path | None:
     )
 
 
-def prepare(root: Path) -> None:
+def make_ready(root: Path) -> None:
     """Create the store's directory and prove it writable, before anything is submitted."""
     try:
         Path(root).mkdir(parents=True, exist_ok=True)
@@ -79,8 +79,10 @@ def prepare(root: Path) -> None:
             pass
         _mark(Path(root))
     except OSError as err:
-        raise ValueError(
-            f"The result store {str(root)!r} cannot be written ({err}). Pass cache=<a writable directory> "
+        from qcmb_dask.errors import InvalidArgument
+
+        raise InvalidArgument(
+            f"the result store {str(root)!r} cannot be written ({err}). Pass cache=<a writable directory> "
             "(on a cluster: one every worker can reach), or cache=False to run without a store."
         ) from err
 

@@ -16,21 +16,21 @@ from .conftest import mbe_input
 
 def test_every_shipped_profile_is_valid_for_its_system():
     for system in bs.SYSTEMS:
-        settings = bs.resolve(system)
+        settings = bs.batch_settings(system)
         assert settings.system == system
         assert settings.kwargs["job_name"] == "qcmb-dask"
         assert settings.workers_per_job == 8  # cores 8, one core per fragment by default
 
 
 def test_later_layers_win_profile_then_dask_config_then_cluster_options():
-    assert bs.resolve("slurm").kwargs["queue"] is None  # the profile
+    assert bs.batch_settings("slurm").kwargs["queue"] is None  # the profile
     with dask.config.set({"jobqueue.slurm.queue": "from-jobqueue", "jobqueue.slurm.account": "chem42"}):
-        settings = bs.resolve("slurm")
+        settings = bs.batch_settings("slurm")
         assert settings.kwargs["queue"] == "from-jobqueue"
         assert settings.kwargs["account"] == "chem42"
         with dask.config.set({"qcmb_dask.jobqueue.slurm.queue": "from-qcmb-dask"}):
-            assert bs.resolve("slurm").kwargs["queue"] == "from-qcmb-dask"
-            settings = bs.resolve("slurm", {"queue": "from-call"})
+            assert bs.batch_settings("slurm").kwargs["queue"] == "from-qcmb-dask"
+            settings = bs.batch_settings("slurm", {"queue": "from-call"})
             assert settings.kwargs["queue"] == "from-call"
             assert settings.kwargs["account"] == "chem42"
 
@@ -38,7 +38,7 @@ def test_later_layers_win_profile_then_dask_config_then_cluster_options():
 def test_a_profile_file_names_its_system(tmp_path):
     profile = tmp_path / "mysite.yaml"
     profile.write_text("jobqueue:\n  pbs:\n    cores: 4\n    memory: 8GiB\n    queue: workq\n")
-    settings = bs.resolve(str(profile))
+    settings = bs.batch_settings(str(profile))
     assert settings.system == "pbs"
     assert settings.kwargs["queue"] == "workq"
     assert settings.workers_per_job == 4
@@ -49,26 +49,26 @@ def test_bad_profiles_and_settings_are_refused_with_the_reason(tmp_path):
     two = tmp_path / "two.yaml"
     two.write_text("jobqueue:\n  pbs: {cores: 1}\n  slurm: {cores: 1}\n")
     with pytest.raises(ValueError, match="exactly one batch system"):
-        bs.resolve(str(two))
+        bs.batch_settings(str(two))
     with pytest.raises(ValueError, match="no such profile file"):
-        bs.resolve(str(tmp_path / "missing.yaml"))
+        bs.batch_settings(str(tmp_path / "missing.yaml"))
     with pytest.raises(ValueError, match=r"'partition' is not a setting .*SLURMCluster"):
-        bs.resolve("slurm", {"partition": "compute"})
+        bs.batch_settings("slurm", {"partition": "compute"})
     with pytest.raises(ValueError, match="did you mean job_extra_directives"):
-        bs.resolve("slurm", {"job-extras": []})
+        bs.batch_settings("slurm", {"job-extras": []})
     with pytest.raises(ValueError, match="does not fit"):
-        bs.resolve("slurm", {"memory": "8GiB"}, memory_per_task=4)
+        bs.batch_settings("slurm", {"memory": "8GiB"}, memory_per_task=4)
 
 
 def test_what_qcmb_dask_owns_is_overridden_with_a_warning_and_old_names_translated():
     with pytest.warns(SettingWarning, match=r"processes=4 from cluster_options is not used.*runs 8 worker"):
-        assert bs.resolve("slurm", {"processes": 4}).kwargs["processes"] == 8
+        assert bs.batch_settings("slurm", {"processes": 4}).kwargs["processes"] == 8
     with pytest.warns(SettingWarning, match=r"does not divide the job's 8 cores.*2 worker\(s\) per job, 2 core"):
-        assert bs.resolve("slurm", threads_per_task=3).workers_per_job == 2
+        assert bs.batch_settings("slurm", threads_per_task=3).workers_per_job == 2
     with pytest.warns(SettingWarning, match=r"more than the job's 8 cores \(.*\): each fragment gets 8"):
-        assert bs.resolve("slurm", threads_per_task=16).threads_per_task == 8
+        assert bs.batch_settings("slurm", threads_per_task=16).threads_per_task == 8
     with pytest.warns(SettingWarning, match="'extra' is dask-jobqueue's old name for 'worker_extra_args'"):
-        settings = bs.resolve("slurm", {"extra": ["--resources", "GPU=1"], "job-extra": ["--qos=debug"]})
+        settings = bs.batch_settings("slurm", {"extra": ["--resources", "GPU=1"], "job-extra": ["--qos=debug"]})
     assert settings.kwargs["worker_extra_args"][:2] == ["--resources", "GPU=1"]
     assert settings.kwargs["job_extra_directives"] == ["--qos=debug"]
 
@@ -95,7 +95,7 @@ def test_the_sites_dask_config_wins_over_the_profile_whatever_its_values(tmp_pat
         "    job-extra: ['--comment=site']\n"
     )
     with site_config(tmp_path, monkeypatch, text) as path, pytest.warns(SettingWarning) as seen:
-        settings = bs.resolve("slurm")
+        settings = bs.batch_settings("slurm")
         script = qcmb_dask.job_script("slurm")
     assert {str(w.message).split(":")[0] for w in seen} >= {f"dask config {path}"}
     # 00:30:00 is dask-jobqueue's own default, and the site's: the site wins over the shipped profile's 01:00:00
@@ -111,16 +111,16 @@ def test_the_sites_dask_config_wins_over_the_profile_whatever_its_values(tmp_pat
 
 def test_an_environment_variable_equal_to_the_default_is_still_the_users(monkeypatch):
     monkeypatch.setenv("DASK_JOBQUEUE__SLURM__WALLTIME", "00:30:00")
-    settings = bs.resolve("slurm")
+    settings = bs.batch_settings("slurm")
     assert settings.kwargs["walltime"] == "00:30:00"
     assert settings.sources["walltime"] == "environment (DASK_JOBQUEUE__...)"
     with dask.config.set({"qcmb_dask.jobqueue.slurm.walltime": "02:00:00"}):
-        assert bs.resolve("slurm").kwargs["walltime"] == "02:00:00"  # qcmb_dask's own section is later
-        assert bs.resolve("slurm", {"walltime": "00:05:00"}).kwargs["walltime"] == "00:05:00"  # the call, last
+        assert bs.batch_settings("slurm").kwargs["walltime"] == "02:00:00"  # qcmb_dask's own section is later
+        assert bs.batch_settings("slurm", {"walltime": "00:05:00"}).kwargs["walltime"] == "00:05:00"  # the call, last
 
 
 def test_scratch_settings_reach_qcengines_task_config():
-    settings = bs.resolve("slurm", {"scratch_directory": "/local/scratch", "scratch-messy": True})
+    settings = bs.batch_settings("slurm", {"scratch_directory": "/local/scratch", "scratch-messy": True})
     assert settings.task_config == {"scratch_directory": "/local/scratch", "scratch_messy": True}
     assert "scratch_directory" not in settings.kwargs  # not a dask-jobqueue setting
     from qcmb_dask.clusters.resources import Resources
@@ -132,7 +132,7 @@ def test_scratch_settings_reach_qcengines_task_config():
 
 
 def test_a_job_is_cut_into_one_fragment_workers_that_share_its_memory():
-    settings = bs.resolve("slurm", {"cores": 8, "memory": "32GiB"}, threads_per_task=2)
+    settings = bs.batch_settings("slurm", {"cores": 8, "memory": "32GiB"}, threads_per_task=2)
     assert settings.workers_per_job == 4
     assert settings.kwargs["processes"] == 4
     assert settings.memory_per_task == pytest.approx(0.8 * 8)
@@ -165,7 +165,7 @@ def test_workers_retire_before_the_walltime_staggered():
     with pytest.raises(ValueError, match="no time to work"):
         bs.lifetime_for(2)
     # a --lifetime the user gives is kept, not doubled
-    settings = bs.resolve("slurm", {"worker_extra_args": ["--lifetime", "50m"]})
+    settings = bs.batch_settings("slurm", {"worker_extra_args": ["--lifetime", "50m"]})
     assert settings.kwargs["worker_extra_args"].count("--lifetime") == 1
 
 

@@ -85,20 +85,20 @@ def test_durations_as_dask_and_batch_systems_write_them(value, secs):
 
 
 def test_strings_everywhere_api_config_cli_and_bad_ones_named():
-    assert Options.resolve(memory_per_task="2GiB", timeout_per_task="1h").timeout_per_task == 3600
+    assert Options.from_call(memory_per_task="2GiB", timeout_per_task="1h").timeout_per_task == 3600
     with dask.config.set({"qcmb_dask.timeout-per-task": "00:10:00", "qcmb_dask.memory-per-task": "1GiB"}):
-        options = Options.resolve()
+        options = Options.from_call()
     assert (options.timeout_per_task, options.memory_per_task) == (600, 1.0)
     with pytest.raises(qcmb_dask.InvalidArgument, match="timeout_per_task='soon'.*'2h'"):
-        Options.resolve(timeout_per_task="soon")
+        Options.from_call(timeout_per_task="soon")
     with pytest.raises(qcmb_dask.InvalidArgument, match="memory_per_task='lots'.*'4GiB'"):
-        Options.resolve(memory_per_task="lots")
+        Options.from_call(memory_per_task="lots")
     out = CliRunner().invoke(main, ["job-script", "--cluster", "slurm", "--memory-per-task", "3GiB"])
     assert out.exit_code == 0, out.output
 
 
 def test_the_large_graph_warning_is_ours_to_raise_unless_the_user_set_it():
-    from qcmb_dask.clusters.session import LARGE_GRAPH_THRESHOLD, large_graph_settings
+    from qcmb_dask.execution.sessions import LARGE_GRAPH_THRESHOLD, large_graph_settings
 
     assert dask.utils.parse_bytes(large_graph_settings()[LARGE_GRAPH_THRESHOLD]) >= 2**30
     with dask.config.set({LARGE_GRAPH_THRESHOLD: "5MB"}):

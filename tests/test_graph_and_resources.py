@@ -179,7 +179,7 @@ def test_the_embedded_scheduler_sends_each_worker_its_next_fragment_promptly(set
     to at ``qcmb_dask.scheduler-send-interval``."""
     import dask
 
-    from qcmb_dask.clusters import resolve
+    from qcmb_dask.clusters import backend_for
     from qcmb_dask.options import Options
 
     def intervals(dask_scheduler):
@@ -187,9 +187,11 @@ def test_the_embedded_scheduler_sends_each_worker_its_next_fragment_promptly(set
 
     with (
         dask.config.set({"qcmb_dask.scheduler-send-interval": setting} if setting else {}),
-        resolve(None).session(Options.resolve(n_workers=1, threads_per_task=1), (), 1) as session,
+        backend_for(None).connect(
+            Options.from_call(n_workers=1, threads_per_task=1), 1, lambda client: None
+        ) as connection,
     ):
-        client = session.client
+        client = connection.client
         assert client.run_on_scheduler(intervals) == [expected]
         client.cluster.scale(2)
         client.wait_for_workers(2, timeout=60)

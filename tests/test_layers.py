@@ -1,13 +1,17 @@
-"""The floors hold: a worker and a scheduler load no client code, and planning needs no Dask.
+"""The floors hold: a worker and a scheduler load no client code, planning needs no Dask, clusters/ only connects
+(no execution, diagnostics or worker code) and execution/ knows no kind of cluster.
 
 Each check runs in a fresh interpreter, so what the test process already imported cannot hide an import.
 """
 
+import ast
 import json
 import pickle
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import qcmb_dask
 from qcmb_dask.graph import build
@@ -33,7 +37,7 @@ CLIENT_MODULES = (
     "qcmb_dask.diagnostics.results",
     "qcmb_dask.clusters.driver_job",
     "qcmb_dask.clusters.queue_state",
-    "qcmb_dask.clusters.session",
+    "qcmb_dask.execution",
     "qcmb_dask.clusters.local",
     "qcmb_dask.clusters.given",
     "qcmb_dask.clusters.inprocess",
@@ -101,3 +105,38 @@ def test_importing_the_package_imports_nothing_until_a_name_is_used():
     assert set(qcmb_dask.__all__) >= {"compute", "plan", "build_graph", "job_script", "timeline", "plots"}
     for name in qcmb_dask.__all__:
         assert getattr(qcmb_dask, name) is not None, name
+
+
+def imported_by(folder: str) -> dict[str, set[str]]:
+    """module file -> every qcmb_dask module it imports, at the top or inside a function (the source, not a run:
+    an import in a branch no test takes counts too)."""
+    found = {}
+    for path in sorted((ROOT / "qcmb_dask" / folder).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+        found[str(path.relative_to(ROOT))] = {name for name in names if name.startswith("qcmb_dask")}
+    return found
+
+
+@pytest.mark.parametrize(
+    "folder, forbidden",
+    [
+        ("clusters", ("qcmb_dask.execution", "qcmb_dask.diagnostics", "qcmb_dask.worker", "qcmb_dask.graph")),
+        ("execution", ("qcmb_dask.clusters.auto", "qcmb_dask.clusters.given", "qcmb_dask.clusters.inprocess")),
+        ("execution", ("qcmb_dask.clusters.jobqueue", "qcmb_dask.clusters.local", "qcmb_dask.clusters.mpi")),
+        ("execution", ("qcmb_dask.clusters.shared", "qcmb_dask.clusters.security", "qcmb_dask.clusters.driver_job")),
+        ("planning", ("qcmb_dask.execution", "qcmb_dask.clusters", "qcmb_dask.diagnostics", "qcmb_dask.graph")),
+        ("worker", ("qcmb_dask.execution", "qcmb_dask.clusters", "qcmb_dask.api", "qcmb_dask.planning")),
+    ],
+)
+def test_each_floor_imports_only_what_it_may(folder, forbidden):
+    breaches = {
+        module: sorted(name for name in names if name.startswith(forbidden))
+        for module, names in imported_by(folder).items()
+        if any(name.startswith(forbidden) for name in names)
+    }
+    assert breaches == {}

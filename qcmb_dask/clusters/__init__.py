@@ -1,9 +1,9 @@
 """``cluster=`` -> a backend: one module per kind, behind the small interface of :class:`~.base.Backend`.
 
-    backend = resolve(cluster)                    # which kind, from compute's cluster= argument
+    backend = backend_for(cluster)                # which kind, from compute's cluster= argument
     backend.check(options, ncalculations)         # refuses what this kind cannot do, before anything runs
-    with backend.session(options, harnesses, ncalculations) as session:   # a running executor
-        outcome = session.run(graph, reporter, bsse_types)
+    with backend.connect(options, ncalculations, setup) as connection:   # a client (or this process), sized
+        ...  # qcmb_dask.execution runs the graph there
 
 =================  ========================================  =====================
 ``cluster=``       what runs the fragments                   module
@@ -17,15 +17,15 @@
 a Client, ...      a cluster the user has, left running      :mod:`.given`
 =================  ========================================  =====================
 
-Adding a kind is one module with a :class:`~.base.Backend` and its name in :func:`_kinds`. Nothing here knows
-chemistry beyond what a session reports.
+Adding a kind is one module with a :class:`~.base.Backend` (``claim``, ``check``, ``connect``) and its name in
+:func:`_kinds`. Nothing here runs a graph or knows chemistry.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings
+from qcmb_dask.clusters.base import Backend, Connection, scheduler_settings
 from qcmb_dask.errors import InvalidArgument
 
 
@@ -40,7 +40,7 @@ def _kinds() -> tuple:
     return (AutoBackend, InProcessBackend, LocalBackend, MpiBackend, JobqueueBackend, GivenBackend)
 
 
-def resolve(cluster: Any) -> Backend:
+def backend_for(cluster: Any) -> Backend:
     """The backend for a ``cluster=`` value; :class:`~qcmb_dask.errors.InvalidArgument` if no kind claims it."""
     for kind in _kinds():
         backend = kind.claim(cluster)
@@ -55,4 +55,4 @@ def resolve(cluster: Any) -> Backend:
     )
 
 
-__all__ = ["Backend", "install_harnesses", "resolve", "scheduler_settings"]
+__all__ = ["Backend", "Connection", "backend_for", "scheduler_settings"]

@@ -10,18 +10,17 @@ processes (``timeout_per_task``) always gets the cluster. Either way one line sa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from typing import Any
 
 from qcmb_dask.clusters import resources as res
-from qcmb_dask.clusters.base import Backend
-from qcmb_dask.clusters.session import DistributedSession, SyncSession
+from qcmb_dask.clusters.base import Backend, ClientSetup, Connection
 from qcmb_dask.clusters.shared import SHARED, startup_seconds
 from qcmb_dask.options import Options
 
 
 class AutoBackend(Backend):
     programs_run_here = True
+    keeps_workers = True
 
     @classmethod
     def claim(cls, cluster: Any) -> Backend | None:
@@ -51,18 +50,17 @@ class AutoBackend(Backend):
         return res.for_this_machine(options.n_workers, options.threads_per_task, options.memory_per_task)
 
     @contextlib.contextmanager
-    def session(self, options: Options, harnesses: Sequence, ncalculations: int):
+    def connect(self, options: Options, ncalculations: int, setup: ClientSetup):
         here, line = self.in_process(options)
         if here:
             resources = res.in_process(options.threads_per_task, options.memory_per_task)
-            yield SyncSession(resources, line, kind="in-process")
+            yield Connection(resources, line, kind="in-process")
             return
         resources = self._resources(options)
-        programs = self.programs
-        with SHARED.use(resources, harnesses, programs, measured_in=self.store_root) as (client, started):
+        with SHARED.use(resources, setup, measured_in=self.store_root) as (client, started):
             where = f"started in {started:.1f} s" if started else "reused"
             line = (
                 f"qcmb_dask: on the embedded cluster ({resources.n_workers} worker(s), {where}; "
                 "kept for the next run, qcmb_dask.close() ends it)"
             )
-            yield DistributedSession(client, resources, line, kind="embedded")
+            yield Connection(resources, line, kind="embedded", client=client)

@@ -1,7 +1,9 @@
 """What every cluster kind shares: the :class:`Backend` interface, and the settings of schedulers we start.
 
 A backend knows how to check a run's arguments for its kind of cluster before anything is submitted, and how
-to open a session (an executor for the run's graph) and close what it opened. It knows nothing of chemistry.
+to connect: it yields a :class:`Connection` (a client, or none for this process; its resources; a line saying
+where the run goes) and closes what it opened. It neither runs graphs nor knows chemistry: that is
+:mod:`qcmb_dask.execution`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -21,12 +24,36 @@ from qcmb_dask.clusters import resources as res
 from qcmb_dask.errors import InvalidArgument
 from qcmb_dask.options import Options, setting
 
+#: what a run does on a client before its first task (registers its harnesses, imports its programs on the
+#: workers); a backend calls it once the client exists, and an embedded cluster counts it in its start-up time
+ClientSetup = Callable[[Any], None]
+
+
+@dataclass
+class Connection:
+    """Where a run's fragments go, as a backend yields it."""
+
+    resources: res.Resources
+    #: the line that says where the run goes
+    where: str
+    #: what ``cluster=`` chose, for the result's record of how it was made
+    kind: str
+    #: a ``distributed.Client``; None: this process, one fragment at a time
+    client: Any = None
+    #: Dask resources every task of the run asks for
+    task_resources: dict[str, float] | None = None
+    #: Dask resources every worker is given, joining workers too (one fragment per process where workers have
+    #: threads to spare for a second)
+    worker_resources: dict[str, float] | None = None
+
 
 class Backend(abc.ABC):
-    """One kind of ``cluster=``; :func:`qcmb_dask.clusters.resolve` picks it."""
+    """One kind of ``cluster=``; :func:`qcmb_dask.clusters.backend_for` picks it."""
 
     #: whether the QC programs run in this process's machine, so compute checks they are installed here
     programs_run_here: bool = False
+    #: whether its workers outlive a run (the embedded cluster): worth having them import a run's programs at once
+    keeps_workers: bool = False
 
     def __init__(self, cluster: Any):
         self.cluster = cluster
@@ -53,28 +80,17 @@ class Backend(abc.ABC):
     #: how the backend tells the user what it waits for (a queued job, its reason); compute sets its reporter's
     announce: Callable[[str], None] = staticmethod(logging.getLogger("qcmb_dask").info)
 
-    def prepare(self) -> None:
-        """Before planning: where fragments may run in this process, QCEngine describes the machine meanwhile."""
-        if self.programs_run_here:
-            from qcmb_dask.worker.warmup import prime_in_background
-
-            prime_in_background()
+    def probe(self) -> None:  # noqa: B027  (most kinds have nothing to probe)
+        """Before planning: what can be found out about the cluster in a moment (an address that answers)."""
 
     def consider(self, estimate: float, programs: Sequence[str], store_root) -> None:
         """What the plan costs and runs, and the result store, for kinds that choose or prepare by them."""
         self.estimate, self.programs, self.store_root = estimate, tuple(programs), store_root
 
     @abc.abstractmethod
-    def session(self, options: Options, harnesses: Sequence, ncalculations: int) -> AbstractContextManager:
-        """A running executor (:mod:`qcmb_dask.clusters.session`); closes what it started, leaves the user's."""
-
-
-def install_harnesses(client, harnesses: Sequence) -> None:
-    """Register user harnesses on every worker, now and on workers that join later."""
-    if harnesses:
-        from qcmb_dask.worker.plugins import HarnessPlugin
-
-        client.register_plugin(HarnessPlugin(list(harnesses)), name=keys.HARNESS_PLUGIN)
+    def connect(self, options: Options, ncalculations: int, setup: ClientSetup) -> AbstractContextManager[Connection]:
+        """A :class:`Connection` for the run, ``setup`` called on its client; closes what it started, leaves
+        the user's."""
 
 
 def scheduler_settings(batch: bool = False) -> dict:
@@ -88,18 +104,21 @@ def scheduler_settings(batch: bool = False) -> dict:
       time, the same next-in-priority fragment would fail with it. What the round trip costs is measured in
       ``benchmarks/README.md``.
     - preload :mod:`qcmb_dask.clusters.preload`: the scheduler sends each worker its next fragment within
-      ``qcmb_dask.scheduler-send-interval`` rather than Dask's fixed 5 ms batching interval.
+      ``qcmb_dask.scheduler-send-interval`` rather than Dask's fixed 5 ms batching interval; and
+      :mod:`qcmb_dask.diagnostics.runs_on_scheduler`, the live page's plugin from the start.
     """
     failures_key = "batch.allowed-failures" if batch else "allowed-failures"
     import distributed  # noqa: F401  loads distributed's defaults into dask.config (not loaded at our import)
 
-    def with_ours(key: str, module: str) -> list:  # the user's modules stay, ours is added once
+    def with_ours(key: str, *ours: str) -> list:  # the user's modules stay, ours are added once
         modules = list(dask.config.get(key))
-        return modules if module in modules else [*modules, module]
+        return modules + [module for module in ours if module not in modules]
 
     settings = {
         "distributed.scheduler.http.routes": with_ours("distributed.scheduler.http.routes", keys.LIVE_PAGE_ROUTES),
-        "distributed.scheduler.preload": with_ours("distributed.scheduler.preload", keys.PROMPT_SENDS),
+        "distributed.scheduler.preload": with_ours(
+            "distributed.scheduler.preload", keys.PROMPT_SENDS, keys.RUNS_PRELOAD
+        ),
     }
     for key, ours in (
         ("distributed.scheduler.allowed-failures", setting(failures_key)),

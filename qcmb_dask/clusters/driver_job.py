@@ -4,7 +4,8 @@ The driver job (one core, little memory, a long walltime, the site's own partiti
 settings layers as the worker jobs) runs ``qcmb-dask run`` with the result store on a path the jobs share. It
 submits the worker jobs itself, and cancels them when it ends. SLURM is asked to send SIGTERM some minutes
 before the driver's walltime (``--signal=B:TERM@<s>``): the driver then takes the Ctrl-C path, its worker jobs
-are cancelled and the finished fragments stay in the store, so submitting again resumes.
+are cancelled and the finished fragments stay in the store, so submitting again resumes. Each system's header
+and submit command come from its row in :mod:`.batch_systems`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from qcmb_dask.clusters.batch_systems import SYSTEMS
 from qcmb_dask.clusters.jobqueue_settings import BatchSettings
 from qcmb_dask.errors import InvalidArgument, JobsRefused
 
 #: batch systems a driver job can be submitted to from here
-DRIVER_SYSTEMS = ("slurm", "pbs")
-#: seconds before its walltime that SLURM sends the driver SIGTERM
-WARNING_SECONDS = 300
+DRIVER_SYSTEMS = tuple(name for name, system in SYSTEMS.items() if system.driver_header is not None)
 
 
 @dataclass(frozen=True)
@@ -48,26 +48,14 @@ def driver_job(
             f"qcmb-dask submit writes driver jobs for {' and '.join(DRIVER_SYSTEMS)}; for {settings.system}, submit a "
             f"one-core job that runs: qcmb-dask run {shlex.join(run_arguments)}"
         )
-    queue, account = settings.kwargs.get("queue"), settings.kwargs.get("account")
-    if settings.system == "slurm":
-        log = os.path.join(log_directory, f"{name}-%j.log")
-        directives = [f"-J {name}", "-n 1", "--cpus-per-task=1", f"--mem={memory}", f"-t {walltime}", f"-o {log}"]
-        directives.append(f"--signal=B:TERM@{WARNING_SECONDS}")  # B: to the batch shell, which exec makes Python
-        directives += [f"-p {queue}"] if queue else []
-        directives += [f"-A {account}"] if account else []
-        header = "\n".join(f"#SBATCH {d}" for d in directives)
-    else:
-        log = os.path.join(log_directory, f"{name}.log")
-        directives = [
-            f"-N {name}",
-            f"-l select=1:ncpus=1:mem={memory}",
-            f"-l walltime={walltime}",
-            f"-o {log}",
-            "-j oe",
-        ]
-        directives += [f"-q {queue}"] if queue else []
-        directives += [f"-A {account}"] if account else []
-        header = "\n".join(f"#PBS {d}" for d in directives)
+    header, log = SYSTEMS[settings.system].driver_header(
+        name,
+        memory=memory,
+        walltime=walltime,
+        log_directory=log_directory,
+        queue=settings.kwargs.get("queue"),
+        account=settings.kwargs.get("account"),
+    )
     prologue = "\n".join(settings.kwargs.get("job_script_prologue") or [])
     command = shlex.join([sys.executable, "-m", "qcmb_dask.cli", "run", *run_arguments])
     script = (
@@ -83,7 +71,7 @@ def submit(job: DriverJob, script_path: str) -> str:
     os.makedirs(os.path.dirname(job.log), exist_ok=True)
     with open(script_path, "w") as f:
         f.write(job.script)
-    command = ["sbatch", "--parsable", script_path] if job.system == "slurm" else ["qsub", script_path]
+    command = [*SYSTEMS[job.system].submit, script_path]
     if not shutil.which(command[0]):
         raise JobsRefused(f"{command[0]} not found here: is this a {job.system.upper()} login node?")
     out = subprocess.run(command, capture_output=True, text=True, timeout=60)

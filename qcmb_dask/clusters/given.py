@@ -9,8 +9,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from qcmb_dask.clusters.base import Backend, install_harnesses, workers_resources
-from qcmb_dask.clusters.session import DistributedSession
+from qcmb_dask.clusters.base import Backend, ClientSetup, Connection, workers_resources
 from qcmb_dask.errors import InvalidArgument
 from qcmb_dask.options import Options
 
@@ -24,14 +23,14 @@ class GivenBackend(Backend):
 
         return cls(cluster) if isinstance(cluster, Client) else None
 
-    def prepare(self) -> None:
+    def probe(self) -> None:
         """An address is tried before anything is planned: a scheduler that is not there is a message in seconds,
         not Dask's 30 s wait and its traceback."""
         if isinstance(self.cluster, str):
             check_scheduler_answers(self.cluster)
 
     @contextlib.contextmanager
-    def session(self, options: Options, harnesses: Sequence, ncalculations: int):
+    def connect(self, options: Options, ncalculations: int, setup: ClientSetup):
         from distributed import Client
 
         with contextlib.ExitStack() as stack:
@@ -40,13 +39,13 @@ class GivenBackend(Backend):
                 client = stack.enter_context(Client(self.cluster))
             if options.timeout_per_task:
                 _check_workers_have_nannies(client)
-            install_harnesses(client, harnesses)
+            setup(client)
             resources = workers_resources(client, options.threads_per_task, options.memory_per_task)
             where = f"qcmb_dask: on the cluster you gave (scheduler {client.scheduler.address})"
             shared_process = _fragments_sharing_a_process(client, resources.threads_per_task)
-            task_resources = None
+            one_per_process = None
             if shared_process and (options.timeout_per_task or _unsafe(self.programs)):
-                resources, task_resources = _one_fragment_per_process(client, resources)
+                resources, one_per_process = _one_fragment_per_process(client, resources)
                 why = (
                     "timeout_per_task ends a whole worker process"
                     if options.timeout_per_task
@@ -58,7 +57,14 @@ class GivenBackend(Backend):
                     f"--nthreads {resources.threads_per_task} (one fragment each) or pass "
                     f"threads_per_task={shared_process} (each fragment gets all of a worker's threads)."
                 )
-            yield DistributedSession(client, resources, where, kind="given", task_resources=task_resources)
+            yield Connection(
+                resources,
+                where,
+                kind="given",
+                client=client,
+                task_resources=one_per_process,
+                worker_resources=one_per_process,
+            )
 
 
 #: seconds a scheduler address has to accept a connection before the run is refused
@@ -117,14 +123,12 @@ def _unsafe(programs: Sequence[str]) -> list[str]:
 
 
 def _one_fragment_per_process(client, resources):
-    """Every worker gets one :data:`~qcmb_dask.keys.ONE_FRAGMENT_RESOURCE` (a worker plugin: workers joining
-    later too) and every task of the run asks for it: one of this run's tasks per worker process at a time."""
+    """Every worker is to get one :data:`~qcmb_dask.keys.ONE_FRAGMENT_RESOURCE` (workers joining later too) and
+    every task of the run to ask for it: one of this run's tasks per worker process at a time. The resources
+    each fragment then gets, and that resource."""
     from qcmb_dask import keys
     from qcmb_dask.clusters import resources as res
-    from qcmb_dask.worker.plugins import ProcessSettings
 
-    plugin = ProcessSettings(resources={keys.ONE_FRAGMENT_RESOURCE: 1})
-    client.register_plugin(plugin, name=keys.ONE_FRAGMENT_PLUGIN)
     nworkers = len(client.scheduler_info().get("workers", {})) or 1
     memory = resources.memory_per_task
     shares = res.Resources(nworkers, resources.threads_per_task, memory, resources.extra)

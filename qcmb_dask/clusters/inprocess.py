@@ -5,12 +5,10 @@ The reference executor, and the one to debug with (breakpoints, prints and trace
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from qcmb_dask.clusters import resources as res
-from qcmb_dask.clusters.base import Backend, nothing_to_close
-from qcmb_dask.clusters.session import SyncSession
+from qcmb_dask.clusters.base import Backend, ClientSetup, Connection, nothing_to_close
 from qcmb_dask.errors import InvalidArgument
 from qcmb_dask.options import Options
 
@@ -30,7 +28,7 @@ class InProcessBackend(Backend):
                 "nannies); the in-process executor ('sync') cannot stop a calculation."
             )
 
-    def session(self, options: Options, harnesses: Sequence, ncalculations: int):
+    def connect(self, options: Options, ncalculations: int, setup: ClientSetup):
         resources = res.in_process(options.threads_per_task, options.memory_per_task)
         where = "qcmb_dask: running in this process (cluster='sync')"
-        return nothing_to_close(SyncSession(resources, where, kind="sync"))
+        return nothing_to_close(Connection(resources, where, kind="sync"))

@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import dask
@@ -29,26 +29,14 @@ import dask
 from qcmb_dask import compat
 from qcmb_dask.clusters import queue_state, security
 from qcmb_dask.clusters import resources as res
-from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings
-from qcmb_dask.clusters.jobqueue_settings import BatchSettings, is_batch, jobs_for
-from qcmb_dask.clusters.jobqueue_settings import resolve as resolve_settings
-from qcmb_dask.clusters.session import DistributedSession
+from qcmb_dask.clusters.base import Backend, ClientSetup, Connection, scheduler_settings
+from qcmb_dask.clusters.batch_systems import SYSTEMS
+from qcmb_dask.clusters.jobqueue_settings import BatchSettings, batch_settings, is_batch, jobs_for
 from qcmb_dask.errors import InvalidArgument, JobsRefused, WorkersNeverArrived
 from qcmb_dask.options import Options, setting
 from qcmb_dask.planning.cost import duration
 
 logger = logging.getLogger("qcmb_dask")
-
-#: the command that shows each system's queue, for the error when no worker arrives
-QUEUE_COMMANDS = {
-    "slurm": ["squeue", "-o", "%.12i %.24j %.10T %.10M %.6C %R"],
-    "pbs": ["qstat"],
-    "sge": ["qstat"],
-    "lsf": ["bjobs"],
-    "htcondor": ["condor_q"],
-    "oar": ["oarstat"],
-    "moab": ["showq"],
-}
 
 
 class JobKeeper:
@@ -298,7 +286,7 @@ def diagnose(cluster, settings: BatchSettings, waited: float, why: str) -> str:
             "",
             "Job script:",
             cluster.job_script(),
-            f"Queue ({' '.join(QUEUE_COMMANDS.get(settings.system, ['?']))}):",
+            f"Queue ({' '.join(SYSTEMS[settings.system].queue)}):",
             queue_view,
             "",
             logs,
@@ -307,9 +295,9 @@ def diagnose(cluster, settings: BatchSettings, waited: float, why: str) -> str:
 
 
 def _queue_view(system: str) -> str:
-    command = QUEUE_COMMANDS.get(system)
-    if not command or not shutil.which(command[0]):
-        return f"  ({command[0] if command else system} not found here)"
+    command = SYSTEMS[system].queue
+    if not shutil.which(command[0]):
+        return f"  ({command[0]} not found here)"
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -349,7 +337,7 @@ class JobqueueBackend(Backend):
             raise InvalidArgument(
                 "n_workers is for the embedded cluster; on a batch cluster give jobs=N or adapt=(min, max)."
             )
-        self.settings = resolve_settings(
+        self.settings = batch_settings(
             self.cluster,
             options.cluster_options,
             threads_per_task=options.threads_per_task,
@@ -361,7 +349,7 @@ class JobqueueBackend(Backend):
             self.jobs = jobs_for(ncalculations, self.settings.workers_per_job, max_jobs)
 
     @contextlib.contextmanager
-    def session(self, options: Options, harnesses: Sequence, ncalculations: int):
+    def connect(self, options: Options, ncalculations: int, setup: ClientSetup):
         if self.settings is None:
             self.check(options, ncalculations)
         adapt = tuple(options.adapt) if options.adapt else None
@@ -372,7 +360,7 @@ class JobqueueBackend(Backend):
             scheduler_settings=scheduler_settings(batch=True),
             announce=self.announce,
         ) as client:
-            install_harnesses(client, harnesses)
+            setup(client)
             settings = self.settings
             workers = settings.workers_per_job * (adapt[1] if adapt else self.jobs)
             resources = res.Resources(
@@ -380,7 +368,7 @@ class JobqueueBackend(Backend):
             )
             amount = f"adapt {adapt[0]}-{adapt[1]} jobs" if adapt else f"{self.jobs} job(s)"
             where = f"qcmb_dask: on {settings.system.upper()} jobs ({amount})"
-            yield DistributedSession(client, resources, where, kind=settings.system)
+            yield Connection(resources, where, kind=settings.system, client=client)
 
 
 def _tls(kwargs: dict) -> dict:

@@ -1,6 +1,7 @@
 """What a dask-jobqueue cluster is started with: settings in layers, job sizing, walltime -> lifetime.
 
-Pure: reads files and dask config, starts nothing, so ``job_script`` and the tests can use it anywhere.
+Pure: reads files and dask config, starts nothing, so ``job_script`` and the tests can use it anywhere. What
+differs between batch systems (the class, the walltime's format) is read from :mod:`.batch_systems`.
 
 Layers, later wins, as a site admin expects:
 1. dask-jobqueue's own defaults (its ``jobqueue.yaml``);
@@ -23,7 +24,6 @@ import dataclasses
 import difflib
 import math
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,20 +32,10 @@ import dask.config
 import yaml
 
 from qcmb_dask import compat
+from qcmb_dask.clusters.batch_systems import SYSTEMS, walltime_seconds
 from qcmb_dask.clusters.resources import memory_share
 from qcmb_dask.errors import SettingWarning
 from qcmb_dask.options import setting
-
-#: cluster= name -> dask-jobqueue's class
-SYSTEMS = {
-    "slurm": "SLURMCluster",
-    "pbs": "PBSCluster",
-    "sge": "SGECluster",
-    "lsf": "LSFCluster",
-    "htcondor": "HTCondorCluster",
-    "oar": "OARCluster",
-    "moab": "MoabCluster",
-}
 
 PROFILES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cluster_configs")
 
@@ -88,7 +78,7 @@ class BatchSettings:
 
     @property
     def cluster_class(self):
-        return getattr(compat.import_jobqueue(), SYSTEMS[self.system])
+        return getattr(compat.import_jobqueue(), SYSTEMS[self.system].jobqueue_class)
 
 
 def is_batch(cluster: Any) -> bool:
@@ -99,7 +89,7 @@ def is_batch(cluster: Any) -> bool:
     return name.lower() in SYSTEMS or name.endswith((".yaml", ".yml"))
 
 
-def resolve(
+def batch_settings(
     cluster: Any,
     cluster_options: dict[str, Any] | None = None,
     *,
@@ -138,7 +128,7 @@ def resolve(
                 close = difflib.get_close_matches(key, [k for k in valid if k not in _RENAMED], n=2)
                 hint = f" (did you mean {' or '.join(close)}?)" if close else ""
                 raise ValueError(
-                    f"{where}: {key!r} is not a setting of dask-jobqueue's {SYSTEMS[system]}{hint}. "
+                    f"{where}: {key!r} is not a setting of dask-jobqueue's {SYSTEMS[system].jobqueue_class}{hint}. "
                     f"Settings: {', '.join(sorted(valid))}."
                 )
             merged[key] = value
@@ -264,7 +254,7 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
         # time, with QCEngine told threads_per_task cores. The worker CLI keeps the last --nthreads.
         extra += ["--nthreads", "1"]
         notes.append(f"the last --nthreads (1) wins: one fragment per worker, each given {threads} cores")
-    walltime_s = parse_walltime(full.get("walltime"), system)
+    walltime_s = SYSTEMS[system].walltime(full.get("walltime"))
     lifetime = None
     if walltime_s and not any(a == "--lifetime" for a in extra):
         lifetime = lifetime_for(walltime_s)
@@ -294,30 +284,10 @@ def lifetime_for(walltime_s: float) -> tuple[float, float]:
     return lifetime, stagger
 
 
-_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-
-
 def parse_walltime(walltime: Any, system: str | None = None) -> float | None:
-    """Seconds from a batch walltime: ``"HH:MM:SS"``, ``"D-HH:MM:SS"``, ``"MM:SS"`` or minutes.
-
-    Two fields are minutes:seconds, as SLURM reads them, except for LSF, whose ``-W`` takes hours:minutes.
-    A number is minutes (SLURM's ``--time=90``).
-    """
-    if walltime in (None, ""):
-        return None
-    if isinstance(walltime, (int, float)):
-        return float(walltime) * 60
-    match = _WALLTIME.match(str(walltime).strip())
-    if not match:
-        raise ValueError(f"walltime={walltime!r} is not understood; use 'HH:MM:SS' or 'D-HH:MM:SS'.")
-    days, a, b, c = match.groups()
-    if c is not None:
-        seconds = int(a) * 3600 + int(b) * 60 + int(c)
-    elif b is not None:
-        seconds = (int(a) * 3600 + int(b) * 60) if system == "lsf" else (int(a) * 60 + int(b))
-    else:
-        seconds = int(a) * 60
-    return float(seconds + (int(days) * 86400 if days else 0))
+    """Seconds from a batch walltime, read as ``system`` reads it (:attr:`.BatchSystem.walltime`): ``"HH:MM:SS"``,
+    ``"D-HH:MM:SS"``, ``"MM:SS"`` (LSF: ``"HH:MM"``) or minutes."""
+    return (SYSTEMS[system].walltime if system in SYSTEMS else walltime_seconds)(walltime)
 
 
 def _profile(cluster: Any) -> tuple[str, str, dict[str, Any]]:

@@ -6,15 +6,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from typing import Any
 
 import dask
 
 from qcmb_dask.clusters import resources as res
 from qcmb_dask.clusters import security
-from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings
-from qcmb_dask.clusters.session import DistributedSession
+from qcmb_dask.clusters.base import Backend, ClientSetup, Connection, scheduler_settings
 from qcmb_dask.options import Options, setting
 
 
@@ -33,7 +31,7 @@ class LocalBackend(Backend):
         return res.for_this_machine(options.n_workers, options.threads_per_task, options.memory_per_task, ncalculations)
 
     @contextlib.contextmanager
-    def session(self, options: Options, harnesses: Sequence, ncalculations: int):
+    def connect(self, options: Options, ncalculations: int, setup: ClientSetup):
         from distributed import Client, LocalCluster
 
         resources = self._resources(options, ncalculations)
@@ -51,6 +49,6 @@ class LocalBackend(Backend):
             ) as local_cluster,
             Client(local_cluster) as client,
         ):
-            install_harnesses(client, harnesses)
+            setup(client)
             where = f"qcmb_dask: on an embedded cluster of its own ({resources.n_workers} worker(s), closed after)"
-            yield DistributedSession(client, resources, where, kind="local")
+            yield Connection(resources, where, kind="local", client=client)

@@ -9,15 +9,14 @@ fragment each. Ranks 0 and 2+ never return from ``compute``: they exit when the 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import dask
 import psutil
 
 from qcmb_dask.clusters import security
-from qcmb_dask.clusters.base import Backend, install_harnesses, scheduler_settings, workers_resources
-from qcmb_dask.clusters.session import DistributedSession
+from qcmb_dask.clusters.base import Backend, ClientSetup, Connection, scheduler_settings, workers_resources
 from qcmb_dask.errors import InvalidArgument
 from qcmb_dask.options import Options, setting
 
@@ -118,10 +117,10 @@ class MpiBackend(Backend):
         check_launch(options.timeout_per_task)  # refused on every rank alike, before anything starts
 
     @contextlib.contextmanager
-    def session(self, options: Options, harnesses: Sequence, ncalculations: int):
+    def connect(self, options: Options, ncalculations: int, setup: ClientSetup):
         worker_timeout = float(setting("mpi.worker-timeout"))
         with mpi_client(scheduler_settings(), worker_timeout) as client:
-            install_harnesses(client, harnesses)
+            setup(client)
             resources = workers_resources(client, options.threads_per_task, options.memory_per_task)
             where = f"qcmb_dask: on the MPI ranks ({resources.n_workers} worker(s))"
-            yield DistributedSession(client, resources, where, kind="mpi")
+            yield Connection(resources, where, kind="mpi", client=client)

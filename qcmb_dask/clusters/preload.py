@@ -7,8 +7,9 @@ each fragment it waits for the next one, and that message is usually held back f
 since the previous one: idle workers (``benchmarks/README.md``, overhead, has what it cost). Batching buys nothing
 here, since a worker is sent one fragment at a time anyway.
 
-Schedulers that qcmb_dask starts load this module (``scheduler_settings``); for a scheduler of your own,
-``dask scheduler --preload qcmb_dask.clusters.preload``.
+Schedulers that qcmb_dask starts load this module (``scheduler_settings``), and
+:mod:`qcmb_dask.diagnostics.runs_on_scheduler` for the live page; for a scheduler of your own,
+``dask scheduler --preload qcmb_dask.clusters.preload`` (every run registers the page's plugin itself).
 """
 
 from __future__ import annotations
@@ -43,10 +44,6 @@ class PromptSends(SchedulerPlugin):
 
 def dask_setup(scheduler) -> None:
     """Called by Dask when the scheduler starts with this module in ``distributed.scheduler.preload``."""
-
-    from qcmb_dask.diagnostics.runs_on_scheduler import RunsOnScheduler
-
     interval = parse_timedelta(setting("scheduler-send-interval"), default="ms")
     scheduler.add_plugin(PromptSends(interval))
-    scheduler.add_plugin(RunsOnScheduler())  # from the start: the live page counts every run's fragments
     logger.debug("scheduler sends to workers at most every %s s", interval)

@@ -1,16 +1,16 @@
 """What the batch system says about our jobs: waiting (and why), running, or gone. Asked, never assumed.
 
 A job waiting in the queue is normal on a busy cluster (for hours); only a job that ended without a worker,
-a refusal, or a limit the user set ends a run. For systems whose state is not read here, ``states`` returns
-None and the callers fall back to time alone.
+a refusal, or a limit the user set ends a run. For systems whose state is not read here (no
+:attr:`.BatchSystem.read_states`), ``states`` returns None and the callers fall back to time alone.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections import Counter
 from dataclasses import dataclass
+
+from qcmb_dask.clusters.batch_systems import SYSTEMS
 
 #: SLURM states of a job that will still run or runs now (squeue's %T)
 SLURM_ALIVE = {
@@ -21,6 +21,8 @@ SLURM_ALIVE = {
 
 @dataclass(frozen=True)
 class JobState:
+    """A job as the batch system lists it, in SLURM's words: a reader of another system would translate to them."""
+
     state: str  # the batch system's word: PENDING, RUNNING, ...
     reason: str  # why it waits (squeue's %r: Priority, Resources, QOSMaxJobsPerUser, ...), or "None"
 
@@ -36,22 +38,11 @@ class JobState:
 def states(system: str, job_ids: list[str]) -> dict[str, JobState] | None:
     """job id -> state for the jobs the batch system still lists (an ended job may be missing); None where this
     system's queue is not read here or cannot be asked now."""
-    if system != "slurm" or not job_ids or not shutil.which("squeue"):
+    read = SYSTEMS[system].read_states if system in SYSTEMS else None
+    if read is None or not job_ids:
         return None
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        return None  # the controller did not answer: unknown, not ended
-    found = {}
-    for line in out.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 3:
-            found[parts[0]] = JobState(parts[1], parts[2])
-    return found
+    found = read(job_ids)
+    return None if found is None else {job_id: JobState(state, reason) for job_id, (state, reason) in found.items()}
 
 
 def summary(found: dict[str, JobState], job_ids: list[str]) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from qcmb_dask.clusters import resources as res
 from qcmb_dask.clusters import security
-from qcmb_dask.clusters.base import install_harnesses, scheduler_settings
+from qcmb_dask.clusters.base import ClientSetup, scheduler_settings
 from qcmb_dask.options import setting
 
 #: Seconds assumed for starting workers on a machine where it was never measured.
@@ -38,7 +38,6 @@ class SharedCluster:
         self._cluster = None
         self._client = None
         self._shape = None
-        self._warm: set = set()
         self._idle_timer = None
 
     def client(self):
@@ -46,11 +45,11 @@ class SharedCluster:
         return self._client
 
     @contextlib.contextmanager
-    def use(self, resources: res.Resources, harnesses=(), programs=(), measured_in=None):
+    def use(self, resources: res.Resources, setup: ClientSetup | None = None, measured_in=None):
         """The client of a cluster of ``resources.n_workers`` single-thread workers, started if none runs (or one
-        of another size runs), its workers warmed up for ``programs``. Yields ``(client, started)``: the seconds
-        this call spent starting it (0 for a reused one). ``measured_in``: a store directory where the start-up
-        time is kept."""
+        of another size runs), ``setup`` called on it (the run's harnesses, its programs imported on the
+        workers: part of what starting costs). Yields ``(client, started)``: the seconds this call spent
+        starting it (0 for a reused one). ``measured_in``: a store directory where the start-up time is kept."""
         with self._in_use:  # one run at a time: each run sizes fragments for every worker
             with self._lock:
                 self._cancel_idle_timer()
@@ -60,8 +59,8 @@ class SharedCluster:
                 if fresh:  # none yet, or one of another size or other settings: the user's settings win
                     self._close()
                     self._start(resources, shape)
-                install_harnesses(self._client, harnesses)
-                self._warm_up(programs)
+                if setup is not None:
+                    setup(self._client)
                 if fresh:
                     started = time.perf_counter() - begin
                     record_startup(measured_in, started, resources.n_workers)
@@ -70,15 +69,6 @@ class SharedCluster:
                 yield client, started
             finally:
                 self._start_idle_timer()
-
-    def _warm_up(self, programs) -> None:
-        """Every worker imports the run's programs now, in parallel, rather than in its first fragment."""
-        from qcmb_dask.worker.warmup import import_programs
-
-        missing = sorted(set(programs) - self._warm)
-        if missing:
-            self._client.run(import_programs, missing)
-            self._warm |= set(missing)
 
     def close(self) -> None:
         with self._lock:
@@ -112,7 +102,6 @@ class SharedCluster:
     def _close(self) -> None:
         client, cluster = self._client, self._cluster
         self._client = self._cluster = self._shape = None
-        self._warm = set()
         with contextlib.suppress(Exception):  # closing at exit or after an error: nothing to save
             if client is not None:
                 client.close()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas
 
-    from qcmb_dask.api import Result
+    from qcmb_dask.worker.analysis import Result
 
 from qcmb_dask.errors import InvalidArgument
 from qcmb_dask.qcmanybody_adapter import hartree_to_kcal

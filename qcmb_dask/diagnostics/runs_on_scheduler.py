@@ -105,3 +105,9 @@ def of(scheduler) -> RunsOnScheduler | None:
     """The scheduler's plugin, where it has one."""
     plugin = scheduler.plugins.get(keys.RUNS_PLUGIN)
     return plugin if isinstance(plugin, RunsOnScheduler) else None
+
+
+def dask_setup(scheduler) -> None:
+    """A scheduler preload (schedulers qcmb_dask starts load it, :data:`~qcmb_dask.keys.RUNS_PRELOAD`): the plugin
+    from the start, so that the live page counts every run's fragments."""
+    scheduler.add_plugin(RunsOnScheduler())

@@ -1,8 +1,8 @@
 """``qcmb_dask.optimize``: a geometry optimization whose every energy and gradient is one graph on one cluster.
 
-Orchestration only, as :mod:`qcmb_dask.api`: options -> backend -> the first plan (every check before anything
-is submitted) -> one session for every step -> geomeTRIC, whose engine runs a graph per point it asks for ->
-QCElemental's ``OptimizationResult``.
+Orchestration only, as :mod:`qcmb_dask.api`: options -> :class:`~qcmb_dask.execution.run.Run` -> the first plan
+(every check before anything is submitted) -> one session for every step -> geomeTRIC, whose engine runs a graph
+per point it asks for -> QCElemental's ``OptimizationResult``.
 """
 
 from __future__ import annotations
@@ -14,19 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qcmb_dask import preflight, store
-from qcmb_dask.api import open_run, run_plan
-from qcmb_dask.diagnostics.progress import ProgressArg, Reporter
+from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.errors import InvalidArgument, OptimizationNotConverged
-from qcmb_dask.interrupts import as_interrupts
+from qcmb_dask.execution.run import Run
 from qcmb_dask.optimization import geometric_driver
 from qcmb_dask.optimization.journal import Journal
-from qcmb_dask.options import Options, document
-from qcmb_dask.planning import validate
+from qcmb_dask.options import RUN_OPTIONS, Options, document
 from qcmb_dask.planning.inputs import InputLike, normalize
 from qcmb_dask.planning.plan import make_plan
 from qcmb_dask.qcmanybody_adapter import NormalizedInput
-from qcmb_dask.worker.fragment import RunPolicy
 
 if TYPE_CHECKING:
     from qcelemental.models.v2 import OptimizationResult
@@ -38,41 +34,17 @@ OPTIMIZERS = ("geometric",)
 EXPECTED_STEPS = 10
 
 
-@document(
-    "jobs",
-    "adapt",
-    "cluster_options",
-    "n_workers",
-    "threads_per_task",
-    "memory_per_task",
-    "cache",
-    "retries",
-    "timeout_per_task",
-    "escalate",
-    "progress",
-    "ordering",
-)
+@document("cache", *(name for name in RUN_OPTIONS if name not in ("on_error", "report")))
 def optimize(
     input: InputLike,
     cluster: Any = None,
     *,
     optimizer: str = "geometric",
-    jobs: int | None = None,
-    adapt: tuple[int, int] | None = None,
-    cluster_options: dict | None = None,
-    n_workers: int | None = None,
-    threads_per_task: int | None = None,
-    memory_per_task: float | str | None = None,
     harnesses: Sequence = (),
     cache: Any = None,
-    retries: int | None = None,
-    timeout_per_task: float | str | None = None,
-    escalate: bool | None = None,
-    progress: ProgressArg = None,
     callback: Callable[[int, float, float, dict], None] | None = None,
-    ordering: str | None = None,
     screening: Any = None,
-    **optimizer_keywords: Any,
+    **keywords: Any,
 ) -> OptimizationResult:
     """Optimize the geometry of a cluster on its many-body energy; QCElemental's ``OptimizationResult`` (v2).
 
@@ -95,9 +67,9 @@ def optimize(
     callback
         Called after every point as ``callback(point, energy, gradient_rms, record)``: ``point`` counts from 1,
         ``record`` is the point's ``extras["qcmb_dask"]`` (fragments computed and from the store, timings).
-    optimizer_keywords
-        geomeTRIC's keywords: ``convergence_set="GAU_TIGHT"``, ``maxiter=100``, ``coordsys="tric"``,
-        ``constraints={...}`` (QCSchema's layout), ...
+    keywords
+        The run's keywords below, and geomeTRIC's: ``convergence_set="GAU_TIGHT"``, ``maxiter=100``,
+        ``coordsys="tric"``, ``constraints={...}`` (QCSchema's layout), ...
     {parameters}
 
     Examples
@@ -107,41 +79,26 @@ def optimize(
     >>> result.final_molecule.to_string("xyz")                                  # doctest: +SKIP
     >>> [p.return_energy for p in result.trajectory_properties]                 # doctest: +SKIP
     """
-    began = time.perf_counter()
     if optimizer.lower() not in OPTIMIZERS:
         raise InvalidArgument(
             f"optimizer={optimizer!r}: qcmb_dask drives {', '.join(OPTIMIZERS)} (pip install geometric). "
             "optking is not supported yet."
         )
-    keywords = geometric_driver.check_keywords(optimizer_keywords)
-    options = Options.resolve(
-        jobs=jobs,
-        adapt=adapt,
-        cluster_options=cluster_options,
-        n_workers=n_workers,
-        threads_per_task=threads_per_task,
-        memory_per_task=memory_per_task,
-        retries=retries,
-        timeout_per_task=timeout_per_task,
-        escalate=escalate,
-        on_error="raise",
-        progress=progress,
-        ordering=ordering,
-    )
+    run_options = {name: keywords.pop(name) for name in RUN_OPTIONS if name in keywords}
+    if {"on_error", "report"} & set(run_options):
+        raise InvalidArgument("optimize takes no on_error= or report=: every point must be whole.")
+    geometric_keywords = geometric_driver.check_keywords(keywords)
     start = _gradient_input(normalize(input).model)
-    store_root, backend = open_run(cluster, cache, harnesses)
-    first = make_plan(NormalizedInput(start, 2), options.max_calculations, screening)  # every check, nothing runs
-    backend.check(options, len(first))
-    if backend.programs_run_here:
-        validate.check_programs(validate.plan_requests(first), installed=True)
-    if store_root is not None:
-        store.prepare(store_root)
-    if backend.programs_run_here:
-        preflight.check(first, store_root, announce=logger.info)
-    backend.consider(first.total_cost() * EXPECTED_STEPS, sorted({t.program.lower() for t in first}), store_root)
-    policy = RunPolicy(str(store_root) if store_root else None, options.timeout_per_task, options.escalate)
-    reporter = Reporter(options.progress)
-    backend.announce = reporter.say
+    run = Run(cluster, cache, harnesses, Options.from_call(**run_options, on_error="raise"))
+    first = make_plan(NormalizedInput(start, 2), run.options.max_calculations, screening)  # every check, nothing runs
+    run.admit([first])
+    run.consider(first.total_cost() * EXPECTED_STEPS, [first])
+    return _optimized(run, start, first, geometric_keywords, screening, callback)
+
+
+def _optimized(run: Run, start, first, keywords: dict, screening, callback) -> OptimizationResult:
+    """geomeTRIC on one session, every point it asks for one graph (or replayed from the journal)."""
+    reporter, store_root = run.reporter, run.store_root
     journal = Journal.in_store(store_root, _token(start, keywords))
     resumed = len(journal.points)
     if resumed:
@@ -153,9 +110,9 @@ def optimize(
         index = len(results)
         recorded = journal.recall(index, coordinates)
         point = recorded if recorded is not None else coordinates
-        step_plan = make_plan(NormalizedInput(_moved(start, point), 2), options.max_calculations, screening)
+        step_plan = make_plan(NormalizedInput(_moved(start, point), 2), run.options.max_calculations, screening)
         step_began = time.time()
-        result, _ = run_plan(session, step_plan, options, policy, _StepReporter(), store_root, step_began)
+        result, _ = run.run_plan(session, step_plan, _StepReporter(), step_began)
         energy = float(result.properties.return_energy)
         gradient = np.asarray(result.return_result, dtype=float).reshape(-1, 3)
         if recorded is None:
@@ -173,7 +130,7 @@ def optimize(
         return energy, gradient
 
     molecule = start.molecule
-    with as_interrupts(), backend.session(options, harnesses, len(first)) as session:
+    with run.session() as session:
         where = session.describe()
         if where.get("where"):
             reporter.say(where["where"])
@@ -186,7 +143,7 @@ def optimize(
             rms = float(np.sqrt(np.mean(np.asarray(last.return_result) ** 2)))
             energy = last.properties.return_energy
             raise OptimizationNotConverged(len(results), energy, rms, store_root is not None) from err
-    seconds = time.perf_counter() - began
+    seconds = run.seconds()
     reporter.say(f"qcmb_dask: optimization converged in {len(results)} points, {seconds:.1f} s")
     return _optimization_result(start, keywords, results, final, log, where, seconds, resumed=resumed)
 

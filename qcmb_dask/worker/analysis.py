@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from qcmb_dask.errors import FragmentError, FragmentsFailed
 from qcmb_dask.qcmanybody_adapter import NormalizedInput, accept_embedding_charges, qcmb_computer, truncated_core
 from qcmb_dask.worker import screened as screened_assembly
 from qcmb_dask.worker.fragment import FragmentFailure, FragmentOutput
+
+if TYPE_CHECKING:
+    from qcmanybody.models.v1 import ManyBodyResult as ManyBodyResultV1
+    from qcmanybody.models.v2 import ManyBodyResult
 
 
 @dataclass
@@ -129,6 +133,11 @@ class PartialResult:
 
 #: the fields of a FragmentError, in its constructor's order
 FAILURE_FIELDS = ("label", "nbody", "program", "method", "basis", "error_type", "message", "record")
+
+
+#: what ``compute`` returns: QCManyBody's result (of the input's schema version), or the levels that could be
+#: assembled with ``on_error="partial"``
+Result = Union["ManyBodyResult", "ManyBodyResultV1", PartialResult]  # noqa: UP007  (a runtime alias, read on 3.10)
 
 
 def _level_dict(level: LevelResult) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Sessions: a running executor that takes a run's graph and reports fragments and levels as they end.
 
 :class:`SyncSession` runs every fragment in this process, one at a time; :class:`DistributedSession` runs the
-graph on a ``distributed.Client`` of any kind. Both know nothing of chemistry beyond the graph's handles.
+graph on a ``distributed.Client`` of any kind. :func:`open_session` makes the one a backend's
+:class:`~qcmb_dask.clusters.base.Connection` calls for. Neither knows which kind of cluster it runs on, nor
+chemistry beyond the graph's handles.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import dask
 
 from qcmb_dask import keys
 from qcmb_dask.clusters import resources as res
-from qcmb_dask.clusters import run_subscriptions
 from qcmb_dask.diagnostics import run_events
 from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.diagnostics.runs_on_scheduler import RunsOnScheduler
 from qcmb_dask.errors import SchedulerLost
+from qcmb_dask.execution import subscriptions
 from qcmb_dask.graph import MBEGraph
 from qcmb_dask.qcmanybody_adapter import EMBEDDING_VARIABLE
 from qcmb_dask.store import ResultStore
@@ -33,6 +35,19 @@ from qcmb_dask.worker.plugins import ProcessSettings
 #: it is shipped once. The warning is kept for graphs far beyond any plan qcmb_dask accepts (max-calculations),
 #: and a threshold the user set is theirs.
 LARGE_GRAPH_THRESHOLD = "distributed.admin.large-graph-warning-threshold"
+
+
+def open_session(connection) -> SyncSession | DistributedSession:
+    """The executor for a backend's :class:`~qcmb_dask.clusters.base.Connection`."""
+    if connection.client is None:
+        return SyncSession(connection.resources, connection.where, kind=connection.kind)
+    return DistributedSession(
+        connection.client,
+        connection.resources,
+        connection.where,
+        kind=connection.kind,
+        task_resources=connection.task_resources,
+    )
 
 
 def large_graph_settings() -> dict:
@@ -194,7 +209,7 @@ class DistributedSession:
             )
 
         started = time.time()
-        with run_subscriptions.fragment_records(self.client, run_id, fragment_ended):
+        with subscriptions.fragment_records(self.client, run_id, fragment_ended):
             with dask.config.set(large_graph_settings()):
                 futures = self.client.compute(
                     [*(g.outcome for g in graphs), *levels, *fragments.values()], resources=self.task_resources

@@ -1,0 +1,189 @@
+"""What qcmb_dask knows of each batch system, one row per system, as dask-jobqueue keeps one module per system.
+
+A system's commands, walltime format, queue reading and driver-job header used to be spread over the settings,
+the cluster, the queue reader and the driver job; supporting one more system, or correcting one, meant finding
+them all. Here a row says all of it, and those modules ask the row, never the system's name.
+
+Only what qcmb_dask itself does per system is here; dask-jobqueue's classes write the worker jobs' scripts and
+submit them. Pure: starts nothing when imported, so the settings and the tests can read it anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: seconds before its walltime that SLURM sends the driver job SIGTERM, so that it cancels its worker jobs itself
+WARNING_SECONDS = 300
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def _walltime(walltime: Any, hours_minutes: bool) -> float | None:
+    if walltime in (None, ""):
+        return None
+    if isinstance(walltime, (int, float)):
+        return float(walltime) * 60
+    match = _WALLTIME.match(str(walltime).strip())
+    if not match:
+        raise ValueError(f"walltime={walltime!r} is not understood; use 'HH:MM:SS' or 'D-HH:MM:SS'.")
+    days, a, b, c = match.groups()
+    if c is not None:
+        seconds = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:
+        seconds = (int(a) * 3600 + int(b) * 60) if hours_minutes else (int(a) * 60 + int(b))
+    else:
+        seconds = int(a) * 60
+    return float(seconds + (int(days) * 86400 if days else 0))
+
+
+def walltime_seconds(walltime: Any) -> float | None:
+    """Seconds from a batch walltime: ``"HH:MM:SS"``, ``"D-HH:MM:SS"``, ``"MM:SS"`` or minutes.
+
+    Two fields are minutes:seconds, as SLURM reads them; a number is minutes (SLURM's ``--time=90``).
+    """
+    return _walltime(walltime, hours_minutes=False)
+
+
+def lsf_walltime_seconds(walltime: Any) -> float | None:
+    """As :func:`walltime_seconds`, but two fields are hours:minutes, as LSF's ``-W`` reads them."""
+    return _walltime(walltime, hours_minutes=True)
+
+
+def _squeue_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
+    """job id -> (squeue's %T, %r) for the jobs SLURM still lists; None where it cannot be asked now."""
+    if not shutil.which("squeue"):
+        return None
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return None  # the controller did not answer: unknown, not ended
+    found = {}
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            found[parts[0]] = (parts[1], parts[2])
+    return found
+
+
+def _sbatch_header(name, *, memory, walltime, log_directory, queue, account) -> tuple[str, str]:
+    """The driver job's ``#SBATCH`` lines and its log's path (``%j``: the job id)."""
+    log = os.path.join(log_directory, f"{name}-%j.log")
+    directives = [f"-J {name}", "-n 1", "--cpus-per-task=1", f"--mem={memory}", f"-t {walltime}", f"-o {log}"]
+    directives.append(f"--signal=B:TERM@{WARNING_SECONDS}")  # B: to the batch shell, which exec makes Python
+    directives += [f"-p {queue}"] if queue else []
+    directives += [f"-A {account}"] if account else []
+    return "\n".join(f"#SBATCH {d}" for d in directives), log
+
+
+def _pbs_header(name, *, memory, walltime, log_directory, queue, account) -> tuple[str, str]:
+    """The driver job's ``#PBS`` lines and its log's path."""
+    log = os.path.join(log_directory, f"{name}.log")
+    directives = [f"-N {name}", f"-l select=1:ncpus=1:mem={memory}", f"-l walltime={walltime}", f"-o {log}", "-j oe"]
+    directives += [f"-q {queue}"] if queue else []
+    directives += [f"-A {account}"] if account else []
+    return "\n".join(f"#PBS {d}" for d in directives), log
+
+
+@dataclass(frozen=True)
+class BatchSystem:
+    """One batch system: its dask-jobqueue class, its commands, and how qcmb_dask reads and writes for it."""
+
+    #: the ``cluster=`` name, and the section of dask-jobqueue's config (``jobqueue.<name>``)
+    name: str
+    #: dask-jobqueue's cluster class, by name: dask-jobqueue is imported only when a cluster starts
+    jobqueue_class: str
+    #: submits the job script whose path follows and prints the job's id (the driver job; dask-jobqueue submits
+    #: the worker jobs its own way: LSF's bsub reads #BSUB lines from stdin, HTCondor takes a submit description)
+    submit: tuple[str, ...]
+    #: shows one job (its id follows), told to the user
+    status: str
+    #: cancels one job (its id follows), told to the user
+    cancel: str
+    #: shows the queue, run when no worker arrived
+    queue: tuple[str, ...]
+    #: the walltime setting in seconds, read as this system reads it
+    walltime: Callable[[Any], float | None] = walltime_seconds
+    #: job ids -> {id: (state, reason)} in SLURM's words, or None where the queue cannot be asked now;
+    #: None where this system's queue is not read here (the callers then go by time alone)
+    read_states: Callable[[list[str]], dict[str, tuple[str, str]] | None] | None = None
+    #: ``(name, *, memory, walltime, log_directory, queue, account)`` -> (directives, log path) of a driver job;
+    #: None where ``qcmb-dask submit`` does not write one
+    driver_header: Callable[..., tuple[str, str]] | None = None
+
+
+#: cluster= name -> its system, in the order messages list them
+SYSTEMS: dict[str, BatchSystem] = {
+    system.name: system
+    for system in (
+        BatchSystem(
+            "slurm",
+            "SLURMCluster",
+            submit=("sbatch", "--parsable"),  # the id alone
+            status="squeue -j",
+            cancel="scancel",
+            queue=("squeue", "-o", "%.12i %.24j %.10T %.10M %.6C %R"),
+            read_states=_squeue_states,
+            driver_header=_sbatch_header,
+        ),
+        BatchSystem(
+            "pbs",
+            "PBSCluster",
+            submit=("qsub",),
+            status="qstat",
+            cancel="qdel",
+            queue=("qstat",),
+            driver_header=_pbs_header,
+        ),
+        BatchSystem(
+            "sge",
+            "SGECluster",
+            submit=("qsub",),
+            status="qstat -j",
+            cancel="qdel",
+            queue=("qstat",),
+        ),
+        BatchSystem(
+            "lsf",
+            "LSFCluster",
+            submit=("bsub",),
+            status="bjobs",
+            cancel="bkill",
+            queue=("bjobs",),
+            walltime=lsf_walltime_seconds,
+        ),
+        BatchSystem(
+            "htcondor",
+            "HTCondorCluster",
+            submit=("condor_submit",),
+            status="condor_q",
+            cancel="condor_rm",
+            queue=("condor_q",),
+        ),
+        BatchSystem(
+            "oar",
+            "OARCluster",
+            submit=("oarsub", "-S"),  # -S: read the script's #OAR lines
+            status="oarstat -j",
+            cancel="oardel",
+            queue=("oarstat",),
+        ),
+        BatchSystem(
+            "moab",
+            "MoabCluster",
+            submit=("msub",),
+            status="checkjob",
+            cancel="canceljob",
+            queue=("showq",),
+        ),
+    )
+}

@@ -1,0 +1,192 @@
+"""One run, set up once: what ``compute``, ``compute_many`` and ``optimize`` share.
+
+    run = Run(cluster, cache, harnesses, options, callback=callback)   # backend, store, programs, display
+    plan = make_plan(input, ...)                                          # planning: nothing runs
+    run.admit([plan])                  # the backend's checks, programs installed, store writable, the preflight
+    run.consider(plan.total_cost(), plan)                                 # what the backend may size itself by
+    with run.session() as session:                                        # connected, set up, interruptible
+        result, graph = run.run_plan(session, plan)
+
+The backend (:mod:`qcmb_dask.clusters`) only connects; everything a run does on a client (its harnesses, its
+programs imported on workers kept between runs, one fragment per process where asked) is done here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from qcmb_dask import clusters, keys, preflight, programs, store
+from qcmb_dask.diagnostics import provenance, runlog
+from qcmb_dask.diagnostics.progress import Reporter
+from qcmb_dask.errors import FragmentsFailed, InvalidInput, summary_lines
+from qcmb_dask.execution.sessions import open_session
+from qcmb_dask.interrupts import as_interrupts
+from qcmb_dask.options import Options, check_harnesses
+from qcmb_dask.planning import cost_history, validate
+from qcmb_dask.planning.plan import Plan
+from qcmb_dask.worker.analysis import Outcome, PartialResult
+from qcmb_dask.worker.fragment import RunPolicy
+
+logger = logging.getLogger("qcmb_dask")
+
+#: client -> the programs its workers imported already (a cluster kept between runs is warmed up once)
+_WARMED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class Run:
+    """A run's set-up, in the order it must happen; the entry points add what is theirs (one input or many, the
+    optimizer's loop) around it."""
+
+    def __init__(
+        self,
+        cluster: Any,
+        cache: Any,
+        harnesses: Sequence,
+        options: Options,
+        *,
+        callback: Callable[[str, int, int, int], None] | None = None,
+        reporter: Reporter | None = None,
+    ):
+        from qcmb_dask.worker.warmup import prime_in_background
+
+        self.began, self.began_epoch = time.perf_counter(), time.time()
+        check_harnesses(harnesses)
+        self.options = options
+        self.harnesses = tuple(harnesses)
+        self.store_root = store.location(cache)
+        self.backend = clusters.backend_for(cluster)
+        self.backend.probe()
+        if self.backend.programs_run_here:
+            prime_in_background()  # QCEngine describes this machine while the plan is made
+        programs.register(harnesses)
+        self.reporter = reporter if reporter is not None else Reporter(options.progress, callback=callback)
+        self.policy = RunPolicy(
+            str(self.store_root) if self.store_root else None, options.timeout_per_task, options.escalate
+        )
+        self.ncalculations = 0
+
+    def admit(self, plans: Sequence[Plan], *, each_alone: bool = False) -> dict[int, InvalidInput]:
+        """Every check that needs the plans, before anything is submitted: the backend's, the programs installed
+        where they run here, the store made and writable, and the preflight (:mod:`qcmb_dask.preflight`).
+        ``each_alone``: a plan the preflight refuses is returned (position -> refusal) instead of raised."""
+        self.ncalculations = sum(len(plan) for plan in plans)
+        self.backend.check(self.options, self.ncalculations)
+        if self.backend.programs_run_here:  # elsewhere the programs may live only on the workers (a module load)
+            for plan in plans:
+                validate.check_programs(validate.plan_requests(plan), installed=True)
+        if self.store_root is not None:
+            store.make_ready(self.store_root)
+        refused: dict[int, InvalidInput] = {}
+        if self.backend.programs_run_here:
+            for position, plan in enumerate(plans):
+                try:
+                    preflight.check(plan, self.store_root, self.options.on_error, announce=logger.info)
+                except InvalidInput as err:
+                    if not each_alone:
+                        raise
+                    refused[position] = err
+        return refused
+
+    def consider(self, estimate: float, plans: Sequence[Plan]) -> None:
+        """What the run costs (one-core seconds) and which programs it runs, for backends that choose or size by
+        them; from here on the backend speaks through the run's display."""
+        used = sorted({task.program.lower() for plan in plans for task in plan})
+        self.backend.consider(estimate, used, self.store_root)
+        self.backend.announce = self.reporter.say
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator:
+        """Connected and set up, Ctrl-C and SIGTERM turned into a clean stop; closes what the backend opened."""
+        with as_interrupts(), self.backend.connect(self.options, self.ncalculations, self._set_up) as connection:
+            if connection.worker_resources and connection.client is not None:
+                from qcmb_dask.worker.plugins import ProcessSettings
+
+                plugin = ProcessSettings(resources=connection.worker_resources)
+                connection.client.register_plugin(plugin, name=keys.ONE_FRAGMENT_PLUGIN)
+            yield open_session(connection)
+
+    def _set_up(self, client) -> None:
+        """What the run needs on a client before its first task: its harnesses on every worker (joining ones
+        too); on a cluster kept between runs, its programs imported by every worker now, in parallel, rather than
+        in each worker's first fragment."""
+        install_harnesses(client, self.harnesses)
+        if self.backend.keeps_workers:
+            from qcmb_dask.worker.warmup import import_programs
+
+            warmed = _WARMED.setdefault(client, set())
+            missing = sorted(set(self.backend.programs) - warmed)
+            if missing:
+                client.run(import_programs, missing)
+                warmed |= set(missing)
+
+    def run_plan(self, session, plan: Plan, reporter: Reporter | None = None, began_epoch: float | None = None):
+        """One input's graph on an open session, to its result (as :meth:`finish` gives it) and the graph: the
+        core of ``compute``, and of every point of an optimization (one session for all its points)."""
+        from qcmb_dask.graph import build
+
+        reporter = reporter if reporter is not None else self.reporter
+        graph = build(
+            plan,
+            task_config=session.resources.task_config(retries=self.options.retries),
+            policy=self.policy,
+            ordering=self.options.ordering,
+            workers=session.resources.n_workers,
+        )
+        try:
+            outcome = session.run(graph, reporter, plan.bsse_type)
+        finally:
+            runlog.remember(reporter.log)
+            threads = session.resources.threads_per_task
+            measured = cost_history.measured_ratios(plan.tasks, records_of(reporter), threads)
+            cost_history.record(self.store_root, measured)
+        record = provenance.run_record(
+            run_id=graph.run_id,
+            cluster=session.describe(),
+            stats=outcome.stats,
+            store_root=self.store_root,
+            began=self.began_epoch if began_epoch is None else began_epoch,
+            log=reporter.log,
+            level_labels=plan.level_labels,
+        )
+        return self.finish(outcome, record, reporter), graph
+
+    def finish(self, outcome: Outcome, record: dict, reporter: Reporter):
+        """Say where results came from; the result, a PartialResult (both with ``record`` in their extras), or
+        FragmentsFailed."""
+        reporter.stats(outcome.stats, self.store_root)
+        if not outcome.failures:
+            return provenance.with_record(outcome.result, record)
+        if self.options.on_error == "partial":
+            highest = outcome.levels[max(outcome.levels)] if outcome.levels else None
+            extras = {provenance.EXTRAS_KEY: record}
+            partial = PartialResult(highest, outcome.levels, outcome.failures, outcome.stats, extras)
+            reporter.say(
+                f"qcmb_dask: {len(outcome.failures)} fragment(s) failed; returning the expansion through "
+                f"{partial.nbody}-body (on_error='partial'):\n" + "\n".join(summary_lines(outcome.failures))
+            )
+            return partial
+        store_root = self.store_root
+        raise FragmentsFailed(
+            outcome.failures, store=str(store_root) if store_root else False, levels_done=sorted(outcome.levels)
+        )
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.began
+
+
+def install_harnesses(client, harnesses: Sequence) -> None:
+    """Register user harnesses on every worker, now and on workers that join later."""
+    if harnesses:
+        from qcmb_dask.worker.plugins import HarnessPlugin
+
+        client.register_plugin(HarnessPlugin(list(harnesses)), name=keys.HARNESS_PLUGIN)
+
+
+def records_of(reporter: Reporter) -> list:
+    """The fragment records a run's display kept (its timeline)."""
+    return list(reporter.log.records) if reporter.log is not None else []
