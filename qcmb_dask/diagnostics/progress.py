@@ -6,7 +6,7 @@ Where it shows (``progress=``):
   through the ``qcmb_dask`` logger (unless logging is configured already: then it goes where that says);
 - ``True``: lines on stderr (levels and the summary; the bar too when stderr is a terminal);
 - ``False``: the logger only;
-- a callable: receives every :class:`~qcmb_dask.analysis.LevelResult` as it arrives.
+- a callable: receives every :class:`~qcmb_dask.worker.analysis.LevelResult` as it arrives.
 
 ``callback=`` receives ``(label, nbody, done, total)`` after every fragment (``done`` and ``total`` count
 the whole run), for progress displays of your own.
@@ -14,9 +14,7 @@ the whole run), for progress displays of your own.
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 import sys
 import threading
 import time
@@ -24,59 +22,53 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TextIO, Union
 
+from qcmb_dask.diagnostics.displays import displays_for
 from qcmb_dask.diagnostics.runlog import RunLog
 from qcmb_dask.errors import InvalidArgument, StoreWarning
-from qcmb_dask.planning.cost import duration
 from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
 from qcmb_dask.worker.analysis import LevelIncomplete
 
 logger = logging.getLogger("qcmb_dask")
 
 
-#: seconds between progress lines in a log (a batch job's, a pipe's), where no live bar can be drawn
-LOG_EVERY_S = 60.0
-
 ProgressArg = Union[bool, str, Callable, None]  # noqa: UP007  (a runtime alias, read on Python 3.10)
 FragmentCallback = Callable[[str, int, int, int], None]
 
 
 class Reporter:
-    """Where progress goes: see the module's docstring for ``progress`` and ``callback``."""
+    """A run's displays (:mod:`qcmb_dask.diagnostics.displays`) and its log: what a session tells about the run
+    goes to every display, what it counts to the :class:`~qcmb_dask.diagnostics.runlog.RunLog`.
+
+    ``progress`` and ``callback`` choose the displays (:func:`~qcmb_dask.diagnostics.displays.displays_for`);
+    ``displays`` gives them instead."""
 
     def __init__(
         self,
         progress: ProgressArg = "auto",
         stream: TextIO | None = None,
         callback: FragmentCallback | None = None,
+        displays: Sequence | None = None,
     ):
         if progress not in (True, False, None, "auto") and not callable(progress):
-            raise ValueError(f"progress={progress!r}: expected True, False, 'auto' or a callable.")
+            raise InvalidArgument(f"progress={progress!r}: expected True, False, 'auto' or a callable.")
         if callback is not None and not callable(callback):
             raise InvalidArgument(f"callback={callback!r}: expected a function of (label, nbody, done, total).")
-        self.stream = stream or sys.stderr
-        self.level_callback = progress if callable(progress) else None
-        self.fragment_callback = callback
-        tty = _isatty(self.stream)
-        self.notebook = progress == "auto" and not tty and _in_jupyter()
-        self.enabled = progress is True or (progress == "auto" and tty)
-        self.live_bar = self.enabled and tty
-        #: nothing watches: the progress line goes to the log every LOG_EVERY_S seconds instead of a live bar
-        self.log_progress = progress == "auto" and not tty and not self.notebook
-        if self.log_progress:
-            log_to_stderr_when_unwatched()
-        self._last_logged = time.time()
+        if displays is None:
+            displays = displays_for(progress, stream or sys.stderr, callback)
+        self.displays = list(displays)
         #: the run's log (counts, ETA, the fragment records): what the displays draw, from :meth:`start` on
         self.log: RunLog | None = None
         self._lock = threading.Lock()
-        self._last_draw = 0.0
-        self._bar_shown = False
-        self._notebook_handle = None
-        self._notebook_lines: list = []
 
-    # -- the run ------------------------------------------------------------------------------------
+    def _each(self, call: Callable, *, locked: bool = True) -> None:
+        for display in self.displays:
+            if display.locked == locked:
+                call(display)
+
     def start(self, level_sizes: dict[int, int], costs: dict[str, float]) -> None:
-        self.log = RunLog(level_sizes, costs)
-        self._draw(force=True)
+        with self._lock:
+            self.log = RunLog(level_sizes, costs)
+            self._each(lambda d: d.start(self.log))
 
     def fragment(
         self,
@@ -92,24 +84,13 @@ class Reporter:
         with self._lock:
             if self.log is None or not self.log.add(label, nbody, ok, from_store, start, stop, worker):
                 return
-            done, total = self.log.ndone, self.log.ntotal
-            self._draw(force=done == total)
-            if self.log_progress and time.time() - self._last_logged >= LOG_EVERY_S:
-                self._last_logged = time.time()
-                logger.info(self.log.line())
-        if self.fragment_callback is not None:
-            self.fragment_callback(label, nbody, done, total)
+            self._each(lambda d: d.fragment(self.log, label, nbody))
+        self._each(lambda d: d.fragment(self.log, label, nbody), locked=False)
 
     def say(self, line: str) -> None:
-        logger.info(line)
         with self._lock:
-            if self.enabled:
-                self._clear_bar()
-                print(line, file=self.stream, flush=True)
-                self._draw(force=True)
-            elif self.notebook:
-                self._notebook_lines.append(line)
-                self._draw(force=True)
+            self._each(lambda d: d.say(line))
+        self._each(lambda d: d.say(line), locked=False)
 
     def dashboard(self, link: str | None) -> None:
         if link:
@@ -128,8 +109,9 @@ class Reporter:
                 f"{level.ncalculations} calculations failed"
             )
             return
-        if self.level_callback is not None:
-            self.level_callback(level)
+        self._each(lambda d: d.level(level), locked=False)
+        with self._lock:
+            self._each(lambda d: d.level(level))
         energies = {bt: level.interaction_energy(bt) for bt in bsse_types}
         parts = [
             f"{bt.upper()} IE {value:.10f} Eh ({value * hartree_to_kcal():.4f} kcal/mol)"
@@ -141,8 +123,8 @@ class Reporter:
 
     def finish(self) -> None:
         with self._lock:
-            self._draw(force=True)
-            self._clear_bar()
+            if self.log is not None:
+                self._each(lambda d: d.finish(self.log))
 
     def stats(self, stats, store_root) -> None:
         """Where the fragment results came from; a loud warning when the store could not keep them."""
@@ -164,48 +146,6 @@ class Reporter:
                 StoreWarning,
                 stacklevel=3,
             )
-
-    # -- drawing (under the lock) ---------------------------------------------------------------------
-    def _draw(self, force: bool = False) -> None:
-        if self.log is None or not (self.live_bar or self.notebook):
-            return
-        now = time.time()
-        if not force and now - self._last_draw < 0.2:
-            return
-        self._last_draw = now
-        if self.live_bar:
-            self.stream.write("\r\033[K" + self.log.line())
-            self.stream.flush()
-            self._bar_shown = True
-        else:
-            self._draw_notebook()
-
-    def _clear_bar(self) -> None:
-        if self._bar_shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self._bar_shown = False
-
-    def _draw_notebook(self) -> None:
-        from IPython.display import HTML, display
-
-        rows = "".join(
-            f"<tr><td>{n}-body</td><td><progress value='{self.log.done[n]}' max='{self.log.total[n]}'>"
-            f"</progress></td><td>{self.log.done[n]}/{self.log.total[n]}</td></tr>"
-            for n in sorted(self.log.total)
-            if self.log.total[n]
-        )
-        eta = self.log.eta()
-        lines = "".join(f"<div>{_linked(html.escape(line))}</div>" for line in self._notebook_lines)
-        content = HTML(
-            f"<div class='qcmb-dask-progress'><table>{rows}</table>"
-            f"<div>{self.log.ndone}/{self.log.ntotal} done"
-            f"{'' if eta is None else ', ETA ' + duration(eta)}</div>{lines}</div>"
-        )
-        if self._notebook_handle is None:
-            self._notebook_handle = display(content, display_id=True)
-        else:
-            self._notebook_handle.update(content)
 
 
 class _Stderr(logging.StreamHandler):
@@ -238,19 +178,14 @@ def log_to_stderr_when_unwatched() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _linked(text: str) -> str:
-    """Addresses in a line of (escaped) text as links: the dashboard and the many-body page."""
-    return re.sub(r"(https?://[^\s<]+)", r"<a href='\1' target='_blank'>\1</a>", text)
-
-
-def _isatty(stream) -> bool:
+def isatty(stream) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
 
 
-def _in_jupyter() -> bool:
+def in_jupyter() -> bool:
     """A Jupyter kernel (which can show HTML), not a plain IPython terminal."""
     shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

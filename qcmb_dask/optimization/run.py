@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qcmb_dask.diagnostics.displays import LogLines
 from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.errors import InvalidArgument, OptimizationNotConverged
 from qcmb_dask.execution.run import Run
@@ -112,7 +113,7 @@ def _optimized(run: Run, start, first, keywords: dict, screening, callback) -> O
         point = recorded if recorded is not None else coordinates
         step_plan = make_plan(NormalizedInput(_moved(start, point), 2), run.options.max_calculations, screening)
         step_began = time.time()
-        result, _ = run.run_plan(session, step_plan, _StepReporter(), step_began)
+        result, _ = run.run_plan(session, step_plan, _point_display(), step_began)
         energy = float(result.properties.return_energy)
         gradient = np.asarray(result.return_result, dtype=float).reshape(-1, 3)
         if recorded is None:
@@ -165,15 +166,10 @@ def _moved(model, coordinates: np.ndarray):
     return model.model_copy(update={"molecule": Molecule(**data)})
 
 
-class _StepReporter(Reporter):
+def _point_display() -> Reporter:
     """A point's own run: its lines (where it runs, its levels, its store counts) go to the debug log; the
     optimization says one line per point."""
-
-    def __init__(self):
-        super().__init__(False)
-
-    def say(self, line: str) -> None:
-        logger.debug(line)
+    return Reporter(displays=[LogLines(level=logging.DEBUG)])
 
 
 def _token(start, keywords: dict) -> str:
