@@ -1,20 +1,24 @@
 """qcmb_dask: many-body expansions as Dask task graphs, with QCManyBody's answer.
 
-Importing the package imports nothing else: each public name loads its module when first used, so a worker
-that unpickles a fragment, or a scheduler that loads the live page, imports no client code. The package is
-laid out by where code runs (see README, "How the code is laid out"):
+Importing the package imports nothing else but :mod:`qcmb_dask.compat` (the standard library only, for the hook
+that registers the QCEngine procedures once QCEngine is imported): each public name loads its module when first
+used, so a worker that unpickles a fragment, or a scheduler that loads the live page, imports no client code.
+The package is laid out by where code runs (see README, "How the code is laid out"):
 
 - ``planning/`` (client, pure: no Dask): inputs, validation, the plan, the cost model;
 - ``worker/`` (workers): one fragment through QCEngine, the analysis nodes, fragment events, the timeout timer;
-- ``clusters/`` (client): one backend per ``cluster=`` kind, sessions, resources, the scheduler preload;
+- ``execution/`` (client): one ``Run`` set up once, the sessions that run its graph, fragment-event dispatch;
+- ``clusters/`` (client): one backend per ``cluster=`` kind (a client and its resources), the batch systems'
+  table, the scheduler preload;
 - ``diagnostics/`` (client and the scheduler's page): progress, the run log, the live page, plots;
 - leaves: ``options``, ``errors``, ``keys``, ``store``, ``qcmanybody_adapter``, ``compat``; ``programs/``;
   ``api``, ``many_inputs``, ``optimization/`` and ``cli`` orchestrate.
 """
 
-import sys
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+
+from qcmb_dask import compat
 
 try:
     __version__ = version("qcmb_dask")
@@ -82,29 +86,6 @@ def __dir__():
 __all__ = sorted([*_PUBLIC, *_MODULES])
 
 
-class _OnQCEngineImport:
-    """A finder that waits for ``import qcengine`` and then registers the ``qcmb_dask`` QCEngine procedure
-    (:mod:`qcmb_dask.procedure`), so that importing this package imports no QCEngine of its own."""
-
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name != "qcengine":
-            return None
-        from importlib.util import find_spec
-
-        sys.meta_path.remove(_OnQCEngineImport)
-        spec = find_spec(name)
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            run = spec.loader.exec_module
-
-            def exec_module(module):
-                run(module)
-                _register_procedure()
-
-            spec.loader.exec_module = exec_module
-        return spec
-
-
 def _register_procedure() -> None:
     try:
         import_module("qcmb_dask.procedure").register()
@@ -114,7 +95,5 @@ def _register_procedure() -> None:
         warnings.warn(f"qcmb_dask: the QCEngine procedure 'qcmb_dask' could not be registered: {err}", stacklevel=2)
 
 
-if "qcengine" in sys.modules:
-    _register_procedure()
-elif _OnQCEngineImport not in sys.meta_path:
-    sys.meta_path.insert(0, _OnQCEngineImport)
+# The procedures are registered where QCEngine is used, and importing qcmb_dask imports no QCEngine of its own.
+compat.after_import("qcengine", _register_procedure)

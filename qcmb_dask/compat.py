@@ -16,6 +16,53 @@ from collections.abc import Iterator
 from typing import Any
 
 
+# -- Python's import system ---------------------------------------------------------------------------------------
+def after_import(name: str, callback) -> None:
+    """Call ``callback()`` right after module ``name`` is first imported (now, if it already is), without
+    importing it: how ``import qcmb_dask`` registers its QCEngine procedures only where QCEngine is used.
+
+    There is no public post-import hook (PEP 369 was withdrawn); a finder first on ``sys.meta_path`` finds the
+    module's spec and wraps its loader's ``exec_module``, then removes itself.
+    """
+    if name in sys.modules:
+        callback()
+        return
+
+    class _AfterImport:
+        @staticmethod
+        def find_spec(fullname, path=None, target=None):
+            if fullname != name:
+                return None
+            from importlib.util import find_spec
+
+            sys.meta_path.remove(_AfterImport)
+            spec = find_spec(fullname)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                run = spec.loader.exec_module
+
+                def exec_module(module):
+                    run(module)
+                    callback()
+
+                spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _AfterImport)
+
+
+# -- dask ----------------------------------------------------------------------------------------------------------
+def producer_task(key: str, func, *args):
+    """A graph node the scheduler treats as a data producer ("root-ish") whatever its group's size: it waits in
+    the scheduler's queue and goes to a worker only when a thread is free, in priority order.
+
+    ``dask.task_spec.Task``'s ``_data_producer`` argument is private (no public way to mark a task so); its
+    ``data_producer`` attribute is what the scheduler reads.
+    """
+    from dask.task_spec import Task
+
+    return Task(key, func, *args, _data_producer=True)
+
+
 # -- QCEngine ----------------------------------------------------------------------------------------------------
 def registered_harness(name: str) -> Any | None:
     """The harness QCEngine has registered under ``name``, without checking it is installed.

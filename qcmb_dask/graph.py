@@ -20,6 +20,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
 from dask.task_spec import List as TaskList
 
+from qcmb_dask import compat
 from qcmb_dask.keys import fragment_key
 from qcmb_dask.planning import derivatives
 from qcmb_dask.planning import priorities as fragment_priorities
@@ -255,9 +256,7 @@ def _add_plan(
                 priorities[part] = priorities.get(key, 0)
             hessian_parts[task.label] = tuple(parts.values())
             continue
-        dsk[key] = Task(
-            key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after, _data_producer=True
-        )
+        dsk[key] = compat.producer_task(key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after)
 
     # The analyses name each output by this plan's own labels: a shared node carries another input's label.
     level_keys: dict[int, str] = {}
@@ -328,9 +327,7 @@ def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom
             gradient, displacement=(atom, axis, signed), label=f"{job.label} ({moved})"
         )
     for part, part_job in parts.items():
-        dsk[part] = Task(
-            part, displaced.run_part, TaskRef(parent_key), DataNode(None, part_job), after, _data_producer=True
-        )
+        dsk[part] = compat.producer_task(part, displaced.run_part, TaskRef(parent_key), DataNode(None, part_job), after)
     return parts
 
 

@@ -4,6 +4,7 @@ When one of these fails after an upgrade, the function it names in qcmb_dask/com
 """
 
 import signal
+import sys
 
 import pytest
 
@@ -148,3 +149,23 @@ def test_the_machine_is_described_apart_and_published_whole():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_a_callback_runs_after_a_module_is_first_imported(tmp_path, monkeypatch):
+    """compat.after_import: the hook qcmb_dask's QCEngine procedures are registered by."""
+    (tmp_path / "late_module_for_the_hook.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    compat.after_import("late_module_for_the_hook", lambda: seen.append(sys.modules["late_module_for_the_hook"].VALUE))
+    assert seen == []
+    import late_module_for_the_hook  # noqa: F401
+
+    assert seen == [1]
+    compat.after_import("late_module_for_the_hook", lambda: seen.append("again"))  # imported: called at once
+    assert seen == [1, "again"]
+
+
+def test_a_producer_task_is_what_the_scheduler_reads_as_one():
+    task = compat.producer_task("k", len, [1, 2])
+    assert task.data_producer is True
+    assert task() == 2

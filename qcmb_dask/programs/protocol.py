@@ -1,4 +1,4 @@
-"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: three optional members, each used where present.
+"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: four optional members, each used where present.
 
 Any QCEngine harness runs under qcmb_dask as it is (``compute(..., harnesses=[MyHarness()])`` registers it on
 every worker). A harness of your own can do more by defining any of these; the shipped PySCF harness
@@ -14,6 +14,12 @@ every worker). A harness of your own can do more by defining any of these; the s
   version stands in.
 - ``escalation_keywords``: a dict of keywords for one more try after a ``convergence_error``, used when the
   run asks for it (``compute(..., escalate=True)``), e.g. ``{"max_cycle": 200, "level_shift": 0.2}``.
+- ``analytic_hessian(method, keywords)``: False where the program has gradients but no Hessians of that method
+  (PySCF's MP2 and CCSD): qcmb_dask then makes each fragment's Hessian from displaced gradients. A harness
+  that does not say is taken to compute its Hessians itself.
+
+A harness without ``check_request`` is checked by running: the cheapest calculation of each of its model
+chemistries runs once before the graph is submitted (:mod:`qcmb_dask.preflight`).
 """
 
 from __future__ import annotations
