@@ -63,6 +63,51 @@ def producer_task(key: str, func, *args):
     return Task(key, func, *args, _data_producer=True)
 
 
+# -- PySCF ---------------------------------------------------------------------------------------------------------
+def diis_eigh_with_fallback() -> bool:
+    """PySCF's DIIS diagonalizes its small error matrix with ``scipy.linalg.eigh``; scipy's own OpenBLAS, run with
+    the Haswell kernels some machines force (``OPENBLAS_CORETYPE``), fails there on some SCF iterations with
+    ``LinAlgError("Internal Error")``, while numpy's LAPACK diagonalizes the same matrix. On that error only,
+    numpy's is used, so a result is unchanged wherever scipy succeeds. ``pyscf.lib.diis`` reads the function
+    through its module global ``scipy``, replaced here by a proxy; idempotent. False where PySCF's shape differs.
+    """
+    import numpy as np
+    import pyscf.lib.diis as diis
+    import scipy
+    import scipy.linalg
+
+    if isinstance(diis.scipy, _ScipyWithFallback):
+        return True
+    if getattr(diis, "scipy", None) is not scipy:
+        return False
+
+    class _LinalgWithFallback:
+        def __getattr__(self, name):
+            return getattr(scipy.linalg, name)
+
+        @staticmethod
+        def eigh(a, *args, **kwargs):
+            try:
+                return scipy.linalg.eigh(a, *args, **kwargs)
+            except np.linalg.LinAlgError:
+                if args or kwargs:
+                    raise
+                return np.linalg.eigh(a)
+
+    diis.scipy = _ScipyWithFallback(_LinalgWithFallback())
+    return True
+
+
+class _ScipyWithFallback:
+    def __init__(self, linalg):
+        self.linalg = linalg
+
+    def __getattr__(self, name):
+        import scipy
+
+        return getattr(scipy, name)
+
+
 # -- QCEngine ----------------------------------------------------------------------------------------------------
 def registered_harness(name: str) -> Any | None:
     """The harness QCEngine has registered under ``name``, without checking it is installed.

@@ -93,8 +93,10 @@ def compute_many(
 
     def input_done(position: int, outcome: Outcome | Exception) -> None:
         index = order[position]
-        failed = f"{len(outcome.failures)} fragment(s) failed" if isinstance(outcome, Outcome) else None
-        state = f"its analysis failed: {outcome}" if isinstance(outcome, Exception) else failed or "done"
+        if isinstance(outcome, Exception):
+            state = f"its analysis failed: {outcome}"
+        else:
+            state = f"{len(outcome.failures)} fragment(s) failed" if outcome.failures else "done"
         run.reporter.say(f"qcmb_dask: input {index + 1} of {len(inputs)} ({labels[index]}): {state}")
 
     with run.session() as session:

@@ -41,6 +41,27 @@ def test_a_kmer_is_kept_when_its_pairs_are_near_and_its_subsets_kept():
     assert screen({2: 3.5}, d, 3).kept[3] == []  # no 3-body cutoff, but 1-3 is dropped
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_the_kept_kmers_are_exactly_those_of_the_rule_whatever_the_numbering(seed):
+    """Every pair within the k-body cutoff and every (k-1)-mer kept, by brute force, on random clusters with a
+    3-body cutoff shorter than the 2-body one (a trimer grown from a kept dimer used to keep the dimer's own pair
+    unchecked against the shorter cutoff: which trimers were kept depended on the numbering)."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(0, 10, size=(9, 3))
+    d = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    cutoffs = {2: 6.0, 3: 4.0, 4: 5.0}
+    kept = {1: {(i,) for i in range(1, 10)}}
+    for order in (2, 3, 4):
+        kept[order] = {
+            kmer
+            for kmer in itertools.combinations(range(1, 10), order)
+            if all(d[a - 1, b - 1] <= cutoffs[order] for a, b in itertools.combinations(kmer, 2))
+            and all(sub in kept[order - 1] for sub in itertools.combinations(kmer, order - 1))
+        }
+    screened = screen(cutoffs, d, 4)
+    assert {order: set(kmers) for order, kmers in screened.kept.items()} == kept
+
+
 def test_cutoffs_are_read_from_the_call_a_string_and_the_input():
     assert parse_cutoffs("2=9, 3=6") == {2: 9.0, 3: 6.0}
     assert parse_cutoffs({"3": 6, 2: "9.5"}) == {2: 9.5, 3: 6.0}

@@ -108,9 +108,13 @@ def screen(cutoffs: dict[int, float], distances: np.ndarray, max_nbody: int) -> 
         previous = set(kept[order - 1])
         grown = []
         for base in kept[order - 1]:
+            rows = [i - 1 for i in base]
+            # the base's own pairs were kept at the (k-1)-body cutoff: each must meet this order's cutoff too
+            if not np.all(near[np.ix_(rows, rows)]):
+                continue
             last = base[-1]
             # fragments after the last one that are within the cutoff of every fragment of the base
-            candidates = np.flatnonzero(np.all(near[[i - 1 for i in base], last:], axis=0)) + last + 1
+            candidates = np.flatnonzero(np.all(near[rows, last:], axis=0)) + last + 1
             for new in candidates:
                 kmer = (*base, int(new))
                 if order == 2 or all(sub in previous for sub in itertools.combinations(kmer, order - 1)):

@@ -79,6 +79,9 @@ class PySCFHarness(ProgramHarness):
 
     def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
         self.found(raise_error=True)
+        from qcmb_dask import compat
+
+        compat.diis_eigh_with_fallback()  # some machines' scipy LAPACK fails on DIIS matrices numpy's handles
         spec = input_data.specification
         options = PySCFOptions.from_keywords(spec.keywords)
         driver = spec.driver.value if hasattr(spec.driver, "value") else str(spec.driver)
