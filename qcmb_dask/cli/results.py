@@ -62,7 +62,11 @@ def _load_or_exit(load, path):
 @click.command()
 @click.argument("input_file", metavar="[INPUT]", required=False, type=click.Path(exists=True, dir_okay=False))
 @flags.store_directory
-@click.option("--show", metavar="LABEL", help="Print this fragment's record: its file and the whole error (for NWChem, its input and output).")
+@click.option(
+    "--show",
+    metavar="LABEL",
+    help="Print this fragment's record: its file and the whole error (for NWChem, its input and output).",
+)
 def failures(input_file, path, show):
     """What failed, from the store's failure records: of INPUT's calculations, or of every input.
 
