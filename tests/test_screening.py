@@ -247,3 +247,17 @@ def test_the_plan_and_the_command_line_show_what_is_dropped(tmp_path):
     assert out.exit_code == 0 and "2-mers kept:         1 of 3" in out.output, out.output
     out = CliRunner().invoke(main, ["plan", str(path), "--screening", "2:2"])
     assert out.exit_code == 2 and "ORDER=ANGSTROM" in out.output
+
+
+def test_no_estimate_where_the_kept_increments_do_not_decay():
+    """A fit that grows with distance, summed over the far dropped k-mers, gave 2.6e9 kcal/mol for (H2O)64."""
+    from qcmb_dask.worker.screened import _estimate
+
+    points = np.arange(12, dtype=float)[:, None] * np.array([[3.0, 0.0, 0.0]])
+    d = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    kept = [kmer for kmer in itertools.combinations(range(1, 13), 2) if d[kmer[0] - 1, kmer[1] - 1] <= 15.0]
+    growing = {kmer: 1e-6 * d[kmer[0] - 1, kmer[1] - 1] ** 2 for kmer in kept}
+    estimate = _estimate(2, kept, growing, d)
+    assert estimate["hartree"] is None and "do not decay" in estimate["why"]
+    decaying = {kmer: -1e-3 * d[kmer[0] - 1, kmer[1] - 1] ** -3 for kmer in kept}
+    assert _estimate(2, kept, decaying, d)["hartree"] < 0

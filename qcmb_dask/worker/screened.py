@@ -157,6 +157,11 @@ def _estimate(order: int, kept: list, increments: dict, distances: np.ndarray) -
     if np.any(mean == 0):
         return {"hartree": None, "why": "a distance shell of kept k-mers sums to zero"}
     slope, intercept = np.polyfit(np.log(radius), np.log(np.abs(mean)), 1)
+    if slope >= 0:  # extrapolated to the far dropped k-mers, a growing fit gives any number at all
+        return {
+            "hartree": None,
+            "why": f"the kept {order}-mers' increments do not decay with distance (fitted R^{slope:+.2f}): no estimate",
+        }
     sign = 1.0 if mean.sum() >= 0 else -1.0
     dropped_sizes = np.array([_size(distances, kmer) for kmer in dropped])
     total = float(sign * np.exp(intercept) * np.sum(dropped_sizes**slope))
