@@ -10,7 +10,6 @@ run before anything is submitted. Client side; runs only where the programs are 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from qcmb_dask.errors import InvalidArgument, InvalidInput
 from qcmb_dask.options import setting
@@ -24,6 +23,7 @@ def check(plan, store_root, on_error: str = "raise", announce=None) -> None:
     and refuse the run when one fails as every fragment of it would."""
     import qcengine
 
+    from qcmb_dask.clusters.resources import machine_cores
     from qcmb_dask.graph import fragment_job
     from qcmb_dask.planning import derivatives
     from qcmb_dask.qcmanybody_adapter import prepare_parent
@@ -40,7 +40,7 @@ def check(plan, store_root, on_error: str = "raise", announce=None) -> None:
     differentiated = derivatives.of_plan(plan)
     parent = None
     policy = RunPolicy(str(store_root) if store_root else None)
-    cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    cores = machine_cores()
     for mc, task in cheapest.items():
         harness = qcengine.get_program(task.program.lower(), check=False)
         if not harness.found() or (mode == "auto" and not needs_preflight(harness)):
