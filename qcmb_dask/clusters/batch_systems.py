@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from qcmb_dask.clusters.queues import JobState, slurm
 
 #: seconds before its walltime that SLURM sends the driver job SIGTERM, so that it cancels its worker jobs itself
 WARNING_SECONDS = 300
@@ -53,26 +53,6 @@ def walltime_seconds(walltime: Any) -> float | None:
 def lsf_walltime_seconds(walltime: Any) -> float | None:
     """As :func:`walltime_seconds`, but two fields are hours:minutes, as LSF's ``-W`` reads them."""
     return _walltime(walltime, hours_minutes=True)
-
-
-def _squeue_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
-    """job id -> (squeue's %T, %r) for the jobs SLURM still lists; None where it cannot be asked now."""
-    if not shutil.which("squeue"):
-        return None
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        return None  # the controller did not answer: unknown, not ended
-    found = {}
-    for line in out.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 3:
-            found[parts[0]] = (parts[1], parts[2])
-    return found
 
 
 def _sbatch_header(name, *, memory, walltime, log_directory, queue, account) -> tuple[str, str]:
@@ -113,9 +93,9 @@ class BatchSystem:
     queue: tuple[str, ...]
     #: the walltime setting in seconds, read as this system reads it
     walltime: Callable[[Any], float | None] = walltime_seconds
-    #: job ids -> {id: (state, reason)} in SLURM's words, or None where the queue cannot be asked now;
-    #: None where this system's queue is not read here (the callers then go by time alone)
-    read_states: Callable[[list[str]], dict[str, tuple[str, str]] | None] | None = None
+    #: job ids -> {id: JobState} for the jobs the system still lists, or None where it cannot be asked now
+    #: (:mod:`.queues`); None where this system's queue is not read here (the callers then go by time alone)
+    read_states: Callable[[list[str]], dict[str, JobState] | None] | None = None
     #: ``(name, *, memory, walltime, log_directory, queue, account)`` -> (directives, log path) of a driver job;
     #: None where ``qcmb-dask submit`` does not write one
     driver_header: Callable[..., tuple[str, str]] | None = None
@@ -132,7 +112,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             status="squeue -j",
             cancel="scancel",
             queue=("squeue", "-o", "%.12i %.24j %.10T %.10M %.6C %R"),
-            read_states=_squeue_states,
+            read_states=slurm.read,
             driver_header=_sbatch_header,
         ),
         BatchSystem(

@@ -238,7 +238,7 @@ def _wait_for_first_worker(client, cluster, settings: BatchSettings, refusals: l
         found = queue_state.states(settings.system, ids)
         if found is not None:
             for job_id in ids:
-                if job_id in found and found[job_id].state == "RUNNING":
+                if job_id in found and found[job_id].running:
                     running_since.setdefault(job_id, now)
             # ended: listed as done or failed, or seen running and no longer listed
             ended = [j for j in ids if (j in found and not found[j].alive) or (j in running_since and j not in found)]
