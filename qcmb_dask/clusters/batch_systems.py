@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qcmb_dask.clusters.queues import JobState, slurm
+from qcmb_dask.clusters.queues import JobState, lsf, pbs, slurm
 
 #: seconds before its walltime that SLURM sends the driver job SIGTERM, so that it cancels its worker jobs itself
 WARNING_SECONDS = 300
@@ -122,6 +122,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             status="qstat",
             cancel="qdel",
             queue=("qstat",),
+            read_states=pbs.read,
             driver_header=_pbs_header,
         ),
         BatchSystem(
@@ -140,6 +141,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             cancel="bkill",
             queue=("bjobs",),
             walltime=lsf_walltime_seconds,
+            read_states=lsf.read,
         ),
         BatchSystem(
             "htcondor",
