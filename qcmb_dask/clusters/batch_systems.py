@@ -10,6 +10,7 @@ submit them. Pure: starts nothing when imported, so the settings and the tests c
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -74,6 +75,41 @@ def _pbs_header(name, *, memory, walltime, log_directory, queue, account) -> tup
     return "\n".join(f"#PBS {d}" for d in directives), log
 
 
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
+_UNITS = "KMGTP"
+
+
+def _lsf_memory(memory: Any) -> str:
+    """``4G`` -> ``4GB``, with its unit: LSF reads a bare number in the site's LSF_UNIT_FOR_LIMITS (KB unless
+    changed), and a unit in ``-M`` and ``rusage[mem=]`` since LSF 10.1.0.2. A bare number is MB, as sbatch reads it."""
+    match = _MEMORY.match(str(memory))
+    if not match:
+        raise ValueError(f"memory={memory!r} is not understood; use a size such as '4G' or '4000M'.")
+    number, unit = float(match.group(1)), (match.group(2) or "M").upper()
+    while number != int(number) and unit != "K":  # LSF takes whole numbers: 1.5G -> 1536MB
+        number, unit = number * 1024, _UNITS[_UNITS.index(unit) - 1]
+    return f"{math.ceil(number)}{unit}B"
+
+
+def _bsub_header(name, *, memory, walltime, log_directory, queue, account) -> tuple[str, str]:
+    """The driver job's ``#BSUB`` lines and its log's path (``%J``: the job id).
+
+    LSF sends ``-wa`` TERM ``-wt`` minutes before the ``-W`` limit, as SLURM's header asks with ``--signal``; ``-W``
+    is ``[HH:]MM``, written from the walltime as :func:`lsf_walltime_seconds` reads it.
+    """
+    log = os.path.join(log_directory, f"{name}-%J.log")
+    mem = _lsf_memory(memory)
+    directives = [f"-J {name}", "-n 1", f"-M {mem}", f'-R "rusage[mem={mem}]"']
+    seconds = lsf_walltime_seconds(walltime)
+    if seconds is not None:
+        minutes = math.ceil(seconds / 60)
+        directives.append(f"-W {minutes // 60}:{minutes % 60:02d}")
+    directives += [f"-o {log}", f"-wt {WARNING_SECONDS // 60}", "-wa TERM"]
+    directives += [f"-q {queue}"] if queue else []
+    directives += [f"-P {account}"] if account else []
+    return "\n".join(f"#BSUB {d}" for d in directives), log
+
+
 @dataclass(frozen=True)
 class BatchSystem:
     """One batch system: its dask-jobqueue class, its commands, and how qcmb_dask reads and writes for it."""
@@ -91,6 +127,8 @@ class BatchSystem:
     cancel: str
     #: shows the queue, run when no worker arrived
     queue: tuple[str, ...]
+    #: the submit command reads the script on stdin, not from a path (LSF's bsub reads #BSUB lines only so)
+    submit_reads_stdin: bool = False
     #: the walltime setting in seconds, read as this system reads it
     walltime: Callable[[Any], float | None] = walltime_seconds
     #: job ids -> {id: JobState} for the jobs the system still lists, or None where it cannot be asked now
@@ -137,11 +175,13 @@ SYSTEMS: dict[str, BatchSystem] = {
             "lsf",
             "LSFCluster",
             submit=("bsub",),
+            submit_reads_stdin=True,
             status="bjobs",
             cancel="bkill",
             queue=("bjobs",),
             walltime=lsf_walltime_seconds,
             read_states=lsf.read,
+            driver_header=_bsub_header,
         ),
         BatchSystem(
             "htcondor",

@@ -3,9 +3,9 @@
 The driver job (one core, little memory, a long walltime, the site's own partition and account from the same
 settings layers as the worker jobs) runs ``qcmb-dask run`` with the result store on a path the jobs share. It
 submits the worker jobs itself, and cancels them when it ends. SLURM is asked to send SIGTERM some minutes
-before the driver's walltime (``--signal=B:TERM@<s>``): the driver then takes the Ctrl-C path, its worker jobs
-are cancelled and the finished fragments stay in the store, so submitting again resumes. Each system's header
-and submit command come from its row in :mod:`.batch_systems`.
+before the driver's walltime (``--signal=B:TERM@<s>``), LSF likewise (``-wt <minutes> -wa TERM``): the driver then
+takes the Ctrl-C path, its worker jobs are cancelled and the finished fragments stay in the store, so submitting
+again resumes. Each system's header and submit command come from its row in :mod:`.batch_systems`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def driver_job(
     """The script of a driver job that runs ``qcmb-dask run <run_arguments>`` in this directory, with this Python."""
     if settings.system not in DRIVER_SYSTEMS:
         raise InvalidArgument(
-            f"qcmb-dask submit writes driver jobs for {' and '.join(DRIVER_SYSTEMS)}; for {settings.system}, submit a "
+            f"qcmb-dask submit writes driver jobs for {', '.join(DRIVER_SYSTEMS)}; for {settings.system}, submit a "
             f"one-core job that runs: qcmb-dask run {shlex.join(run_arguments)}"
         )
     header, log = SYSTEMS[settings.system].driver_header(
@@ -54,7 +54,7 @@ def driver_job(
         walltime=walltime,
         log_directory=log_directory,
         queue=settings.kwargs.get("queue"),
-        account=settings.kwargs.get("account"),
+        account=settings.kwargs.get("account") or settings.kwargs.get("project"),  # LSFCluster names it project
     )
     prologue = "\n".join(settings.kwargs.get("job_script_prologue") or [])
     command = shlex.join([sys.executable, "-m", "qcmb_dask.cli", "run", *run_arguments])
@@ -71,15 +71,26 @@ def submit(job: DriverJob, script_path: str) -> str:
     os.makedirs(os.path.dirname(job.log), exist_ok=True)
     with open(script_path, "w") as f:
         f.write(job.script)
-    command = [*SYSTEMS[job.system].submit, script_path]
+    system = SYSTEMS[job.system]
+    # LSF's bsub reads #BSUB lines only from a script on its stdin; given a path, it would run it without them
+    command = [*system.submit] if system.submit_reads_stdin else [*system.submit, script_path]
     if not shutil.which(command[0]):
         raise JobsRefused(f"{command[0]} not found here: is this a {job.system.upper()} login node?")
-    out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    stdin = job.script if system.submit_reads_stdin else None
+    out = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise JobsRefused(
             f"{command[0]} refused the driver job: {(out.stderr or out.stdout).strip()}\n"
             f"The script is {script_path}; change what the message names (--driver-walltime, --driver-memory, "
             "or the partition/account in the profile or with --cluster-option) and submit again."
         )
-    match = re.search(r"\d+(\.\S+)?", out.stdout.strip())
-    return match.group(0) if match else out.stdout.strip()
+    return job_id(out.stdout)
+
+
+def job_id(output: str) -> str:
+    """The job id in what the submit command printed: ``1234`` (sbatch --parsable), ``1234.server`` (qsub),
+    ``Job <1234> is submitted to queue <normal>.`` (bsub, whose other lines may hold numbers too)."""
+    if match := re.search(r"Job <(\d+)> is submitted", output):
+        return match.group(1)
+    match = re.search(r"\d+(\.\S+)?", output.strip())
+    return match.group(0) if match else output.strip()
