@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qcmb_dask.clusters.queues import JobState, lsf, pbs, slurm
+from qcmb_dask.clusters.queues import JobState, lsf, pbs, sge, slurm
 
 #: seconds before its walltime that SLURM sends the driver job SIGTERM, so that it cancels its worker jobs itself
 WARNING_SECONDS = 300
@@ -73,6 +73,33 @@ def _pbs_header(name, *, memory, walltime, log_directory, queue, account) -> tup
     directives += [f"-q {queue}"] if queue else []
     directives += [f"-A {account}"] if account else []
     return "\n".join(f"#PBS {d}" for d in directives), log
+
+
+def _qsub_sge_header(name, *, memory, walltime, log_directory, queue, account) -> tuple[str, str]:
+    """The driver job's ``#$`` lines (Grid Engine) and its log's path.
+
+    SGE has no signal a chosen time before the limit; it sends SIGUSR1 at the soft limit ``s_rt``, set here
+    WARNING_SECONDS (at most half the walltime) before the hard ``h_rt``, and with ``-notify`` SIGUSR2 a while (the
+    queue's ``notify``) before qdel's SIGKILL. The driver's script passes both on as SIGTERM (:mod:`.driver_job`).
+    ``-S``: a queue in SGE's default posix_compliant mode runs a script with its own shell (csh), not the #! line.
+    """
+    log = os.path.join(log_directory, f"{name}.log")
+    match = _MEMORY.match(str(memory))
+    if not match:
+        raise ValueError(f"memory={memory!r} is not understood; use a size such as '4G' or '4000M'.")
+    size, unit = float(match.group(1)), (match.group(2) or "M").upper()
+    while size != int(size) and unit != "K":  # SGE takes whole numbers: 1.5G -> 1536M
+        size, unit = size * 1024, _UNITS[_UNITS.index(unit) - 1]
+    directives = [f"-N {name}", "-cwd", "-j y", f"-o {log}", "-S /bin/bash", "-notify", f"-l h_vmem={size:.0f}{unit}"]
+    seconds = walltime_seconds(walltime)
+    if seconds is not None:
+        hard = int(seconds)
+        soft = hard - min(WARNING_SECONDS, hard // 2)
+        hms = lambda t: f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}"  # noqa: E731  (SGE reads no days)
+        directives.append(f"-l h_rt={hms(hard)},s_rt={hms(soft)}")
+    directives += [f"-q {queue}"] if queue else []
+    directives += [f"-P {account}"] if account else []
+    return "\n".join(f"#$ {d}" for d in directives), log
 
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
@@ -166,10 +193,12 @@ SYSTEMS: dict[str, BatchSystem] = {
         BatchSystem(
             "sge",
             "SGECluster",
-            submit=("qsub",),
+            submit=("qsub", "-terse"),  # the id alone
             status="qstat -j",
             cancel="qdel",
             queue=("qstat",),
+            read_states=sge.read,
+            driver_header=_qsub_sge_header,
         ),
         BatchSystem(
             "lsf",

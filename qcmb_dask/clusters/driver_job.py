@@ -25,6 +25,19 @@ from qcmb_dask.errors import InvalidArgument, JobsRefused
 #: batch systems a driver job can be submitted to from here
 DRIVER_SYSTEMS = tuple(name for name, system in SYSTEMS.items() if system.driver_header is not None)
 
+#: systems whose warning before a job's limit is not SIGTERM, the signal the driver ends cleanly on
+#: (:mod:`qcmb_dask.interrupts`): SGE sends SIGUSR1 at s_rt and, with -notify, SIGUSR2 before qdel's SIGKILL, to
+#: every process of the job. The driver ignores them, and its batch shell passes them on to it as SIGTERM.
+FORWARDED_SIGNALS = {"sge": ("USR1", "USR2")}
+_FORWARD = """\
+trap 'kill -TERM "$driver" 2>/dev/null' {signals}
+(trap '' {signals}; exec {command}) &
+driver=$!
+wait "$driver"; status=$?
+while kill -0 "$driver" 2>/dev/null; do wait "$driver"; status=$?; done  # a trap ends a wait early
+exit "$status"
+"""
+
 
 @dataclass(frozen=True)
 class DriverJob:
@@ -58,10 +71,13 @@ def driver_job(
     )
     prologue = "\n".join(settings.kwargs.get("job_script_prologue") or [])
     command = shlex.join([sys.executable, "-m", "qcmb_dask.cli", "run", *run_arguments])
+    launch = f"exec {command}\n"
+    if settings.system in FORWARDED_SIGNALS:
+        launch = _FORWARD.format(signals=" ".join(FORWARDED_SIGNALS[settings.system]), command=command)
     script = (
         f"#!/usr/bin/env bash\n{header}\n\n"
         "# qcmb_dask: the driver of one many-body run; it submits and cancels its own worker jobs.\n"
-        f"{prologue}\ncd {shlex.quote(os.getcwd())}\nexec {command}\n"
+        f"{prologue}\ncd {shlex.quote(os.getcwd())}\n{launch}"
     )
     return DriverJob(script, log, settings.system)
 
