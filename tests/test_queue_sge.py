@@ -162,6 +162,9 @@ def test_no_reason_where_the_scheduler_keeps_none_or_the_job_is_gone():
     text = "==============================================================\njob_number:                 5\n"
     text += "scheduling info:            (Collecting of scheduler job information is turned off)\n"
     assert sge.parse_reasons(text) == {"5": ""}
+    assert sge.parse_reasons(
+        text.replace("(Collecting of scheduler job information is turned off)", "There are no messages available")
+    ) == {"5": ""}
     assert sge.parse_reasons(recorded("sge_qstat_j_gone_stderr.txt")) == {}
 
 
@@ -259,6 +262,7 @@ def test_sge_driver_header(tmp_path):
         "#$ -j y",
         f"#$ -o {tmp_path / 'logs' / 'qcmb-dask-driver.log'}",
         "#$ -S /bin/bash",
+        "#$ -V",
         "#$ -notify",
         "#$ -l h_vmem=4G",
         f"#$ -l h_rt=24:00:00,s_rt={soft // 3600}:{soft // 60 % 60:02d}:00",

@@ -82,6 +82,8 @@ def _qsub_sge_header(name, *, memory, walltime, log_directory, queue, account) -
     WARNING_SECONDS (at most half the walltime) before the hard ``h_rt``, and with ``-notify`` SIGUSR2 a while (the
     queue's ``notify``) before qdel's SIGKILL. The driver's script passes both on as SIGTERM (:mod:`.driver_job`).
     ``-S``: a queue in SGE's default posix_compliant mode runs a script with its own shell (csh), not the #! line.
+    ``-V``: the driver submits the worker jobs, so it needs this shell's SGE_ROOT, SGE_CELL and PATH to SGE's qsub
+    (sbatch passes the environment on by default; qsub does not).
     """
     log = os.path.join(log_directory, f"{name}.log")
     match = _MEMORY.match(str(memory))
@@ -90,7 +92,8 @@ def _qsub_sge_header(name, *, memory, walltime, log_directory, queue, account) -
     size, unit = float(match.group(1)), (match.group(2) or "M").upper()
     while size != int(size) and unit != "K":  # SGE takes whole numbers: 1.5G -> 1536M
         size, unit = size * 1024, _UNITS[_UNITS.index(unit) - 1]
-    directives = [f"-N {name}", "-cwd", "-j y", f"-o {log}", "-S /bin/bash", "-notify", f"-l h_vmem={size:.0f}{unit}"]
+    directives = [f"-N {name}", "-cwd", "-j y", f"-o {log}", "-S /bin/bash", "-V", "-notify"]
+    directives.append(f"-l h_vmem={size:.0f}{unit}")
     seconds = walltime_seconds(walltime)
     if seconds is not None:
         hard = int(seconds)

@@ -14,8 +14,9 @@ import xml.etree.ElementTree as ET
 
 from qcmb_dask.clusters.queues import ENDED, PENDING, RUNNING, JobState, run
 
-#: the line ``qstat -j`` gives where the scheduler keeps no per-job messages (schedd_job_info false, the default)
-_NO_INFO = "Collecting of scheduler job information is turned off"
+#: what ``qstat -j`` says where it has no reason: the scheduler keeps no per-job messages (schedd_job_info false,
+#: the default), or has not looked at the job yet
+_NO_INFO = ("Collecting of scheduler job information is turned off", "There are no messages available")
 #: a scheduling-info line about one queue instance (``queue instance "all.q@node1" dropped because it is full``);
 #: a cluster of many hosts lists one a host, so only the lines about the job as a whole are kept
 _ONE_QUEUE = re.compile(r'queue(?: instance)? "[^"]*@[^"]*"')
@@ -64,7 +65,7 @@ def parse_reasons(text: str) -> dict[str, str]:
         if error:  # "12/04/2026 21:43:34 [0:12775]: error: can't chdir to /x: No such file or directory"
             reasons[job_id] = error.split("]: ", 1)[-1].strip()
             return
-        lines = [line for line in fields.get("scheduling info", []) if line and _NO_INFO not in line]
+        lines = [line for line in fields.get("scheduling info", []) if line and not any(n in line for n in _NO_INFO)]
         general = [line for line in lines if not _ONE_QUEUE.search(line)] or lines[:1]
         reasons[job_id] = "; ".join(dict.fromkeys(general))
 
