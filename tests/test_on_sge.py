@@ -290,3 +290,28 @@ def test_submit_runs_the_driver_as_an_sge_job_that_qdel_stops_cleanly_and_a_resu
     assert saved.properties.cp_corrected_interaction_energy == pytest.approx(
         again.properties.cp_corrected_interaction_energy, abs=1e-12
     )
+
+
+def test_a_driver_at_its_soft_walltime_cancels_its_jobs_and_keeps_what_is_done(job_name, tmp_path):
+    """--driver-walltime 40 s: s_rt at 20 s (half, where 300 s is more than half), when SGE sends SIGUSR1."""
+    store = tmp_path / "store"
+    command = [
+        sys.executable, "-m", "qcmb_dask.cli", "submit", HEXAMER, "--cluster", "sge", "--cache", str(store),
+        "--out", str(tmp_path / "result.json"), "--cluster-option", f"name={job_name}", "--cluster-option", "cores=1",
+        "--cluster-option", "memory=1GiB", "--cluster-option", "interface=lo", "--cluster-option",
+        "scheduler_options={interface: lo, dashboard_address: ':0'}", "--cluster-option",
+        f"log_directory={tmp_path / 'logs'}", "--cluster-option", "job_extra_directives=['-pe smp 1']",
+        "--cluster-option", "resource_spec=h_vmem=1G",
+        "--driver-memory", "2G", "--driver-walltime", "00:00:40", "--jobs", "1",
+    ]  # fmt: skip
+    answer = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr
+    driver = answer.stdout.split("Submitted driver job ")[1].split()[0]
+    driver_log = tmp_path / "logs" / "qcmb-dask-driver.log"
+    deadline = time.time() + 90
+    while any(job_id == driver for job_id, _ in our_jobs("qcmb-dask-driver")) and time.time() < deadline:
+        time.sleep(0.5)
+    log = driver_log.read_text()
+    assert "SIGTERM received" in log, log  # SIGUSR1 at s_rt, passed on as SIGTERM: not killed at h_rt
+    assert_no_job_left(job_name, within=10)
+    assert 0 < len(entries(store)) < 82, "the run fit before the soft limit: it tested nothing"
