@@ -214,6 +214,44 @@ async def add_worker_resources(worker, resources: dict) -> None:
         await worker.set_resources(**{**current, **missing})
 
 
+def stop_taking_tasks(worker) -> None:
+    """The scheduler sends this worker nothing new; what runs on it finishes (Dask's ``closing_gracefully``
+    status, which ``Worker.close_gracefully`` sets too, but that one also closes at once, killing what runs).
+    Call on the worker's event loop."""
+    from distributed.core import Status
+
+    worker.status = Status.closing_gracefully
+
+
+def tasks_executing(worker) -> int:
+    """Tasks running on this worker now (``WorkerState.executing_count``)."""
+    return int(worker.state.executing_count)
+
+
+async def retire_worker(worker, reason: str) -> bool:
+    """Ask the scheduler to hand this worker's results to other workers and let it go (``retire_workers``, as
+    ``Worker.close_gracefully`` does); whether it did (it cannot while no other worker runs)."""
+    from time import time
+
+    retired = await worker.scheduler.retire_workers(
+        workers=[worker.address], close_workers=False, remove=True, stimulus_id=f"{reason}-{time()}"
+    )
+    return bool(retired)
+
+
+async def close_worker_and_nanny(worker, reason: str) -> None:
+    """Close this worker and its nanny: the ``dask worker`` process, and the batch job it is, ends."""
+    await worker.close(nanny=True, reason=reason)
+
+
+async def scheduler_metadata(worker, keys: list, value: Any = None, *, write: bool = False) -> Any:
+    """Read (or write) scheduler metadata from a worker: the handlers ``Client.get_metadata`` and
+    ``Client.set_metadata`` call."""
+    if write:
+        return await worker.scheduler.set_metadata(keys=keys, value=value)
+    return await worker.scheduler.get_metadata(keys=keys, default=None)
+
+
 # -- dask-jobqueue -----------------------------------------------------------------------------------------------
 def remove_worker_credentials(cluster) -> None:
     """Delete the TLS files dask-jobqueue wrote for the jobs' workers (``JobQueueCluster._get_worker_security``

@@ -311,6 +311,7 @@ def fragment_job(plan: Plan, task, task_config: dict, policy: RunPolicy, run_id:
         policy=policy,
         run=run_id,
         input_token=plan.token,
+        estimate_s=task.cost / max(1, int(task_config.get("ncores") or 1)),
     )
 
 
@@ -319,7 +320,12 @@ def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom
     every coordinate displaced + and -; key -> job, in the order the assembly reads them."""
     import dataclasses
 
-    gradient = dataclasses.replace(job, specification={**job.specification, "driver": "gradient"})
+    count = 1 + len(displaced.displacements(natom, step))
+    gradient = dataclasses.replace(
+        job,
+        specification={**job.specification, "driver": "gradient"},
+        estimate_s=job.estimate_s / count if job.estimate_s else None,
+    )
     parts = {f"gradient-at-{key}": dataclasses.replace(gradient, label=f"{job.label} (gradient for its Hessian)")}
     for number, (atom, axis, signed) in enumerate(displaced.displacements(natom, step)):
         moved = f"atom {atom} {'xyz'[axis]}{'+' if signed > 0 else '-'}{step:g}"

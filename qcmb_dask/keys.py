@@ -10,6 +10,18 @@ from __future__ import annotations
 FRAGMENT_TOPIC = "qcmb-fragment"
 #: A worker ended by the timeout watchdog logs this event before it exits.
 TIMEOUT_EVENT = "qcmb-dask-timeout"
+#: A batch worker that leaves before its job's walltime logs this event; the client submits its replacement.
+LEAVING_TOPIC = "qcmb-dask-leaving"
+#: Batch workers share measured / estimated fragment times as scheduler metadata under this root.
+PACE_METADATA = "qcmb-dask-pace"
+#: The worker plugin that keeps a batch worker's fragments inside its job's walltime.
+WALLTIME_PLUGIN = "qcmb-dask-walltime"
+#: Batch workers load it at start (``--preload``): :mod:`qcmb_dask.worker.walltime`.
+WALLTIME_PRELOAD = "qcmb_dask.worker.walltime"
+#: What a batch job script exports for it: the job's end (epoch seconds), its walltime and the margin (seconds).
+DEADLINE_VARIABLE = "QCMB_DASK_JOB_DEADLINE"
+WALLTIME_VARIABLE = "QCMB_DASK_JOB_WALLTIME"
+MARGIN_VARIABLE = "QCMB_DASK_JOB_MARGIN"
 #: The client publishes the run and each level's result as scheduler metadata under this root.
 METADATA_ROOT = "qcmb"
 #: The Dask worker plugin that registers user harnesses on every worker.

@@ -164,9 +164,36 @@ def test_workers_retire_before_the_walltime_staggered():
     assert lifetime + stagger == 18 and stagger == 1
     with pytest.raises(ValueError, match="no time to work"):
         bs.lifetime_for(2)
-    # a --lifetime the user gives is kept, not doubled
+    # a --lifetime the user gives is kept, not doubled, and then the workers are not walltime-aware
     settings = bs.batch_settings("slurm", {"worker_extra_args": ["--lifetime", "50m"]})
     assert settings.kwargs["worker_extra_args"].count("--lifetime") == 1
+    assert settings.margin_s is None and "--preload" not in settings.kwargs["worker_extra_args"]
+
+
+def test_walltime_margin_is_two_percent_between_5_and_60_seconds_or_the_setting():
+    assert bs.walltime_margin(3600) == 60
+    assert bs.walltime_margin(600) == 12
+    assert bs.walltime_margin(100) == 5
+    with dask.config.set({"qcmb_dask.batch.walltime-margin": 120}):
+        assert bs.batch_settings("slurm", {"walltime": "02:00:00"}).margin_s == 120
+
+
+def test_walltime_settings_that_cannot_work_are_named_with_where_they_came_from():
+    too_long = r"walltime '00:05:00' \(from cluster_options\) is 300 s, no longer than"
+    with dask.config.set({"qcmb_dask.batch.walltime-margin": 600}), pytest.raises(ValueError, match=too_long):
+        bs.batch_settings("slurm", {"walltime": "00:05:00"})
+    not_seconds = "walltime-margin='soon' is not a number"
+    with dask.config.set({"qcmb_dask.batch.walltime-margin": "soon"}), pytest.raises(ValueError, match=not_seconds):
+        bs.batch_settings("slurm", {})
+    # a warning signal asked for before the job starts
+    with pytest.raises(ValueError, match=r"signal 900 s before the walltime.*'00:10:00' \(from cluster_options\)"):
+        bs.batch_settings("slurm", {"walltime": "00:10:00", "job_extra_directives": ["--signal=B:TERM@900"]})
+    with pytest.raises(ValueError, match="signal 1200 s before"):
+        bs.batch_settings("lsf", {"walltime": "00:10", "job_extra_directives": ["-wt '20'"]})
+    bs.batch_settings("slurm", {"walltime": "00:10:00", "job_extra_directives": ["--signal=TERM@60"]})
+    # a lifetime the batch system cuts short
+    with pytest.warns(SettingWarning, match=r"--lifetime 7200 s .*not shorter than the walltime"):
+        bs.batch_settings("slurm", {"walltime": "01:00:00", "worker_extra_args": ["--lifetime=2h"]})
 
 
 def test_job_script_shows_what_would_be_submitted():
@@ -181,7 +208,12 @@ def test_job_script_shows_what_would_be_submitted():
     assert "#SBATCH -t 01:00:00" in script
     assert "module load anaconda3" in script
     assert "--nworkers 4" in script and script.rindex("--nthreads 1") > script.index("--nthreads 2")
-    assert "--lifetime 3120s --lifetime-stagger 180s" in script
+    # walltime-aware workers: the job exports its deadline and the workers load the walltime preload
+    assert "export QCMB_DASK_JOB_DEADLINE=$(( $(date +%s) + 3600 ))" in script
+    assert "export QCMB_DASK_JOB_MARGIN=60" in script
+    assert "--preload qcmb_dask.worker.walltime" in script and "--lifetime" not in script
+    with dask.config.set({"qcmb_dask.batch.walltime-aware": False}):
+        assert "--lifetime 3120s --lifetime-stagger 180s" in qcmb_dask.job_script("slurm")
     assert "#PBS -l walltime=01:00:00" in qcmb_dask.job_script("pbs")
 
 
@@ -232,3 +264,12 @@ def test_a_batch_cluster_can_be_prepared_from_a_thread_that_is_not_the_main_one(
     )
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_driver_job_keeps_the_workers_prologue_but_not_their_deadline(tmp_path):
+    from qcmb_dask.clusters.driver_job import driver_job
+
+    settings = bs.batch_settings("slurm", {"job_script_prologue": ["module load chem"]})
+    assert any("QCMB_DASK_JOB_DEADLINE" in line for line in settings.kwargs["job_script_prologue"])
+    job = driver_job(settings, ["input.json"], walltime="1-00:00:00", memory="4G", log_directory=str(tmp_path))
+    assert "module load chem" in job.script and "QCMB_DASK_JOB" not in job.script

@@ -238,6 +238,81 @@ def test_workers_that_retire_at_their_walltime_still_finish_the_run(scenario, tm
 
 
 @contextlib.contextmanager
+def jobs_with_a_walltime(scheduler_address, walltime_s: float, margin_s: float, jobs: int = 2):
+    """A stand-in for a batch system with walltime-aware workers: each job is a ``dask worker`` process started
+    as qcmb_dask's job script starts it (its deadline in the environment, the walltime preload), killed at its
+    walltime as the batch system kills it, and replaced when it ends."""
+    from qcmb_dask import keys
+
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "distributed.cli.dask_worker", scheduler_address, "--nthreads", "1"]
+    command += ["--preload", keys.WALLTIME_PRELOAD, "--no-dashboard"]
+    procs, ends, stop = [], {}, threading.Event()
+
+    def keep_jobs_running():
+        while not stop.is_set():
+            for _ in range(jobs - sum(p.poll() is None for p in procs)):
+                deadline = time.time() + walltime_s
+                environment = {
+                    **os.environ,
+                    keys.DEADLINE_VARIABLE: str(deadline),
+                    keys.WALLTIME_VARIABLE: str(walltime_s),
+                    keys.MARGIN_VARIABLE: str(margin_s),
+                }
+                proc = subprocess.Popen(command, cwd=root, stderr=subprocess.DEVNULL, env=environment)
+                procs.append(proc)
+                ends[proc.pid] = deadline
+            for proc in procs:
+                if proc.poll() is None and time.time() > ends[proc.pid]:
+                    proc.kill()  # the walltime: whatever runs in the job is lost
+                    ends[proc.pid] = float("inf")
+            time.sleep(0.1)
+
+    runner = threading.Thread(target=keep_jobs_running, daemon=True)
+    runner.start()
+    try:
+        yield procs, ends
+    finally:
+        stop.set()
+        runner.join()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_walltime_aware_workers_leave_before_their_walltime_and_lose_no_calculation(scenario, tmp_path, reference):
+    """Each worker starts only the fragments that fit before its job's end and leaves after the last one: no
+    calculation is killed at a walltime, none runs twice, and the run finishes on the replacements."""
+    from distributed import Client, LocalCluster
+
+    log = tmp_path / "calls.log"
+    harness = FaultyHarness(extras={"log": str(log), "sleep": 2.5})
+    n = len(qcmb_dask.plan(faulty_input()))
+    with (
+        LocalCluster(n_workers=0, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+        jobs_with_a_walltime(cluster.scheduler_address, walltime_s=12.0, margin_s=4.0) as (jobs, ends),
+    ):
+        result = qcmb_dask.compute(
+            faulty_input(), client, harnesses=[harness], cache=tmp_path / "store", progress=False
+        )
+        killed = sum(1 for end in ends.values() if end == float("inf"))
+        left = sum(1 for proc in jobs if proc.poll() is not None and ends[proc.pid] != float("inf"))
+        started_jobs = len(jobs)
+    assert started_jobs > 2 and left >= 1  # workers left on their own, before their walltime, and were replaced
+    assert calls(log) == calls(log, "done") == n  # nothing killed mid-calculation, nothing computed twice
+    assert len(entries(tmp_path / "store")) == n
+    scenario.record(
+        "walltime-aware workers on 12 s jobs (4 s margin), 2.5 s+ fragments",
+        f"{started_jobs} jobs: {left} left before their walltime, {killed} idle ones reached it; every calculation "
+        "ran once",
+        calls=calls(log),
+        stored=n,
+        answer=assert_same_answer(result, reference),
+    )
+
+
+@contextlib.contextmanager
 def scheduler_and_workers(folder: Path, nworkers: int = 2):
     """A ``dask scheduler`` and ``dask worker`` processes of their own, on loopback: a scheduler that can die
     while this process lives (the embedded one and dask-jobqueue's run inside the client's process)."""

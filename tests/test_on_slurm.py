@@ -82,11 +82,15 @@ class QueueWatcher(threading.Thread):
         self.job_name = job_name
         self.ids: list = []
         self.running = False
+        #: the most jobs listed at once
+        self.most = 0
         self.stop = threading.Event()
 
     def run(self):
         while not self.stop.is_set():
-            for job_id, state in our_jobs(self.job_name):
+            listed = our_jobs(self.job_name)
+            self.most = max(self.most, len(listed))
+            for job_id, state in listed:
                 if job_id not in self.ids:
                     self.ids.append(job_id)
                 self.running |= state == "RUNNING"
@@ -179,23 +183,87 @@ def test_a_job_scancelled_mid_run_is_replaced_and_the_answer_holds(job_name, tmp
 
 @requires_slurm
 @pytest.mark.slurm
-def test_jobs_that_reach_their_walltime_retire_and_are_replaced(job_name, tmp_path, reference, scenario):
-    """walltime 20 s -> workers retire after 17 +/- 1 s; the run needs about 25 s of fragment time."""
+def test_workers_leave_before_their_jobs_walltime_and_lose_nothing(job_name, tmp_path, reference, scenario, caplog):
+    """walltime 20 s, 5 s of margin: each worker starts only the 3.5 s fragments that fit in its job's 15 s and
+    leaves; the replacement job is submitted before the old one ends. The run needs about 25 s of fragments."""
+    caplog.set_level("INFO", logger="qcmb_dask")
     log = tmp_path / "calls.log"
     harness = FaultyHarness(extras={"log": str(log), "sleep": 3.5})
     n = len(qcmb_dask.plan(faulty_input()))
     with QueueWatcher(job_name) as queue:
         result = faulty_run_on_slurm(tmp_path, harness, options(job_name, tmp_path, walltime="00:00:20"), jobs=1)
-    assert len(queue.ids) >= 2, "the run fit in one job's lifetime: it tested nothing"
-    ended = len(queue.ids) - 1
-    # a fragment running when its worker retires runs again on the next one
-    assert n <= calls(log) <= n + ended
+    assert len(queue.ids) >= 2, "the run fit in one job's walltime: it tested nothing"
+    assert calls(log) == calls(log, "done") == n, "a calculation was killed or computed twice"
+    leaving = [r.getMessage() for r in caplog.records if "leaves before its walltime" in r.getMessage()]
+    assert leaving and "replacement is submitted now" in leaving[0]
+    assert queue.most >= 2, "the replacement was not submitted before the leaving job ended"
     scenario.record(
         "SLURM, jobs=1, walltime 20 s on a run of about 25 s of fragments",
+        f"{len(queue.ids) - 1} worker(s) left before their walltime, replaced first; nothing computed twice",
+        calls=calls(log),
+        stored=len(entries(tmp_path / "store")),
+        answer=assert_same_answer(result, reference),
+    )
+    assert_no_job_left(job_name)
+
+
+@requires_slurm
+@pytest.mark.slurm
+def test_jobs_retire_at_their_lifetime_when_not_walltime_aware(job_name, tmp_path, reference, scenario):
+    """Dask's --lifetime (qcmb_dask.batch.walltime-aware: false): walltime 20 s -> workers retire after
+    17 +/- 1 s, and the fragment a worker runs then runs again on the next."""
+    log = tmp_path / "calls.log"
+    harness = FaultyHarness(extras={"log": str(log), "sleep": 3.5})
+    n = len(qcmb_dask.plan(faulty_input()))
+    with dask.config.set({"qcmb_dask.batch.walltime-aware": False}), QueueWatcher(job_name) as queue:
+        result = faulty_run_on_slurm(tmp_path, harness, options(job_name, tmp_path, walltime="00:00:20"), jobs=1)
+    assert len(queue.ids) >= 2, "the run fit in one job's lifetime: it tested nothing"
+    ended = len(queue.ids) - 1
+    assert n <= calls(log) <= n + ended
+    scenario.record(
+        "SLURM, not walltime-aware (--lifetime), walltime 20 s, about 25 s of fragments",
         f"workers retired at their lifetime and {ended} replacement job(s) finished the run",
         calls=calls(log),
         stored=len(entries(tmp_path / "store")),
         answer=assert_same_answer(result, reference),
+    )
+    assert_no_job_left(job_name)
+
+
+@requires_slurm
+@pytest.mark.slurm
+def test_a_requeued_job_is_said_and_its_finished_results_stay(job_name, tmp_path, reference, scenario, caplog):
+    """``scontrol requeue`` (what a preemption with PreemptMode=REQUEUE does): the job is killed and queued again;
+    the run says so, its fragment in flight runs on the other job, and nothing finished is lost."""
+    caplog.set_level("INFO", logger="qcmb_dask")
+    log = tmp_path / "calls.log"
+    harness = FaultyHarness(extras={"log": str(log), "sleep": 2.0})
+    n = len(qcmb_dask.plan(faulty_input()))
+    outcome = {}
+    with QueueWatcher(job_name) as queue:
+        runner = threading.Thread(
+            target=lambda: outcome.setdefault(
+                "result", faulty_run_on_slurm(tmp_path, harness, options(job_name, tmp_path), jobs=2)
+            )
+        )
+        runner.start()
+        deadline = time.time() + 120
+        while calls(log, "done") < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        victim = queue.ids[0]
+        subprocess.run(["scontrol", "requeue", victim], check=True)
+        runner.join(timeout=240)
+    assert "result" in outcome, "the run did not finish"
+    said = [r.getMessage() for r in caplog.records if f"job {victim}" in r.getMessage()]
+    assert said and "requeued by the batch system" in said[0], said
+    assert len(entries(tmp_path / "store")) == n
+    assert calls(log, "done") <= n + 1  # at most the fragment in flight ran twice
+    scenario.record(
+        "SLURM, jobs=2: one job requeued (scontrol requeue) mid-run",
+        "said as requeued; its fragment in flight ran on the other job",
+        calls=calls(log),
+        stored=n,
+        answer=assert_same_answer(outcome["result"], reference),
     )
     assert_no_job_left(job_name)
 

@@ -83,8 +83,11 @@ class Backend(abc.ABC):
     def probe(self) -> None:  # noqa: B027  (most kinds have nothing to probe)
         """Before planning: what can be found out about the cluster in a moment (an address that answers)."""
 
-    def consider(self, estimate: float, programs: Sequence[str], store_root) -> None:
-        """What the plan costs and runs, and the result store, for kinds that choose or prepare by them."""
+    def consider(
+        self, estimate: float, programs: Sequence[str], store_root, longest: tuple[float, str] | None = None
+    ) -> None:
+        """What the plan costs and runs, and the result store, for kinds that choose or prepare by them;
+        ``longest``: the costliest calculation's (one-core seconds, label)."""
         self.estimate, self.programs, self.store_root = estimate, tuple(programs), store_root
 
     @abc.abstractmethod

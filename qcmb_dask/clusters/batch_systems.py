@@ -56,6 +56,21 @@ def lsf_walltime_seconds(walltime: Any) -> float | None:
     return _walltime(walltime, hours_minutes=True)
 
 
+_SLURM_SIGNAL = re.compile(r"--signal[= ](?:[A-Z]+:)?[A-Z0-9]+@(\d+)")
+_LSF_WARNING = re.compile(r"-wt\s+['\"]?(\d+)")
+
+
+def signal_seconds(directives: list) -> float | None:
+    """Seconds before the walltime that a job's directives ask for a warning signal: SLURM's
+    ``--signal=[B:]SIG@seconds``, LSF's ``-wt minutes``; None where they ask for none."""
+    for directive in map(str, directives):
+        if match := _SLURM_SIGNAL.search(directive):
+            return float(match.group(1))
+        if match := _LSF_WARNING.search(directive):
+            return float(match.group(1)) * 60
+    return None
+
+
 def _sbatch_header(name, *, memory, walltime, log_directory, queue, account) -> tuple[str, str]:
     """The driver job's ``#SBATCH`` lines and its log's path (``%j``: the job id)."""
     log = os.path.join(log_directory, f"{name}-%j.log")
@@ -167,6 +182,8 @@ class BatchSystem:
     #: ``(name, *, memory, walltime, log_directory, queue, account)`` -> (directives, log path) of a driver job;
     #: None where ``qcmb-dask submit`` does not write one
     driver_header: Callable[..., tuple[str, str]] | None = None
+    #: the job's extra directives -> seconds before its walltime they ask for a warning signal, or None
+    signal_seconds: Callable[[list], float | None] = signal_seconds
 
 
 #: cluster= name -> its system, in the order messages list them

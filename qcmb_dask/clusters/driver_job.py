@@ -69,7 +69,10 @@ def driver_job(
         queue=settings.kwargs.get("queue"),
         account=settings.kwargs.get("account") or settings.kwargs.get("project"),  # LSFCluster names it project
     )
-    prologue = "\n".join(settings.kwargs.get("job_script_prologue") or [])
+    # the workers' environment set-up, not their deadline: the driver's own walltime is another
+    prologue = "\n".join(
+        line for line in settings.kwargs.get("job_script_prologue") or [] if line not in settings.deadline_lines
+    )
     command = shlex.join([sys.executable, "-m", "qcmb_dask.cli", "run", *run_arguments])
     launch = f"exec {command}\n"
     if settings.system in FORWARDED_SIGNALS:

@@ -21,18 +21,19 @@ import os
 import shutil
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import dask
 
-from qcmb_dask import compat
+from qcmb_dask import compat, keys
 from qcmb_dask.clusters import queue_state, security
 from qcmb_dask.clusters import resources as res
 from qcmb_dask.clusters.base import Backend, ClientSetup, Connection, scheduler_settings
 from qcmb_dask.clusters.batch_systems import SYSTEMS
 from qcmb_dask.clusters.jobqueue_settings import BatchSettings, batch_settings, is_batch, jobs_for
-from qcmb_dask.errors import InvalidArgument, JobsRefused, WorkersNeverArrived
+from qcmb_dask.errors import InvalidArgument, JobsRefused, SettingWarning, WorkersNeverArrived
 from qcmb_dask.options import Options, setting
 from qcmb_dask.planning.cost import duration
 
@@ -54,10 +55,15 @@ class JobKeeper:
     #: seconds between asking the batch system about jobs whose worker never connected
     UNSEEN_CHECK_S = 10.0
 
-    def __init__(self, cluster, jobs: int | None, system: str, interval_s: float = 1.0):
+    def __init__(self, cluster, jobs: int | None, system: str, interval_s: float = 1.0, announce=logger.warning):
         from tornado.ioloop import PeriodicCallback
 
         self.cluster = cluster
+        self.announce = announce
+        #: jobs whose workers leave before the walltime, their replacements submitted already
+        self.leaving: set = set()
+        #: job names already said to have been requeued (said once per requeue)
+        self.requeued: set = set()
         self.jobs = jobs
         self.system = system
         self.seen: set = set()
@@ -74,6 +80,33 @@ class JobKeeper:
 
     def stop(self) -> None:
         self.cluster.loop.add_callback(self._callback.stop)
+
+    def on_leaving(self, event) -> None:
+        """A worker leaves before its job's walltime (:mod:`qcmb_dask.worker.walltime` logs it): submit the job's
+        replacement now, so the pool does not shrink while the worker finishes its last fragment."""
+        _, message = event
+        self.cluster.loop.add_callback(self._replace_leaving, message)
+
+    def _replace_leaving(self, message: dict) -> None:
+        jobs_by_name = {str(name): name for name in compat.planned_jobs(self.cluster)}
+        worker = self.cluster.scheduler_info.get("workers", {}).get(message.get("address"), {})
+        name = self._job_of(worker.get("name", message.get("name")), jobs_by_name)
+        if name is None or name in self.leaving:
+            return  # another worker of the same job said so first
+        self.leaving.add(name)
+        self.replaced += 1
+        job_id = compat.submitted_job_ids(self.cluster).get(name, "?")
+        self.announce(
+            f"qcmb_dask: job {job_id} ({name}) leaves before its walltime after its current fragment: "
+            f"{message.get('why')}; its replacement is submitted now"
+        )
+        self._scale()
+
+    def _scale(self) -> None:
+        """``jobs`` jobs working, plus those leaving (they stay in the cluster's plan, so that it cancels them
+        if they outlive the run, until they end)."""
+        if self.jobs is not None:
+            self.cluster.scale(jobs=self.jobs + len(self.leaving))
 
     def _job_of(self, worker_name, jobs_by_name: dict) -> str | None:
         if worker_name in jobs_by_name.values():
@@ -117,40 +150,70 @@ class JobKeeper:
                 if found is not None and name in ids:
                     state = found.get(ids[name])
                     if state is None or not state.alive:
-                        ended[name] = f"{state.state if state else 'no longer listed'} in the queue"
+                        ended[name] = _why_ended(state)
+                    elif state.pending:  # requeued (preempted, or its node failed): it waits to run again
+                        self._requeued(name, ids[name], state)
                     elif waited > self._limit:
-                        ended[name] = f"{state.state}, without a worker for {waited:.0f} s"
+                        ended[name] = f"ended ({state.state} without a worker for {waited:.0f} s)"
                 elif waited > self.RESTART_GRACE_S:
-                    ended[name] = f"without a worker for {waited:.0f} s"
+                    ended[name] = f"ended (without a worker for {waited:.0f} s)"
             if found is not None:  # without the batch system's word, a job that never had a worker is waiting
                 live = {self._job_of(w.get("name"), {str(n): n for n in ids}) for w in self._workers()}
                 for name in unseen:
                     if name in ids and name not in live and not _alive(found.get(ids[name])):
                         state = found.get(ids[name])
-                        ended[name] = f"{state.state if state else 'no longer listed'} before its worker connected"
+                        ended[name] = f"{_why_ended(state)} before its worker connected"
             self._end(ended, ids)
         finally:
             self._asking = False
+
+    def _requeued(self, name, job_id: str, state) -> None:
+        """A job that ran and waits in the queue again: its fragments in flight run elsewhere; it keeps its place
+        and is waited for like any queued job (its script runs again, so its workers learn their new deadline)."""
+        self.seen.discard(name)
+        self.silent_since.pop(name, None)
+        if name not in self.requeued:
+            self.requeued.add(name)
+            reason = f", {state.reason}" if state.reason else ""
+            self.announce(
+                f"qcmb_dask: job {job_id} ({name}) was requeued by the batch system ({state.state}{reason}: preempted "
+                "or its node failed); the fragments it ran go to other workers, finished ones stay in the store, "
+                "and it will run again when the queue lets it"
+            )
 
     def _workers(self) -> list:
         return list(self.cluster.scheduler_info.get("workers", {}).values())
 
     def _end(self, ended: dict, ids: dict) -> None:
         for name, why in ended.items():
-            logger.warning("qcmb_dask: job %s (%s) ended: %s; a replacement is submitted where work remains",
-                        ids.get(name, "?"), name, why)  # fmt: skip
+            if name in self.leaving:  # it left before its walltime, as it said: its replacement is there already
+                self.leaving.discard(name)
+            else:
+                self.announce(
+                    f"qcmb_dask: job {ids.get(name, '?')} ({name}) {why}; the fragments it ran go to other workers, "
+                    "finished ones stay in the store, and a replacement is submitted where work remains"
+                )
+                self.replaced += 1
+            self.requeued.discard(name)
             self.seen.discard(name)
             self.silent_since.pop(name, None)
             job = compat.forget_job(self.cluster, name)
             if job is not None:  # cancel the job in case its process outlives its workers
                 asyncio.ensure_future(job.close())
-            self.replaced += 1
-        if ended and self.jobs is not None:
-            self.cluster.scale(jobs=self.jobs)
+        if ended:
+            self._scale()
 
 
 def _alive(state) -> bool:
     return state is not None and state.alive
+
+
+def _why_ended(state) -> str:
+    """What the batch system says of a job that ended under its workers."""
+    if state is None:
+        return "ended (no longer listed in the queue)"
+    said = f"{state.state}, {state.reason}" if state.reason else state.state
+    return f"{'was preempted' if state.preempted else 'ended'} ({said})"
 
 
 @contextlib.contextmanager
@@ -170,7 +233,7 @@ def batch_client(
     compat.renamed_keys_translated()
     with dask.config.set(scheduler_settings):  # the scheduler runs here; it reads these when it starts
         cluster = settings.cluster_class(job_cls=job_class, **settings.kwargs, **_tls(settings.kwargs))
-    keeper = JobKeeper(cluster, None if adapt else jobs, settings.system)
+    keeper = JobKeeper(cluster, None if adapt else jobs, settings.system, announce=announce)
     # distributed closes a job whose worker stays away for lost-worker-timeout (15 s), and the cluster submits
     # another: a nanny restarting its worker on a loaded node takes that long. The keeper decides instead.
     patience = {"distributed.deploy.lost-worker-timeout": f"{float(setting('batch.connect-timeout')):.0f}s"}
@@ -181,6 +244,8 @@ def batch_client(
             else:
                 cluster.scale(jobs=jobs)
             keeper.start()
+            if settings.margin_s is not None:
+                client.subscribe_topic(keys.LEAVING_TOPIC, keeper.on_leaving)
             _wait_for_first_worker(client, cluster, settings, refusals, announce)
             yield client
     finally:
@@ -347,6 +412,33 @@ class JobqueueBackend(Backend):
         if options.adapt is None and self.jobs is None:
             max_jobs = int(setting("batch.max-jobs"))
             self.jobs = jobs_for(ncalculations, self.settings.workers_per_job, max_jobs)
+
+    def consider(self, estimate, programs, store_root, longest=None) -> None:
+        """Refuse, before anything is submitted, a run whose longest fragment no job's walltime can hold."""
+        super().consider(estimate, programs, store_root, longest)
+        settings = self.settings
+        if longest is None or settings is None or not settings.walltime_s:
+            return
+        seconds, label = longest[0] / settings.threads_per_task, longest[1]
+        if settings.lifetime is not None:
+            usable, kept = settings.lifetime[0], "retire at their --lifetime"
+        else:
+            usable, kept = settings.walltime_s - (settings.margin_s or 0.0), f"keep {settings.margin_s or 0:.0f} s free"
+        if seconds <= usable:
+            return
+        walltime = settings.kwargs.get("walltime")
+        message = (
+            f"Fragment {label} is estimated at {duration(seconds)} on {settings.threads_per_task} core(s), but a job's "
+            f"walltime of {walltime} (from {settings.sources.get('walltime', 'dask-jobqueue')}) leaves "
+            f"{duration(usable)} for fragments (workers {kept}): every job would end before it finishes. Ask for a "
+            "longer walltime, or more cores per fragment (threads_per_task). The estimate is qcmb_dask's cost model, "
+            "refined by the times this store measured; if it is wrong for your program, "
+            "qcmb_dask.batch.longer-than-walltime: warn runs it anyway, each on a fresh job."
+        )
+        if setting("batch.longer-than-walltime") == "warn":
+            warnings.warn(message, SettingWarning, stacklevel=2)
+        else:
+            raise InvalidArgument(message)
 
     @contextlib.contextmanager
     def connect(self, options: Options, ncalculations: int, setup: ClientSetup):

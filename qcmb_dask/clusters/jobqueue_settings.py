@@ -35,6 +35,7 @@ from qcmb_dask import compat
 from qcmb_dask.clusters.batch_systems import SYSTEMS, walltime_seconds
 from qcmb_dask.clusters.resources import memory_share
 from qcmb_dask.errors import SettingWarning
+from qcmb_dask.keys import DEADLINE_VARIABLE, MARGIN_VARIABLE, WALLTIME_PRELOAD, WALLTIME_VARIABLE
 from qcmb_dask.options import setting
 
 PROFILES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cluster_configs")
@@ -75,6 +76,10 @@ class BatchSettings:
     sources: dict[str, str] = field(default_factory=dict)
     #: QCEngine task_config entries from the layers (scratch_directory, scratch_messy)
     task_config: dict[str, Any] = field(default_factory=dict)
+    #: seconds a walltime-aware worker keeps free before its job's end; None: not walltime-aware
+    margin_s: float | None = None
+    #: the job script lines that tell walltime-aware workers their deadline (in ``job_script_prologue``)
+    deadline_lines: tuple[str, ...] = ()
 
     @property
     def cluster_class(self):
@@ -255,19 +260,126 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
         extra += ["--nthreads", "1"]
         notes.append(f"the last --nthreads (1) wins: one fragment per worker, each given {threads} cores")
     walltime_s = SYSTEMS[system].walltime(full.get("walltime"))
-    lifetime = None
-    if walltime_s and not any(a == "--lifetime" for a in extra):
-        lifetime = lifetime_for(walltime_s)
-        extra += ["--lifetime", f"{lifetime[0]:.0f}s", "--lifetime-stagger", f"{lifetime[1]:.0f}s"]
-        notes.append(
-            f"workers retire after {lifetime[0]:.0f} s +/- {lifetime[1]:.0f} s (walltime {full.get('walltime')})"
-        )
+    lifetime, margin_s, deadline_lines = None, None, ()
+    prologue = list(full.get("job_script_prologue") or [])
+    if walltime_s:
+        where = sources.get("walltime", "dask-jobqueue")
+        _check_signal_time(system, full, walltime_s, where, sources)
+        users_lifetime = _option_seconds(extra, "--lifetime")
+        if users_lifetime is not None:
+            if users_lifetime >= walltime_s:
+                warnings.warn(
+                    f"--lifetime {users_lifetime:.0f} s in worker_extra_args (from "
+                    f"{sources.get('worker_extra_args')}) is not shorter than the walltime {full.get('walltime')} "
+                    f"({walltime_s:.0f} s, from {where}): the batch system ends each job first, killing the "
+                    "fragment it runs. Remove --lifetime: qcmb_dask keeps fragments inside the walltime itself.",
+                    SettingWarning,
+                    stacklevel=4,
+                )
+            notes.append("worker_extra_args has --lifetime: workers retire at it, not by the walltime")
+        elif setting("batch.walltime-aware"):
+            margin_s = walltime_margin(walltime_s, full.get("walltime"), where)
+            deadline_lines = tuple(deadline_exports(walltime_s, margin_s))
+            prologue += deadline_lines
+            extra += ["--preload", WALLTIME_PRELOAD]
+            notes.append(
+                f"workers start only fragments that fit before the walltime ({full.get('walltime')}) less "
+                f"{margin_s:.0f} s, then leave; their replacements are submitted first"
+            )
+        else:
+            lifetime = lifetime_for(walltime_s)
+            extra += ["--lifetime", f"{lifetime[0]:.0f}s", "--lifetime-stagger", f"{lifetime[1]:.0f}s"]
+            notes.append(
+                f"workers retire after {lifetime[0]:.0f} s +/- {lifetime[1]:.0f} s (walltime {full.get('walltime')}; "
+                "qcmb_dask.batch.walltime-aware is false)"
+            )
+    if prologue:
+        kwargs["job_script_prologue"] = prologue
     kwargs["worker_extra_args"] = extra
     # The profile's ``name`` is the job's name (dask-jobqueue's config key); the classes call it job_name.
     kwargs["job_name"] = kwargs.pop("name", None) or "qcmb-dask"
     return BatchSettings(
-        system, kwargs, profile_path, workers, threads, memory_per_task, walltime_s, lifetime, notes, dict(sources)
+        system,
+        kwargs,
+        profile_path,
+        workers,
+        threads,
+        memory_per_task,
+        walltime_s,
+        lifetime,
+        notes,
+        dict(sources),
+        margin_s=margin_s,
+        deadline_lines=deadline_lines,
     )
+
+
+def walltime_margin(walltime_s: float, walltime: Any = None, where: str = "dask-jobqueue") -> float:
+    """Seconds a worker keeps free before its job's end to hand its results over and leave:
+    ``qcmb_dask.batch.walltime-margin``, or 2% of the walltime between 5 s and 60 s. A walltime no longer than
+    the margin leaves no time to work: refused."""
+    margin = setting("batch.walltime-margin")
+    if margin is None:
+        margin_s = min(60.0, max(5.0, 0.02 * walltime_s))
+    else:
+        try:
+            margin_s = float(margin)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"qcmb_dask.batch.walltime-margin={margin!r} is not a number of seconds (e.g. 60, or null for 2% of "
+                "the walltime)."
+            ) from None
+        if margin_s < 0:
+            raise ValueError(f"qcmb_dask.batch.walltime-margin={margin!r}: give 0 or more seconds.")
+    if walltime_s <= margin_s:
+        raise ValueError(
+            f"walltime {walltime!r} (from {where}) is {walltime_s:.0f} s, no longer than the {margin_s:.0f} s each "
+            "worker keeps free before its job ends (qcmb_dask.batch.walltime-margin): no fragment could run. Ask "
+            "for a longer walltime or a smaller margin."
+        )
+    return margin_s
+
+
+def deadline_exports(walltime_s: float, margin_s: float) -> list[str]:
+    """Job script lines that tell the workers when their job ends: the time the job started, plus its walltime
+    (a requeued job runs its script again, and so gets its new deadline)."""
+    return [
+        f"export {DEADLINE_VARIABLE}=$(( $(date +%s) + {walltime_s:.0f} ))",
+        f"export {WALLTIME_VARIABLE}={walltime_s:.0f}",
+        f"export {MARGIN_VARIABLE}={margin_s:.0f}",
+    ]
+
+
+def _option_seconds(arguments: list, flag: str) -> float | None:
+    """The seconds of ``flag`` (``--lifetime 1h``, ``--lifetime=3600s``) among worker arguments, or None."""
+    from dask.utils import parse_timedelta
+
+    for position, argument in enumerate(arguments):
+        argument = str(argument)
+        value = None
+        if argument == flag and position + 1 < len(arguments):
+            value = arguments[position + 1]
+        elif argument.startswith(flag + "="):
+            value = argument.split("=", 1)[1]
+        if value is not None:
+            try:
+                return float(parse_timedelta(value, default="s"))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _check_signal_time(system: str, full: dict, walltime_s: float, where: str, sources: dict) -> None:
+    """A warning signal asked for earlier than the job starts (SLURM's ``--signal=...@seconds``, LSF's
+    ``-wt minutes``) would reach every job at once: refused, naming the setting and where it came from."""
+    seconds = SYSTEMS[system].signal_seconds(full.get("job_extra_directives") or [])
+    if seconds is not None and seconds >= walltime_s:
+        raise ValueError(
+            f"job_extra_directives (from {sources.get('job_extra_directives', 'dask-jobqueue')}) ask for a signal "
+            f"{seconds:.0f} s before the walltime, but the walltime {full.get('walltime')!r} (from {where}) is "
+            f"{walltime_s:.0f} s: every job would be signalled as it starts. Ask for the signal less than "
+            "the walltime before its end."
+        )
 
 
 def lifetime_for(walltime_s: float) -> tuple[float, float]:

@@ -96,7 +96,8 @@ class Run:
         """What the run costs (one-core seconds) and which programs it runs, for backends that choose or size by
         them; from here on the backend speaks through the run's display."""
         used = sorted({task.program.lower() for plan in plans for task in plan})
-        self.backend.consider(estimate, used, self.store_root)
+        longest = max(((task.cost, task.label) for plan in plans for task in plan), default=None)
+        self.backend.consider(estimate, used, self.store_root, longest=longest)
         self.backend.announce = self.reporter.say
 
     @contextlib.contextmanager

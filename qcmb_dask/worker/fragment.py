@@ -16,7 +16,7 @@ from typing import Any
 from qcmb_dask.errors import FragmentError
 from qcmb_dask.qcmanybody_adapter import build_fragment_molecule, psi4_external_potentials, return_properties
 from qcmb_dask.store import ResultStore, calculation_key, harness_fingerprint
-from qcmb_dask.worker import events, watchdog
+from qcmb_dask.worker import events, walltime, watchdog
 
 logger = logging.getLogger("qcmb_dask")
 
@@ -60,6 +60,9 @@ class FragmentJob:
     #: (atom, axis, bohr): the fragment molecule's atom moved along x/y/z, for a Hessian from gradients
     #: (:mod:`qcmb_dask.worker.displaced`); None: the molecule as it is
     displacement: tuple[int, int, float] | None = None
+    #: seconds it should take on its cores (the cost model, refined by measured times); a batch worker starts it
+    #: only if it fits before its job's walltime (:mod:`qcmb_dask.worker.walltime`); None: not known
+    estimate_s: float | None = None
 
 
 @dataclass
@@ -140,6 +143,8 @@ def calculate(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
         if stored is not None:
             return _output(job, stored, driver, start, from_store=True)
 
+    walltime.before_fragment(job.estimate_s, job.label)  # on a batch worker: leaves if it would not fit
+    began = time.time()
     with watchdog.limit(job.policy.timeout, job.label, job.run):
         result = qcengine.compute(inp, job.program, raise_error=False, task_config=job.task_config)
         escalated = None
@@ -149,6 +154,7 @@ def calculate(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
                 logger.warning("qcmb_dask: fragment %s did not converge; retrying once with %s", job.label, escalated)
                 retry = atomic_input(job, molecule, extra_keywords=escalated)
                 result = qcengine.compute(retry, job.program, raise_error=False, task_config=job.task_config)
+    walltime.after_fragment(job.estimate_s, time.time() - began)
     if not result.success:
         message = result.error.error_message
         if escalated:
