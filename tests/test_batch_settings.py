@@ -9,7 +9,7 @@ import pytest
 import qcmb_dask
 from qcmb_dask import compat
 from qcmb_dask.clusters import jobqueue_settings as bs
-from qcmb_dask.errors import SettingWarning
+from qcmb_dask.errors import InvalidArgument, SettingWarning
 
 from .conftest import mbe_input
 
@@ -273,3 +273,35 @@ def test_the_driver_job_keeps_the_workers_prologue_but_not_their_deadline(tmp_pa
     assert any("QCMB_DASK_JOB_DEADLINE" in line for line in settings.kwargs["job_script_prologue"])
     job = driver_job(settings, ["input.json"], walltime="1-00:00:00", memory="4G", log_directory=str(tmp_path))
     assert "module load chem" in job.script and "QCMB_DASK_JOB" not in job.script
+
+
+def test_sge_jobs_ask_for_their_cores_as_slots_and_memory_per_slot():
+    settings = bs.batch_settings("sge", {"cores": 2, "memory": "3GiB"})
+    assert "-pe smp 2" in settings.kwargs["job_extra_directives"]
+    assert settings.kwargs["resource_spec"] == "h_vmem=1536M"
+    # what a site or a user asks for is theirs, as they wrote it
+    options = {"cores": 4, "memory": "8GiB", "job_extra_directives": ["-pe threaded 4"], "resource_spec": "h_vmem=3G"}
+    settings = bs.batch_settings("sge", options)
+    assert settings.kwargs["job_extra_directives"] == ["-pe threaded 4"]
+    assert settings.kwargs["resource_spec"] == "h_vmem=3G"
+
+
+def test_a_fragment_longer_than_any_jobs_walltime_is_refused_before_submission(tmp_path):
+    """MP2/aug-cc-pVTZ water trimers: the cost model puts each near three minutes; a 2-minute walltime cannot
+    hold one. Nothing is submitted (there is no SLURM needed to refuse it)."""
+    mbin = mbe_input(3, specs={"(auto)": ("mp2", "aug-cc-pvtz")})
+    options = {"walltime": "00:02:00", "log_directory": str(tmp_path / "logs")}
+    with pytest.raises(InvalidArgument) as refused:
+        qcmb_dask.compute(mbin, "slurm", cluster_options=options, cache=tmp_path / "store", progress=False)
+    message = str(refused.value)
+    assert "is estimated at" in message and "walltime of 00:02:00 (from cluster_options)" in message
+    assert "longer-than-walltime: warn" in message
+    assert not (tmp_path / "logs").exists()  # no job script was written, nothing submitted
+    with dask.config.set({"qcmb_dask.batch.longer-than-walltime": "warn"}):
+        from qcmb_dask.clusters.jobqueue import JobqueueBackend
+        from qcmb_dask.options import Options
+
+        backend = JobqueueBackend("slurm")
+        backend.check(Options.from_call(cluster_options=options), 7)
+        with pytest.warns(SettingWarning, match="is estimated at"):
+            backend.consider(1000.0, ["pyscf"], None, longest=(500.0, "a trimer"))

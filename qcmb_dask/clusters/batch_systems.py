@@ -120,6 +120,23 @@ def _qsub_sge_header(name, *, memory, walltime, log_directory, queue, account) -
     return "\n".join(f"#$ {d}" for d in directives), log
 
 
+_PE = re.compile(r"^(\s*-pe\s+\S+\s+)(\d+)(\s*)$")
+_VMEM = re.compile(r"h_vmem=[^,]*")
+
+
+def _sge_slots(directives: list, resource_spec: str | None, cores: int, memory_bytes: float):
+    """SGE counts a job's cores as slots of a parallel environment (``-pe <name> <slots>``) and ``h_vmem`` per
+    slot: the directives and resource_spec with the slots set to ``cores`` and h_vmem to memory / cores, so that a
+    job asks for what its workers use, whatever cores and memory are."""
+    directives = [
+        match.group(1) + str(cores) + match.group(3) if (match := _PE.match(str(d))) else d for d in directives
+    ]
+    if resource_spec and "h_vmem=" in resource_spec:
+        per_slot = f"h_vmem={max(1, int(memory_bytes / cores / 2**20))}M"
+        resource_spec = _VMEM.sub(per_slot, resource_spec)
+    return directives, resource_spec
+
+
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
 _UNITS = "KMGTP"
 
@@ -184,6 +201,9 @@ class BatchSystem:
     driver_header: Callable[..., tuple[str, str]] | None = None
     #: the job's extra directives -> seconds before its walltime they ask for a warning signal, or None
     signal_seconds: Callable[[list], float | None] = signal_seconds
+    #: ``(job_extra_directives, resource_spec, cores, memory bytes)`` -> the two sized to the job's cores and
+    #: memory, where the system asks for them in its own terms (SGE's slots); None where nothing is to size
+    size_request: Callable[..., tuple[list, str | None]] | None = None
 
 
 #: cluster= name -> its system, in the order messages list them
@@ -218,6 +238,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             cancel="qdel",
             queue=("qstat",),
             read_states=sge.read,
+            size_request=_sge_slots,
             driver_header=_qsub_sge_header,
         ),
         BatchSystem(

@@ -297,6 +297,16 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
         kwargs["job_script_prologue"] = prologue
     kwargs["worker_extra_args"] = extra
     # The profile's ``name`` is the job's name (dask-jobqueue's config key); the classes call it job_name.
+    size_request = SYSTEMS[system].size_request
+    shipped = f"profile {os.path.join(PROFILES_DIR, system + '.yaml')}"
+    if size_request is not None:
+        # Only the shipped profile's numbers are examples to fit; a site's or a user's request is theirs.
+        given = list(full.get("job_extra_directives") or []), full.get("resource_spec")
+        sized = size_request(*given, cores, _parse_bytes(memory))
+        for key, before, after in zip(("job_extra_directives", "resource_spec"), given, sized, strict=True):
+            if after != before and sources.get(key) == shipped:
+                kwargs[key] = after
+                notes.append(f"{key} sized to the job's {cores} core(s) and {memory}: {after}")
     kwargs["job_name"] = kwargs.pop("name", None) or "qcmb-dask"
     return BatchSettings(
         system,
