@@ -96,9 +96,11 @@ class JobKeeper:
         self.leaving.add(name)
         self.replaced += 1
         job_id = compat.submitted_job_ids(self.cluster).get(name, "?")
+        # With adapt=, Dask's adaptive scaling counts the leaving job until it ends, and replaces it then.
+        then = "its replacement is submitted now" if self.jobs is not None else "adapt replaces it when it has left"
         self.announce(
             f"qcmb_dask: job {job_id} ({name}) leaves before its walltime after its current fragment: "
-            f"{message.get('why')}; its replacement is submitted now"
+            f"{message.get('why')}; {then}"
         )
         self._scale()
 
