@@ -23,7 +23,14 @@ import pytest
 
 import qcmb_dask
 
-from .conftest import assert_same_result, entries, faulty_input, mbe_input, start_as_a_terminal_would
+from .conftest import (
+    assert_same_answer,
+    assert_same_result,
+    entries,
+    faulty_input,
+    mbe_input,
+    start_as_a_terminal_would,
+)
 from .fake_programs import FaultyHarness, calls
 from .test_queue_sge import requires_sge, sge_environment
 
@@ -315,3 +322,55 @@ def test_a_driver_at_its_soft_walltime_cancels_its_jobs_and_keeps_what_is_done(j
     assert "SIGTERM received" in log, log  # SIGUSR1 at s_rt, passed on as SIGTERM: not killed at h_rt
     assert_no_job_left(job_name, within=10)
     assert 0 < len(entries(store)) < 82, "the run fit before the soft limit: it tested nothing"
+
+
+def test_a_worker_job_qdeleted_mid_run_is_replaced_and_the_answer_holds(job_name, tmp_path, reference, caplog):
+    """A worker crash as SGE sees it: the job is deleted under its worker; SGE's words are said, a replacement is
+    submitted, and the finished results stay."""
+    caplog.set_level("INFO", logger="qcmb_dask")
+    log = tmp_path / "calls.log"
+    harness = FaultyHarness(extras={"log": str(log), "sleep": 1.5})
+    n = len(qcmb_dask.plan(faulty_input()))
+    outcome = {}
+    with QueueWatcher(job_name) as queue:
+        runner = threading.Thread(
+            target=lambda: outcome.setdefault(
+                "result",
+                qcmb_dask.compute(
+                    faulty_input(), "sge", harnesses=[harness], cluster_options=options(job_name, tmp_path),
+                    cache=tmp_path / "store", progress=False, jobs=2,
+                ),
+            )
+        )  # fmt: skip
+        runner.start()
+        deadline = time.time() + 120
+        while calls(log, "done") < 1 and time.time() < deadline:
+            time.sleep(0.1)
+        victim = queue.ids[0]
+        subprocess.run(["qdel", victim], check=True, capture_output=True)
+        runner.join(timeout=240)
+    assert "result" in outcome, "the run did not finish"
+    assert len(queue.ids) >= 3, f"the deleted job was not replaced: jobs seen {queue.ids}"
+    assert any(f"job {victim} " in r.getMessage() for r in caplog.records), "the deleted job was not said"
+    assert len(entries(tmp_path / "store")) == n
+    assert_same_answer(outcome["result"], reference)
+    assert_no_job_left(job_name)
+
+
+def test_workers_leave_before_their_sge_jobs_walltime(job_name, tmp_path, caplog):
+    """The deadline the job script exports works under SGE's shell too: workers leave before h_rt and are
+    replaced first; nothing is computed twice."""
+    caplog.set_level("INFO", logger="qcmb_dask")
+    log = tmp_path / "calls.log"
+    harness = FaultyHarness(extras={"log": str(log), "sleep": 3.5})
+    n = len(qcmb_dask.plan(faulty_input()))
+    short = options(job_name, tmp_path, walltime="00:00:20")
+    with QueueWatcher(job_name) as queue:
+        qcmb_dask.compute(
+            faulty_input(), "sge", harnesses=[harness], cluster_options=short, cache=tmp_path / "store", progress=False,
+            jobs=1,
+        )  # fmt: skip
+    assert len(queue.ids) >= 2, "the run fit in one job's walltime: it tested nothing"
+    assert calls(log) == calls(log, "done") == n
+    assert any("leaves before its walltime" in r.getMessage() for r in caplog.records)
+    assert_no_job_left(job_name)
