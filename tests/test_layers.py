@@ -37,6 +37,8 @@ CLIENT_MODULES = (
     "qcmb_dask.diagnostics.results",
     "qcmb_dask.clusters.driver_job",
     "qcmb_dask.clusters.queue_state",
+    "qcmb_dask.clusters.queues",
+    "qcmb_dask.clusters.job_keeper",
     "qcmb_dask.execution",
     "qcmb_dask.clusters.local",
     "qcmb_dask.clusters.given",
