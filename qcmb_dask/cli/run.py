@@ -159,11 +159,13 @@ def _run_many(pairs, model, settings, out, report, quiet) -> None:
     except qcmb_dask.InputsFailed as e:
         click.echo(f"qcmb-dask: {e}", err=True)
         results, failed = e.results, True
-    except KeyboardInterrupt:
-        click.echo(
-            "\nqcmb-dask: interrupted: finished fragments are in the result store; run again to go on.", err=True
-        )
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        from qcmb_dask.errors import Terminated
+
+        terminated = isinstance(interrupt, Terminated)
+        what = f"{interrupt.signal_name} received" if terminated else "interrupted"
+        click.echo(f"\nqcmb-dask: {what}: finished fragments are in the result store; run again to go on.", err=True)
+        sys.exit(interrupt.exit_status if terminated else 130)  # 143 for SIGTERM, 129 for SIGHUP, as for one input
     except (qcmb_dask.WorkersNeverArrived, qcmb_dask.SchedulerLost) as e:
         click.echo(f"qcmb-dask: the run failed.\n{e}", err=True)
         sys.exit(1)
