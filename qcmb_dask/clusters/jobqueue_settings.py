@@ -281,6 +281,8 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
             margin_s = walltime_margin(walltime_s, full.get("walltime"), where)
             deadline_lines = tuple(deadline_exports(walltime_s, margin_s))
             prologue += deadline_lines
+            before = sources.get("job_script_prologue")
+            sources["job_script_prologue"] = f"{before}, then " * bool(before) + "qcmb_dask: the job's deadline"
             extra += ["--preload", WALLTIME_PRELOAD]
             notes.append(
                 f"workers start only fragments that fit before the walltime ({full.get('walltime')}) less "

@@ -45,7 +45,7 @@ logger = logging.getLogger("qcmb_dask")
 
 #: seconds between a worker's looks at its clock (idle near the deadline?) and at the run's shared pace
 CHECK_S = 1.0
-SHARE_S = 10.0
+SHARE_S = 5.0
 #: measured / estimated times a worker keeps and shares; the pace is their upper decile, so that one slow
 #: outlier does not send every worker home early, while most fragments still fit with room to spare
 KEEP = 50
@@ -63,6 +63,8 @@ class Walltime(WorkerPlugin):
         self.deadline, self.walltime_s, self.margin_s = deadline, walltime_s, margin_s
         #: measured / estimated seconds of the fragments this worker computed
         self.ratios: list[float] = []
+        #: the same for the first fragment this worker computed (with the program's imports in it)
+        self.first: float | None = None
         #: the same, pooled over the run's workers (scheduler metadata), read every SHARE_S seconds
         self.run_ratios: list[float] = []
         self.computed = 0
@@ -136,7 +138,7 @@ class Walltime(WorkerPlugin):
         """Measured / estimated time, the upper decile of the run's (this worker's included); 1 before any."""
         pool = (self.run_ratios or []) + self.ratios[-KEEP:]
         if not pool:
-            return 1.0
+            return 1.0 if self.first is None else self.first
         if len(pool) == 1:
             return pool[0]
         return statistics.quantiles(pool, n=10, method="inclusive")[int(QUANTILE * 10) - 1]
@@ -151,14 +153,22 @@ class Walltime(WorkerPlugin):
             return None
         if self.computed == 0 and needed > self.walltime_s - self.margin_s:
             return None  # longer than any job holds: no later worker does better than this fresh one
+        left = f"{usable:.0f} s are left before" if usable > 0 else "the worker is within"
         return (
-            f"the next fragment needs about {needed:.0f} s (estimate {estimate_s:.0f} s x pace {self.pace():.2f}), "
-            f"{usable:.0f} s are left before the margin of {self.margin_s:.0f} s"
+            f"the next fragment needs about {needed:.0f} s (estimate {estimate_s:.1f} s x pace {self.pace():.2f}), "
+            f"{left} the margin of {self.margin_s:.0f} s"
         )
 
     def measured(self, estimate_s: float | None, seconds: float) -> None:
+        """One computed fragment's time. The first of each worker is kept apart: it carries the program's imports
+        (seconds, in a fresh process), which would make later estimates of short fragments far too long; it
+        serves only until this worker or the run has measured others."""
         self.computed += 1
-        if estimate_s and estimate_s > 0 and seconds > 0:
+        if not (estimate_s and estimate_s > 0 and seconds > 0):
+            return
+        if self.first is None:
+            self.first = seconds / estimate_s
+        else:
             self.ratios = (self.ratios + [seconds / estimate_s])[-KEEP:]
 
 
