@@ -50,6 +50,8 @@ SHARE_S = 5.0
 #: outlier does not send every worker home early, while most fragments still fit with room to spare
 KEEP = 50
 QUANTILE = 0.9
+#: the most a worker's first fragment may say about the pace, before any other measurement
+FIRST_CAP = 2.0
 #: why the worker closed, in Dask's logs
 REASON = "qcmb-dask-walltime"
 
@@ -137,8 +139,8 @@ class Walltime(WorkerPlugin):
     def pace(self) -> float:
         """Measured / estimated time, the upper decile of the run's (this worker's included); 1 before any."""
         pool = (self.run_ratios or []) + self.ratios[-KEEP:]
-        if not pool:
-            return 1.0 if self.first is None else self.first
+        if not pool:  # a first fragment's imports can make it look many times slower than it is: capped
+            return 1.0 if self.first is None else min(self.first, FIRST_CAP)
         if len(pool) == 1:
             return pool[0]
         return statistics.quantiles(pool, n=10, method="inclusive")[int(QUANTILE * 10) - 1]
