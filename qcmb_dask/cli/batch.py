@@ -13,7 +13,7 @@ from qcmb_dask.cli.run import run
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("input_file", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
-@click.option("--cluster", default="slurm", show_default=True, help="slurm, pbs, or a profile .yaml of either.")
+@click.option("--cluster", default="slurm", show_default=True, help="slurm, pbs, sge, lsf, or a profile .yaml of one.")
 @click.option(
     "--cache", type=click.Path(file_okay=False), help="Result store on a shared path (default: the configured)."
 )
@@ -77,7 +77,7 @@ def submit(input_file, cluster, cache, out, driver_walltime, driver_memory, clus
     except JobsRefused as e:
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(1)
-    log = job.log.replace("%j", job_id)
+    log = job.log.replace("%j", job_id).replace("%J", job_id)  # SLURM writes %j, LSF %J
     from qcmb_dask.clusters.batch_systems import SYSTEMS
 
     queue = f"{SYSTEMS[job.system].status} {job_id}"
