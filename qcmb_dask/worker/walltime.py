@@ -137,7 +137,9 @@ class Walltime(WorkerPlugin):
         return self.deadline - time.time()
 
     def pace(self) -> float:
-        """Measured / estimated time, the upper decile of the run's (this worker's included); 1 before any."""
+        """Measured / estimated time, the upper decile of the run's measurements (this worker's included); before
+        any, this worker's first fragment's, at most :data:`FIRST_CAP`; 1 without that either (the estimates are
+        the cost model refined by the store's earlier runs)."""
         pool = (self.run_ratios or []) + self.ratios[-KEEP:]
         if not pool:  # a first fragment's imports can make it look many times slower than it is: capped
             return 1.0 if self.first is None else min(self.first, FIRST_CAP)
