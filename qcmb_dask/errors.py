@@ -111,7 +111,7 @@ class InputsFailed(RuntimeError):
         lines = [f"{len(self.failures)} of {len(self.results)} inputs failed; the other results are in .results:"]
         for index, error in sorted(self.failures.items()):
             first, *rest = str(error).splitlines() or [type(error).__name__]
-            lines.append(f"  - {self.names.get(index, f'input {index}')}: {first}")
+            lines.append(f"  - {self.names.get(index, f'input {index + 1}')}: {first}")
             lines += [f"      {line}" for line in rest[:4]]
         super().__init__("\n".join(lines))
 

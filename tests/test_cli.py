@@ -226,3 +226,11 @@ def test_run_takes_a_directory_and_a_yaml_of_several_inputs(tmp_path):
     out = CliRunner().invoke(main, ["run", str(stream), "--cluster", "sync", "--no-cache", "-q"])
     assert out.exit_code == 0, out.output
     assert [line.split()[0] for line in out.output.splitlines()[-3:]] == [f"{stream}#{n}" for n in (1, 2, 3)]
+
+
+def test_cache_and_no_cache_together_are_refused_for_several_inputs_too():
+    out = CliRunner().invoke(
+        main, ["run", str(ROOT / "examples" / "water-trimer.json"), str(ROOT / "examples" / "water-hexamer.json"),
+               "--cache", "somewhere", "--no-cache"],
+    )  # fmt: skip
+    assert out.exit_code == 2 and "--cache PATH or --no-cache, not both" in out.output

@@ -66,6 +66,8 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
     except ValueError as e:  # an empty directory
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(2)
+    if cache and no_cache:
+        raise click.UsageError("give --cache PATH or --no-cache, not both")
     if len(pairs) > 1:
         settings = dict(cluster=cluster, jobs=jobs, adapt=adapt, cluster_option=cluster_option, workers=workers,
                         threads_per_task=threads_per_task, memory_per_task=memory_per_task, cache=cache,
@@ -79,8 +81,6 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
     from qcmb_dask.options import check_output_path
     from qcmb_dask.worker.analysis import PartialResult
 
-    if cache and no_cache:
-        raise click.UsageError("give --cache PATH or --no-cache, not both")
     with run_errors():
         for path, option in ((out, "--out"), (report, "--report")):
             if path:  # a typo here must not cost the run: checked before anything is computed
