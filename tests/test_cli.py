@@ -234,3 +234,22 @@ def test_cache_and_no_cache_together_are_refused_for_several_inputs_too():
                "--cache", "somewhere", "--no-cache"],
     )  # fmt: skip
     assert out.exit_code == 2 and "--cache PATH or --no-cache, not both" in out.output
+
+
+def test_submit_of_a_molecule_file_says_how_to_follow_it_with_its_model_flags(tmp_path, monkeypatch):
+    """The status line printed after submitting names the flags that made the input (a fake sbatch on PATH: it
+    prints a job id, as ``sbatch --parsable`` does)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text("#!/bin/sh\necho 4242\n")
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(
+        main, ["submit", str(ROOT / "examples" / "water-trimer.xyz"), "--cache", str(tmp_path / "store"),
+               "--method", "hf", "--basis", "sto-3g", "--bsse", "nocp"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "Submitted driver job 4242" in out.output
+    assert "--method hf --basis sto-3g --bsse nocp --cache" in out.output

@@ -86,9 +86,17 @@ def submit(input_file, cluster, cache, out, driver_walltime, driver_memory, clus
         f"Submitted driver job {job_id} ({job.system.upper()}): qcmb-dask run {input_file}, result to {out}.\n"
         f"  follow it:     tail -f {log}\n"
         f"  in the queue:  {queue}\n"
-        f"  how far:       qcmb-dask status {input_file} --cache {root}\n"
+        f"  how far:       qcmb-dask status {input_file}{_model_flags(model)} --cache {root}\n"
         f"  stop it:       {cancel}   (its worker jobs are cancelled with it; submit again to resume)"
     )
+
+
+def _model_flags(model: dict) -> str:
+    """The model flags a molecule file was submitted with, as ``status`` needs them to find its results."""
+    import shlex
+
+    given = [(name, value) for name, value in model.items() if value is not None]
+    return "".join(f" --{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in given)
 
 
 @click.command("job-script")
