@@ -21,7 +21,8 @@ logger = logging.getLogger("qcmb_dask")
 
 
 class JobKeeper:
-    """Keeps ``jobs`` jobs (or lets ``adapt`` decide) by forgetting jobs that ended.
+    """Keeps ``jobs`` jobs working (or lets ``adapt`` decide) by forgetting jobs that ended, and by submitting a
+    job's replacement as soon as its workers say they leave before its walltime (:meth:`on_leaving`).
 
     Runs on the cluster's event loop, so it never races the cluster's own bookkeeping. A job whose workers had
     connected and none is connected any more is either ended or restarting a worker (its nanny restarts one after
