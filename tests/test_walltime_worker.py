@@ -22,3 +22,12 @@ def test_a_walltime_aware_worker_judges_by_the_pace_it_measured():
     late = Walltime(deadline=time.time() + 5, walltime_s=120, margin_s=10)
     late.computed = 1
     assert "the worker is within the margin" in late.fits(1)
+
+
+def test_the_other_workers_paces_count_one_number_each():
+    keeper = Walltime(deadline=time.time() + 100, walltime_s=120, margin_s=10)
+    keeper.run_paces = [3.0] * 9  # nine other workers found their fragments three times slower than estimated
+    assert keeper.pace() == 3.0 and "needs about 90 s" in keeper.fits(30)
+    keeper.measured(1.0, 1.0)  # its first: kept apart
+    keeper.measured(1.0, 1.0)
+    assert keeper.own_pace() == 1.0 and keeper.pace() == 3.0

@@ -46,8 +46,8 @@ logger = logging.getLogger("qcmb_dask")
 #: seconds between a worker's looks at its clock (idle near the deadline?) and at the run's shared pace
 CHECK_S = 1.0
 SHARE_S = 5.0
-#: measured / estimated times a worker keeps and shares; the pace is their upper decile, so that one slow
-#: outlier does not send every worker home early, while most fragments still fit with room to spare
+#: measured / estimated times a worker keeps; its pace (shared) is their upper decile, so that one slow outlier
+#: does not send every worker home early, while most fragments still fit with room to spare
 KEEP = 50
 QUANTILE = 0.9
 #: the most a worker's first fragment may say about the pace, before any other measurement
@@ -67,8 +67,8 @@ class Walltime(WorkerPlugin):
         self.ratios: list[float] = []
         #: the same for the first fragment this worker computed (with the program's imports in it)
         self.first: float | None = None
-        #: the same, pooled over the run's workers (scheduler metadata), read every SHARE_S seconds
-        self.run_ratios: list[float] = []
+        #: the other workers' paces (scheduler metadata; those of workers gone included), read every SHARE_S seconds
+        self.run_paces: list[float] = []
         self.computed = 0
         self.leaving: str | None = None
         self.worker = None
@@ -98,19 +98,20 @@ class Walltime(WorkerPlugin):
                 return
 
     async def _share(self) -> None:
-        """Publish this worker's ratios and read the run's: a replacement job's first fragment is predicted from
-        what the run measured, not from the bare cost model."""
+        """Publish this worker's pace and read the others': a replacement job's first fragment is predicted from
+        what the run measured, not from the bare cost model. One number per worker each way, so that hundreds of
+        workers reading every few seconds cost the scheduler little."""
         key = str(self.worker.name if self.worker.name is not None else self.worker.address)
-        published: list[float] = []
+        published = None
         while True:
             await asyncio.sleep(SHARE_S)
             try:
-                if self.ratios != published:
-                    published = list(self.ratios)
+                if self.ratios and self.own_pace() != published:
+                    published = self.own_pace()
                     await compat.scheduler_metadata(self.worker, [PACE_METADATA, key], published, write=True)
                 pooled = await compat.scheduler_metadata(self.worker, [PACE_METADATA])
                 if isinstance(pooled, dict):
-                    self.run_ratios = [r for ratios in pooled.values() for r in ratios or ()][-20 * KEEP :]
+                    self.run_paces = [float(p) for name, p in pooled.items() if name != key and p is not None]
             except Exception as err:  # the scheduler busy or going away: the worker's own ratios still serve
                 logger.debug("qcmb_dask: pace not shared: %s", err)
 
@@ -137,15 +138,17 @@ class Walltime(WorkerPlugin):
         return self.deadline - time.time()
 
     def pace(self) -> float:
-        """Measured / estimated time, the upper decile of the run's measurements (this worker's included); before
-        any, this worker's first fragment's, at most :data:`FIRST_CAP`; 1 without that either (the estimates are
-        the cost model refined by the store's earlier runs)."""
-        pool = (self.run_ratios or []) + self.ratios[-KEEP:]
+        """Measured / estimated time: the upper decile of this worker's measurements and the other workers' paces;
+        before any, this worker's first fragment's, at most :data:`FIRST_CAP`; 1 without that either (the
+        estimates are the cost model refined by the store's earlier runs)."""
+        pool = self.run_paces + self.ratios[-KEEP:]
         if not pool:  # a first fragment's imports can make it look many times slower than it is: capped
             return 1.0 if self.first is None else min(self.first, FIRST_CAP)
-        if len(pool) == 1:
-            return pool[0]
-        return statistics.quantiles(pool, n=10, method="inclusive")[int(QUANTILE * 10) - 1]
+        return _upper_decile(pool)
+
+    def own_pace(self) -> float:
+        """The upper decile of this worker's own measurements (what it shares)."""
+        return _upper_decile(self.ratios[-KEEP:])
 
     def fits(self, estimate_s: float | None) -> str | None:
         """None where a fragment of this estimate may start now; else why not."""
@@ -174,6 +177,12 @@ class Walltime(WorkerPlugin):
             self.first = seconds / estimate_s
         else:
             self.ratios = (self.ratios + [seconds / estimate_s])[-KEEP:]
+
+
+def _upper_decile(values: list[float]) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=10, method="inclusive")[int(QUANTILE * 10) - 1]
 
 
 def of_this_worker() -> Walltime | None:
