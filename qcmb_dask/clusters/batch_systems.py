@@ -60,15 +60,21 @@ _SLURM_SIGNAL = re.compile(r"--signal[= ](?:[A-Z]+:)?[A-Z0-9]+@(\d+)")
 _LSF_WARNING = re.compile(r"-wt\s+['\"]?(\d+)")
 
 
-def signal_seconds(directives: list) -> float | None:
-    """Seconds before the walltime that a job's directives ask for a warning signal: SLURM's
-    ``--signal=[B:]SIG@seconds``, LSF's ``-wt minutes``; None where they ask for none."""
+def _first_match(pattern: re.Pattern, directives: list, scale: float) -> float | None:
     for directive in map(str, directives):
-        if match := _SLURM_SIGNAL.search(directive):
-            return float(match.group(1))
-        if match := _LSF_WARNING.search(directive):
-            return float(match.group(1)) * 60
+        if match := pattern.search(directive):
+            return float(match.group(1)) * scale
     return None
+
+
+def slurm_signal_seconds(directives: list) -> float | None:
+    """Seconds before the walltime that ``--signal=[B:]SIG@seconds`` asks for its signal; None without one."""
+    return _first_match(_SLURM_SIGNAL, directives, 1.0)
+
+
+def lsf_warning_seconds(directives: list) -> float | None:
+    """Seconds before the walltime that LSF's ``-wt minutes`` asks for its warning action; None without one."""
+    return _first_match(_LSF_WARNING, directives, 60.0)
 
 
 def _sbatch_header(name, *, memory, walltime, log_directory, queue, account) -> tuple[str, str]:
@@ -199,8 +205,12 @@ class BatchSystem:
     #: ``(name, *, memory, walltime, log_directory, queue, account)`` -> (directives, log path) of a driver job;
     #: None where ``qcmb-dask submit`` does not write one
     driver_header: Callable[..., tuple[str, str]] | None = None
-    #: the job's extra directives -> seconds before its walltime they ask for a warning signal, or None
-    signal_seconds: Callable[[list], float | None] = signal_seconds
+    #: the job's extra directives -> seconds before its walltime they ask for a warning signal, or None; None where
+    #: this system's warning directive is not read here
+    signal_seconds: Callable[[list], float | None] | None = None
+    #: signals the system sends a driver job before its limit instead of SIGTERM (SGE: SIGUSR1 at s_rt, SIGUSR2
+    #: with -notify): the driver script ignores them and passes them on to the driver as SIGTERM
+    driver_signals: tuple[str, ...] = ()
     #: ``(job_extra_directives, resource_spec, cores, memory bytes)`` -> the two sized to the job's cores and
     #: memory, where the system asks for them in its own terms (SGE's slots); None where nothing is to size
     size_request: Callable[..., tuple[list, str | None]] | None = None
@@ -218,6 +228,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             cancel="scancel",
             queue=("squeue", "-o", "%.12i %.24j %.10T %.10M %.6C %R"),
             read_states=slurm.read,
+            signal_seconds=slurm_signal_seconds,
             driver_header=_sbatch_header,
         ),
         BatchSystem(
@@ -238,6 +249,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             cancel="qdel",
             queue=("qstat",),
             read_states=sge.read,
+            driver_signals=("USR1", "USR2"),
             size_request=_sge_slots,
             driver_header=_qsub_sge_header,
         ),
@@ -251,6 +263,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             queue=("bjobs",),
             walltime=lsf_walltime_seconds,
             read_states=lsf.read,
+            signal_seconds=lsf_warning_seconds,
             driver_header=_bsub_header,
         ),
         BatchSystem(

@@ -25,10 +25,9 @@ from qcmb_dask.errors import InvalidArgument, JobsRefused
 #: batch systems a driver job can be submitted to from here
 DRIVER_SYSTEMS = tuple(name for name, system in SYSTEMS.items() if system.driver_header is not None)
 
-#: systems whose warning before a job's limit is not SIGTERM, the signal the driver ends cleanly on
-#: (:mod:`qcmb_dask.interrupts`): SGE sends SIGUSR1 at s_rt and, with -notify, SIGUSR2 before qdel's SIGKILL, to
-#: every process of the job. The driver ignores them, and its batch shell passes them on to it as SIGTERM.
-FORWARDED_SIGNALS = {"sge": ("USR1", "USR2")}
+#: the driver script of a system whose warning before a job's limit is not SIGTERM, the signal the driver ends
+#: cleanly on (:mod:`qcmb_dask.interrupts`; :attr:`.BatchSystem.driver_signals`): the driver ignores those
+#: signals, and its batch shell passes them on to it as SIGTERM
 _FORWARD = """\
 trap 'kill -TERM "$driver" 2>/dev/null' {signals}
 (trap '' {signals}; exec {command}) &
@@ -75,8 +74,9 @@ def driver_job(
     )
     command = shlex.join([sys.executable, "-m", "qcmb_dask.cli", "run", *run_arguments])
     launch = f"exec {command}\n"
-    if settings.system in FORWARDED_SIGNALS:
-        launch = _FORWARD.format(signals=" ".join(FORWARDED_SIGNALS[settings.system]), command=command)
+    forwarded = SYSTEMS[settings.system].driver_signals
+    if forwarded:
+        launch = _FORWARD.format(signals=" ".join(forwarded), command=command)
     script = (
         f"#!/usr/bin/env bash\n{header}\n\n"
         "# qcmb_dask: the driver of one many-body run; it submits and cancels its own worker jobs.\n"

@@ -384,7 +384,8 @@ def _option_seconds(arguments: list, flag: str) -> float | None:
 def _check_signal_time(system: str, full: dict, walltime_s: float, where: str, sources: dict) -> None:
     """A warning signal asked for earlier than the job starts (SLURM's ``--signal=...@seconds``, LSF's
     ``-wt minutes``) would reach every job at once: refused, naming the setting and where it came from."""
-    seconds = SYSTEMS[system].signal_seconds(full.get("job_extra_directives") or [])
+    read = SYSTEMS[system].signal_seconds
+    seconds = read(full.get("job_extra_directives") or []) if read is not None else None
     if seconds is not None and seconds >= walltime_s:
         raise ValueError(
             f"job_extra_directives (from {sources.get('job_extra_directives', 'dask-jobqueue')}) ask for a signal "
