@@ -305,3 +305,12 @@ def test_a_fragment_longer_than_any_jobs_walltime_is_refused_before_submission(t
         backend.check(Options.from_call(cluster_options=options), 7)
         with pytest.warns(SettingWarning, match="is estimated at"):
             backend.consider(1000.0, ["pyscf"], None, longest=(500.0, "a trimer"))
+
+
+def test_the_walltime_settings_are_checked_whatever_the_walltime():
+    with dask.config.set({"qcmb_dask.batch.walltime-aware": "false"}):  # as an environment variable gives it
+        assert "--lifetime" in " ".join(bs.batch_settings("slurm", {}).kwargs["worker_extra_args"])
+    with dask.config.set({"qcmb_dask.batch.walltime-aware": "sometimes"}), pytest.raises(ValueError, match="true or"):
+        bs.batch_settings("slurm", {"walltime": None})
+    with dask.config.set({"qcmb_dask.batch.longer-than-walltime": "ignore"}), pytest.raises(ValueError, match="refuse"):
+        bs.batch_settings("slurm", {})

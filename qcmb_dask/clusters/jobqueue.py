@@ -33,7 +33,13 @@ from qcmb_dask.clusters import resources as res
 from qcmb_dask.clusters.base import Backend, ClientSetup, Connection, scheduler_settings
 from qcmb_dask.clusters.batch_systems import SYSTEMS
 from qcmb_dask.clusters.job_keeper import JobKeeper
-from qcmb_dask.clusters.jobqueue_settings import BatchSettings, batch_settings, is_batch, jobs_for
+from qcmb_dask.clusters.jobqueue_settings import (
+    BatchSettings,
+    batch_settings,
+    is_batch,
+    jobs_for,
+    longer_than_walltime,
+)
 from qcmb_dask.errors import InvalidArgument, JobsRefused, SettingWarning, WorkersNeverArrived
 from qcmb_dask.options import Options, setting
 from qcmb_dask.planning.cost import duration
@@ -260,7 +266,7 @@ class JobqueueBackend(Backend):
             "refined by the times this store measured; if it is wrong for your program, "
             "qcmb_dask.batch.longer-than-walltime: warn runs it anyway, each on a fresh job."
         )
-        if setting("batch.longer-than-walltime") == "warn":
+        if longer_than_walltime() == "warn":
             warnings.warn(message, SettingWarning, stacklevel=2)
         else:
             raise InvalidArgument(message)

@@ -138,6 +138,7 @@ def batch_settings(
                 )
             merged[key] = value
             sources[key] = where
+    walltime_aware(), longer_than_walltime()  # refused here, before anything is submitted, whatever the walltime
     full = {**valid, **merged}  # what the job will see, dask-jobqueue's defaults included
     settings = _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per_task, sources)
     return dataclasses.replace(settings, task_config=task_config)
@@ -277,7 +278,7 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
                     stacklevel=4,
                 )
             notes.append("worker_extra_args has --lifetime: workers retire at it, not by the walltime")
-        elif setting("batch.walltime-aware"):
+        elif walltime_aware():
             margin_s = walltime_margin(walltime_s, full.get("walltime"), where)
             deadline_lines = tuple(deadline_exports(walltime_s, margin_s))
             prologue += deadline_lines
@@ -324,6 +325,30 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
         margin_s=margin_s,
         deadline_lines=deadline_lines,
     )
+
+
+LONGER_THAN_WALLTIME = ("refuse", "warn")
+
+
+def walltime_aware() -> bool:
+    """``qcmb_dask.batch.walltime-aware``, a yes or no: a string from an environment variable ("false") must not
+    count as true."""
+    value = setting("batch.walltime-aware")
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+        return value.strip().lower() in ("true", "yes")
+    if not isinstance(value, bool):
+        raise ValueError(f"qcmb_dask.batch.walltime-aware={value!r}: give true or false.")
+    return value
+
+
+def longer_than_walltime() -> str:
+    """``qcmb_dask.batch.longer-than-walltime``: what to do with a fragment no job's walltime holds."""
+    value = setting("batch.longer-than-walltime")
+    if value not in LONGER_THAN_WALLTIME:
+        raise ValueError(
+            f"qcmb_dask.batch.longer-than-walltime={value!r}: expected one of {', '.join(LONGER_THAN_WALLTIME)}."
+        )
+    return value
 
 
 def walltime_margin(walltime_s: float, walltime: Any = None, where: str = "dask-jobqueue") -> float:
