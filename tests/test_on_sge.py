@@ -32,6 +32,7 @@ from .conftest import (
     start_as_a_terminal_would,
 )
 from .fake_programs import FaultyHarness, calls
+from .test_on_slurm import QueueWatcher as SlurmQueueWatcher
 from .test_queue_sge import requires_sge, sge_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,7 @@ def options(job_name: str, tmp_path: Path, **more) -> dict:
         "interface": "lo",
         "scheduler_options": {"interface": "lo", "dashboard_address": ":0"},
         "job_script_prologue": [f"cd {ROOT}"],  # workers import tests.fake_programs
-        # what a one-core job asks for (the shipped profile's "-pe smp 8" and "h_vmem=4G" stay whatever cores are)
+        # what a one-core job asks for, as a site writes it (the shipped profile's numbers are sized to cores)
         "job_extra_directives": ["-pe smp 1"],
         "resource_spec": "h_vmem=1G",
         **more,
@@ -78,31 +79,9 @@ def our_jobs(job_name: str) -> list[tuple[str, str]]:
     ]
 
 
-class QueueWatcher(threading.Thread):
-    """Polls SGE's qstat during a run: every job id seen, and whether one ran."""
-
-    def __init__(self, job_name: str):
-        super().__init__(daemon=True)
-        self.job_name = job_name
-        self.ids: list = []
-        self.running = False
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            for job_id, state in our_jobs(self.job_name):
-                if job_id not in self.ids:
-                    self.ids.append(job_id)
-                self.running |= "r" in state
-            time.sleep(0.2)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.join()
+def QueueWatcher(job_name: str) -> SlurmQueueWatcher:  # noqa: N802  (used as the SLURM tests' class is)
+    """The SLURM tests' watcher, reading SGE's qstat (a state with r in it runs)."""
+    return SlurmQueueWatcher(job_name, lister=our_jobs, runs=lambda state: "r" in state)
 
 
 def assert_no_job_left(job_name: str, within: float = 20) -> None:

@@ -75,11 +75,14 @@ def our_jobs(job_name: str) -> list:
 
 
 class QueueWatcher(threading.Thread):
-    """Polls squeue during a run: every job id seen, and whether one was RUNNING."""
+    """Polls the batch system during a run: every job id seen, whether one ran, the most listed at once.
+    ``lister``: job name -> [(id, state)]; ``runs``: whether a state is running (SLURM's by default)."""
 
-    def __init__(self, job_name: str):
+    def __init__(self, job_name: str, lister=None, runs=lambda state: state == "RUNNING"):
         super().__init__(daemon=True)
         self.job_name = job_name
+        self.lister = lister or our_jobs
+        self.runs = runs
         self.ids: list = []
         self.running = False
         #: the most jobs listed at once
@@ -88,12 +91,12 @@ class QueueWatcher(threading.Thread):
 
     def run(self):
         while not self.stop.is_set():
-            listed = our_jobs(self.job_name)
+            listed = self.lister(self.job_name)
             self.most = max(self.most, len(listed))
             for job_id, state in listed:
                 if job_id not in self.ids:
                     self.ids.append(job_id)
-                self.running |= state == "RUNNING"
+                self.running |= self.runs(state)
             time.sleep(0.2)
 
     def __enter__(self):
