@@ -34,6 +34,14 @@ EMBEDDING_PLUGIN = "qcmb-dask-embedding-charges"
 ONE_FRAGMENT_PLUGIN = "qcmb-dask-one-fragment-per-process"
 #: The Dask worker resource every task of a run asks for where workers have threads to spare for a second one.
 ONE_FRAGMENT_RESOURCE = "qcmb-dask-process"
+#: The Dask worker resource a worker with a GPU of its own (or its share of one) declares; a fragment placed on a
+#: GPU asks for one, so it never lands on a worker without one.
+GPU_RESOURCE = "GPU"
+#: Workers of GPU jobs load it at start (``--preload``): :mod:`qcmb_dask.worker.gpu` gives each its card.
+GPU_PRELOAD = "qcmb_dask.worker.gpu"
+#: What a GPU job script (or the embedded cluster) tells that preload: GPUs per job, fragment processes per GPU.
+GPUS_VARIABLE = "QCMB_DASK_GPUS"
+PROCESSES_PER_GPU_VARIABLE = "QCMB_DASK_PROCESSES_PER_GPU"
 
 #: The scheduler loads the live many-body page (/qcmb) from this module (``distributed.scheduler.http.routes``).
 LIVE_PAGE_ROUTES = "qcmb_dask.diagnostics.page"

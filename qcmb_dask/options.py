@@ -41,6 +41,10 @@ PARAMETERS = {
     "cluster_options": "Batch clusters: dask-jobqueue settings for this call (``queue``, ``account``, ``cores``, "
     "``memory``, ``walltime``, ``job_script_prologue``, ``interface``, ...), over the Dask config and the profile.",
     "n_workers": "Fragments run at once on the embedded cluster. Default: fill the machine without oversubscribing it.",
+    "gpus": "GPUs of the embedded cluster for fragments placed on a GPU (the PySCF keyword ``device``: ``gpu`` or "
+    "``auto``). Default: every GPU this machine shows when a model chemistry asks for one, else none.",
+    "processes_per_gpu": "Fragment processes sharing each GPU, each with its share of the card's memory. Default: "
+    "``qcmb_dask.gpu.processes-per-gpu`` (2).",
     "threads_per_task": "Cores per fragment calculation. Default: the machine's cores shared among the workers "
     "(embedded cluster), 1 elsewhere.",
     "memory_per_task": "Memory per fragment calculation: GiB as a number, or a size as Dask writes one (``'4GiB'``, "
@@ -77,6 +81,8 @@ class RunOptions(TypedDict, total=False):
     adapt: tuple[int, int]
     cluster_options: dict
     n_workers: int
+    gpus: int
+    processes_per_gpu: int
     threads_per_task: int
     memory_per_task: float | str
     retries: int
@@ -142,6 +148,8 @@ class Options:
     API, the CLI and the cluster backends share."""
 
     n_workers: int | None = None
+    gpus: int | None = None
+    processes_per_gpu: int | None = None
     threads_per_task: int | None = None
     memory_per_task: float | None = None
     retries: int = 2
@@ -185,6 +193,7 @@ class Options:
                 "max_calculations",
             )
         }
+        from_config["processes_per_gpu"] = value_or_setting(given.get("processes_per_gpu"), "gpu.processes-per-gpu")
         from_config["memory_per_task"] = gibibytes(from_config["memory_per_task"], "memory_per_task")
         from_config["timeout_per_task"] = seconds(from_config["timeout_per_task"], "timeout_per_task")
         options = cls(**{**given, **from_config, "escalate": bool(from_config["escalate"])})
@@ -193,7 +202,11 @@ class Options:
 
     def check(self) -> None:
         """Refuse what cannot run, naming the argument and what to give instead."""
-        for name in ("n_workers", "threads_per_task", "jobs"):
+        if self.gpus is not None and (isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0):
+            raise InvalidArgument(
+                f"gpus={self.gpus!r}: expected a whole number of GPUs (0: none), or None for the default."
+            )
+        for name in ("n_workers", "threads_per_task", "jobs", "processes_per_gpu"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidArgument(

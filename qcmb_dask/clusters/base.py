@@ -45,6 +45,9 @@ class Connection:
     #: Dask resources every worker is given, joining workers too (one fragment per process where workers have
     #: threads to spare for a second)
     worker_resources: dict[str, float] | None = None
+    #: how many of the workers (``resources.n_workers``) have a GPU, or a share of one (they declare
+    #: ``keys.GPU_RESOURCE``); fragments placed on a GPU go there (:mod:`qcmb_dask.planning.placement`)
+    gpu_workers: int = 0
 
 
 class Backend(abc.ABC):
