@@ -13,9 +13,9 @@ from qcengine.config import TaskConfig
 from qcengine.exceptions import InputError, ResourceError
 from qcengine.programs.model import ProgramHarness
 
-from . import methods
+from . import gpu, methods
 from .molecule import build_mole, check_basis, embedding_charges
-from .options import PySCFOptions
+from .options import DEVICE_KEYWORDS, PySCFOptions
 
 
 class PySCFHarness(ProgramHarness):
@@ -59,18 +59,41 @@ class PySCFHarness(ProgramHarness):
 
     def store_fingerprint(self) -> dict[str, Any]:
         """What this harness adds to every calculation, for the result store's key."""
-        return {"harness": "qcmb_dask.pyscf", "revision": self.REVISION, "defaults": asdict(PySCFOptions())}
+        defaults = {name: value for name, value in asdict(PySCFOptions()).items() if name not in DEVICE_KEYWORDS}
+        return {"harness": "qcmb_dask.pyscf", "revision": self.REVISION, "defaults": defaults}
+
+    def store_keywords(self, method: str, keywords: dict) -> dict:
+        """The keywords that decide the number, for the result store's key.
+
+        ``device`` and ``gpu_unsupported`` do not (both devices are pinned to the same settings). DF-MP2 is
+        marked ``mp2_auxbasis="ri"``: before the pin it used the SCF's JK-fit basis, a different number.
+        """
+        kept = {key: value for key, value in keywords.items() if str(key).lower() not in DEVICE_KEYWORDS}
+        try:
+            density_fitted = PySCFOptions.from_keywords(keywords).density_fitting
+            family = methods.method_family(method)
+        except InputError:  # refused elsewhere; the key only has to be stable
+            return kept
+        if family == "mp2" and density_fitted:
+            kept["mp2_auxbasis"] = "ri"
+        return kept
 
     def check_request(
         self, method: str, basis: str, driver: str, keywords: dict, embedded: bool, elements: Sequence[str]
     ) -> None:
         """Refuse, before anything runs, what :meth:`compute` would refuse: unknown keywords or methods,
         drivers a method lacks, a basis set PySCF lacks for an element (raises QCEngine's InputError)."""
-        PySCFOptions.from_keywords(keywords)
+        options = PySCFOptions.from_keywords(keywords)
         if not basis:
             raise InputError('PySCF needs a basis set: give specification.model.basis (e.g. "6-31g").')
-        methods.check_supported(methods.method_family(method), driver, method, embedded)
+        family = methods.method_family(method)
+        methods.check_supported(family, driver, method, embedded)
         check_basis(basis, elements)
+        # Whether gpu4pyscf is installed is not checked here: the client planning this has no GPU at a site.
+        if options.device == "gpu" and options.gpu_unsupported == "refuse":
+            why = gpu.unsupported(family, driver, options.reference, embedded, options.density_fitting)
+            if why:
+                raise InputError(_refusal(method, driver, why))
 
     def analytic_hessian(self, method: str, keywords: dict) -> bool:
         """PySCF has analytic Hessians for HF and DFT, gradients only for MP2 and CCSD (qcmb_dask differentiates
@@ -94,8 +117,14 @@ class PySCFHarness(ProgramHarness):
         start = time.time()
         with _limited_threads(ncores):
             mol = build_mole(input_data.molecule, spec.model.basis, options, memory_gib=config.memory)
+            charges = embedding_charges(input_data.molecule)
+            device, device_note = _device(options, spec.model.method, driver, mol.spin, charges is not None)
             try:
-                outcome = methods.run(mol, spec.model.method, driver, options, embedding_charges(input_data.molecule))
+                if device == "gpu":
+                    with gpu.on_card():
+                        outcome = methods.run(mol, spec.model.method, driver, options, charges, on_gpu=True)
+                else:
+                    outcome = methods.run(mol, spec.model.method, driver, options, charges)
             except MemoryError as err:
                 raise ResourceError(f"PySCF ran out of memory (task memory {config.memory} GiB): {err}") from err
             threads_seen = _thread_counts()
@@ -107,6 +136,9 @@ class PySCFHarness(ProgramHarness):
             properties["return_gradient"] = outcome.gradient
         if outcome.hessian is not None:
             properties["return_hessian"] = outcome.hessian
+        extras: dict[str, Any] = {"threads": threads_seen, "wall_time": wall_time, "device": device}
+        if device_note:
+            extras["device_note"] = device_note
         return_result = {"energy": outcome.energy, "gradient": outcome.gradient, "hessian": outcome.hessian}[driver]
 
         return AtomicResult(
@@ -117,8 +149,33 @@ class PySCFHarness(ProgramHarness):
             stdout=mol.stdout.getvalue(),
             success=True,
             provenance=Provenance(creator="PySCF", version=self.get_version(), routine="qcmb_dask.programs.pyscf"),
-            extras={"pyscf": {"threads": threads_seen, "wall_time": wall_time}},
+            extras={"pyscf": extras},
         )
+
+
+def _refusal(method: str, driver: str, why: str) -> str:
+    return (
+        f"PySCF on a GPU cannot run {method} {driver}: {why}. Run it on the CPU: keyword device='cpu' or 'auto', "
+        "or gpu_unsupported='cpu' (such calculations then run on the worker's CPU)."
+    )
+
+
+def _device(options: PySCFOptions, method: str, driver: str, spin: int, embedded: bool) -> tuple[str, str | None]:
+    """The device this fragment runs on, and a note where it is not the one asked for."""
+    if options.device == "cpu":
+        return "cpu", None
+    reference = options.reference or ("rhf" if spin == 0 else "uhf")
+    why = gpu.unsupported(methods.method_family(method), driver, reference, embedded, options.density_fitting)
+    if why:
+        if options.device == "gpu" and options.gpu_unsupported == "refuse":
+            raise InputError(_refusal(method, driver, why))
+        return "cpu", f"ran on the CPU: {why}"
+    missing = gpu.unavailable()
+    if missing is None:
+        return "gpu", None
+    if options.device == "auto":
+        return "cpu", f"ran on the CPU (device='auto'): {missing}"
+    raise InputError(f"PySCF keyword device='gpu' but {missing} Or use device='auto' or 'cpu'.")
 
 
 class _limited_threads:

@@ -63,18 +63,24 @@ class MethodOutcome:
     hessian: np.ndarray | None = None
 
 
-def run(mol, method: str, driver: str, options: PySCFOptions, point_charges=None) -> MethodOutcome:
-    """Run ``method`` for ``driver`` on ``mol``; returns energies, derivatives and QCSchema properties."""
+def run(
+    mol, method: str, driver: str, options: PySCFOptions, point_charges=None, on_gpu: bool = False
+) -> MethodOutcome:
+    """Run ``method`` for ``driver`` on ``mol``; returns energies, derivatives and QCSchema properties.
+
+    ``on_gpu``: with gpu4pyscf's classes (the caller has checked :func:`gpu.unsupported` and holds the card);
+    the results come back as numpy.
+    """
     family = method_family(method)
     check_supported(family, driver, method, point_charges is not None)
 
-    mf = _converged_scf(mol, family, method, options, point_charges)
+    mf = _converged_scf(mol, family, method, options, point_charges, on_gpu)
     props = _scf_properties(mol, mf, family)
     outcome = MethodOutcome(energy=float(mf.e_tot), properties=props)
 
     solver = mf
     if family == "mp2":
-        solver = _mp2(mf, options, props)
+        solver = _mp2(mf, options, props, on_gpu)
         outcome.energy = float(solver.e_tot)
     elif family in ("ccsd", "ccsd(t)"):
         solver = _ccsd(mf, options, props)
@@ -96,23 +102,33 @@ def run(mol, method: str, driver: str, options: PySCFOptions, point_charges=None
     return outcome
 
 
-def _converged_scf(mol, family: str, method: str, options: PySCFOptions, point_charges):
-    from pyscf import dft, qmmm, scf
+def _converged_scf(mol, family: str, method: str, options: PySCFOptions, point_charges, on_gpu: bool = False):
+    if on_gpu:
+        from gpu4pyscf import dft, qmmm, scf
+        from gpu4pyscf.dft import gen_grid, radi
+    else:
+        from pyscf import dft, qmmm, scf
+        from pyscf.dft import gen_grid, radi
 
     reference = options.reference or ("rhf" if mol.spin == 0 else "uhf")
     if reference == "rhf" and mol.spin != 0:
         raise InputError(
             f"reference='rhf' needs a closed shell; this molecule has multiplicity {mol.spin + 1}. Use uhf or rohf."
         )
+    # Pinned, on both devices, so that a fragment gives the same number on a CPU or a GPU worker: the grid
+    # (level, pruning, radial scheme, partitioning), the auxiliary basis (PySCF's JK-fit choice, named), and
+    # below MP2's RI basis and the SCF thresholds. gpu4pyscf's defaults differ from PySCF's in places.
     if family == "dft":
         mf = {"rhf": dft.RKS, "uhf": dft.UKS, "rohf": dft.ROKS}[reference](mol)
         mf.xc = method
         mf.grids.level = options.grid_level
+        mf.grids.prune = gen_grid.nwchem_prune
+        mf.grids.radi_method = radi.treutler
+        mf.grids.becke_scheme = gen_grid.original_becke
     else:
         mf = {"rhf": scf.RHF, "uhf": scf.UHF, "rohf": scf.ROHF}[reference](mol)
     if options.density_fitting:
-        auxbasis = options.density_fitting if isinstance(options.density_fitting, str) else None
-        mf = mf.density_fit(auxbasis=auxbasis)
+        mf = mf.density_fit(auxbasis=jk_auxbasis(mol, options))
     if point_charges is not None:
         coords, charges = point_charges
         mf = qmmm.mm_charge(mf, coords, charges, unit="Bohr")
@@ -126,14 +142,33 @@ def _converged_scf(mol, family: str, method: str, options: PySCFOptions, point_c
     if not mf.converged:
         raise ConvergenceError(
             f"PySCF {type(mf).__name__} did not converge in {options.max_cycle} cycles (conv_tol={options.conv_tol}); "
-            f"last energy {mf.e_tot:.10f}. Try keywords max_cycle, level_shift or init_guess."
+            f"last energy {float(mf.e_tot):.10f}. Try keywords max_cycle, level_shift or init_guess."
         )
     return mf
 
 
+def jk_auxbasis(mol, options: PySCFOptions):
+    """The SCF's auxiliary basis: the user's name, else the JK-fit basis PySCF picks (named for either device)."""
+    if isinstance(options.density_fitting, str):
+        return options.density_fitting
+    from pyscf import df
+
+    return df.make_auxbasis(mol)
+
+
+def ri_auxbasis(mol):
+    """MP2's auxiliary basis on a density-fitted SCF: the RI (mp2fit) basis, as gpu4pyscf's DF-MP2 uses."""
+    from pyscf import df
+
+    return df.make_auxbasis(mol, mp2fit=True)
+
+
 def _scf_properties(mol, mf, family: str) -> dict[str, Any]:
+    from .gpu import to_numpy
+
     nalpha, nbeta = mol.nelec
-    mo_coeff = mf.mo_coeff[0] if isinstance(mf.mo_coeff, (tuple, list)) or np.ndim(mf.mo_coeff) == 3 else mf.mo_coeff
+    mo_coeff = to_numpy(mf.mo_coeff)
+    mo_coeff = mo_coeff[0] if isinstance(mo_coeff, (tuple, list)) or np.ndim(mo_coeff) == 3 else mo_coeff
     props: dict[str, Any] = {
         "calcinfo_nbasis": int(mol.nao),
         "calcinfo_nmo": int(np.shape(mo_coeff)[-1]),
@@ -143,7 +178,7 @@ def _scf_properties(mol, mf, family: str) -> dict[str, Any]:
         "nuclear_repulsion_energy": float(mol.energy_nuc()),
         "scf_total_energy": float(mf.e_tot),
         "scf_iterations": int(getattr(mf, "cycles", 0) or 0),
-        "scf_dipole_moment": np.asarray(mf.dip_moment(unit="AU", verbose=0)).tolist(),
+        "scf_dipole_moment": np.asarray(to_numpy(mf.dip_moment(unit="AU", verbose=0)), dtype=float).tolist(),
     }
     summary = getattr(mf, "scf_summary", {}) or {}
     if "e1" in summary:
@@ -165,10 +200,23 @@ def _frozen(mf, options: PySCFOptions) -> int | None:
     return chemcore(mf.mol) or None
 
 
-def _mp2(mf, options: PySCFOptions, props: dict[str, Any]):
-    from pyscf import mp
+def _mp2(mf, options: PySCFOptions, props: dict[str, Any], on_gpu: bool = False):
+    frozen = _frozen(mf, options)
+    if on_gpu:  # RHF only (gpu.unsupported)
+        from gpu4pyscf.mp import dfmp2, mp2
 
-    pt = mp.MP2(mf, frozen=_frozen(mf, options))
+        if options.density_fitting:
+            pt = dfmp2.DFMP2(mf, frozen=frozen, auxbasis=ri_auxbasis(mf.mol))
+            pt.fp_type = "FP64"  # gpu4pyscf may otherwise choose single precision
+        else:
+            pt = mp2.RMP2(mf, frozen=frozen)
+    else:
+        from pyscf import df, mp
+
+        pt = mp.MP2(mf, frozen=frozen)
+        if options.density_fitting:
+            # PySCF's DF-MP2 would reuse the SCF's JK-fit basis; gpu4pyscf's uses the RI basis. Pinned to RI.
+            pt.with_df = df.DF(mf.mol, auxbasis=ri_auxbasis(mf.mol))
     pt.kernel()
     props["mp2_correlation_energy"] = float(pt.e_corr)
     props["mp2_total_energy"] = float(pt.e_tot)
@@ -202,7 +250,9 @@ def _gradient(solver, method: str) -> np.ndarray:
         grad = solver.nuc_grad_method().kernel()
     except NotImplementedError as err:
         raise InputError(f"PySCF has no analytic gradient for {method!r} with these options: {err}") from err
-    return np.asarray(grad, dtype=float).reshape(-1, 3)
+    from .gpu import to_numpy
+
+    return np.asarray(to_numpy(grad), dtype=float).reshape(-1, 3)
 
 
 def _hessian(mf, natom: int, method: str) -> np.ndarray:
@@ -211,4 +261,6 @@ def _hessian(mf, natom: int, method: str) -> np.ndarray:
     except (NotImplementedError, AttributeError) as err:
         raise InputError(f"PySCF has no analytic hessian for {method!r} with these options: {err}") from err
     # PySCF returns (natom, natom, 3, 3); QCSchema wants (3 natom, 3 natom).
-    return np.asarray(hess, dtype=float).transpose(0, 2, 1, 3).reshape(3 * natom, 3 * natom)
+    from .gpu import to_numpy
+
+    return np.asarray(to_numpy(hess), dtype=float).transpose(0, 2, 1, 3).reshape(3 * natom, 3 * natom)

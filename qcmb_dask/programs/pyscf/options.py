@@ -9,6 +9,10 @@ from typing import Any
 from qcengine.exceptions import InputError
 
 REFERENCES = ("rhf", "uhf", "rohf")
+DEVICES = ("cpu", "gpu", "auto")
+GPU_UNSUPPORTED = ("cpu", "refuse")
+#: Keywords that choose where a fragment runs, not its number (the GPU path is pinned to the CPU's settings).
+DEVICE_KEYWORDS = ("device", "gpu_unsupported")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class PySCFOptions:
     cc_conv_tol: float = 1e-9
     #: PySCF's verbosity for the captured output (0 silent ... 9 debug).
     verbose: int = 4
+    #: ``"cpu"``, ``"gpu"`` (gpu4pyscf on a CUDA GPU) or ``"auto"`` (the GPU where this worker has one and
+    #: gpu4pyscf runs the calculation, else the CPU). Either device gives the same number.
+    device: str = "cpu"
+    #: What ``device="gpu"`` does with a calculation gpu4pyscf cannot run (CCSD, MP2 gradients, ...):
+    #: ``"cpu"`` runs it on the CPU and says so in ``extras["pyscf"]["device_note"]``; ``"refuse"`` is an InputError.
+    gpu_unsupported: str = "cpu"
 
     @classmethod
     def from_keywords(cls, keywords: Mapping[str, Any]) -> PySCFOptions:
@@ -63,6 +73,9 @@ class PySCFOptions:
                 raise InputError(f"PySCF keyword {name}={value!r}: {meaning}.")
         if options.reference is not None and options.reference not in REFERENCES:
             raise InputError(f"PySCF keyword reference={options.reference!r}: expected one of {REFERENCES}.")
+        for name, choices in (("device", DEVICES), ("gpu_unsupported", GPU_UNSUPPORTED)):
+            if getattr(options, name) not in choices:
+                raise InputError(f"PySCF keyword {name}={getattr(options, name)!r}: expected one of {choices}.")
         return options
 
 
@@ -80,9 +93,9 @@ RANGES = {
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Check one keyword's type against its default's; a wrong type is an InputError."""
-    if name == "reference":
+    if name in ("reference", "device", "gpu_unsupported"):
         if not isinstance(value, str):
-            raise InputError(f"PySCF keyword reference must be a string, got {value!r}.")
+            raise InputError(f"PySCF keyword {name} must be a string, got {value!r}.")
         return value.lower()
     if name == "density_fitting":
         if isinstance(value, (bool, str)):
