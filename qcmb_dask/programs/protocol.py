@@ -1,8 +1,8 @@
-"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: four optional members, each used where present.
+"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: five optional members, each used where present.
 
 Any QCEngine harness runs under qcmb_dask as it is (``compute(..., harnesses=[MyHarness()])`` registers it on
 every worker). A harness of your own can do more by defining any of these; the shipped PySCF harness
-(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all four.
+(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all five.
 
 - ``check_request(method, basis, driver, keywords, embedded, elements)``: called while planning, for every
   model chemistry, before anything is submitted. Raise ``qcengine.exceptions.InputError`` with a message for
@@ -12,6 +12,9 @@ every worker). A harness of your own can do more by defining any of these; the s
   changes (its keyword defaults, how it calls the program). It enters every result's key in the store, so
   an upgrade that changes a default recomputes instead of serving old numbers. Without it, QCEngine's
   version stands in.
+- ``store_keywords(method, keywords)``: the keywords that decide the number, for the result store's key. Drop
+  those that only choose how or where it runs (PySCF's ``device``), add markers where the same keywords now give
+  a different number than before. Without it, all keywords enter the key as given.
 - ``escalation_keywords``: a dict of keywords for one more try after a ``convergence_error``, used when the
   run asks for it (``compute(..., escalate=True)``), e.g. ``{"max_cycle": 200, "level_shift": 0.2}``.
 - ``analytic_hessian(method, keywords)``: False where the program has gradients but no Hessians of that method
@@ -38,6 +41,17 @@ class ChecksRequests(Protocol):
 @runtime_checkable
 class FingerprintsResults(Protocol):
     def store_fingerprint(self) -> Any: ...
+
+
+@runtime_checkable
+class StoresKeywords(Protocol):
+    def store_keywords(self, method: str, keywords: dict) -> dict: ...
+
+
+def store_keywords(harness, method: str, keywords: dict) -> dict:
+    """The keywords of a calculation as the result store keys them: the harness's say, else all of them."""
+    ask = getattr(harness, "store_keywords", None)
+    return dict(keywords) if ask is None else ask(method, keywords)
 
 
 def escalation_keywords(harness) -> dict | None:
