@@ -30,6 +30,7 @@ from pathlib import Path
 from qcmb_dask.errors import StoreWarning
 from qcmb_dask.store import write_atomically
 
+GPU = "gpu"
 FILE = "cost-history.json"
 FORMAT = "qcmb-dask-cost-history-1"
 #: Ratios kept per kind: the latest runs count, so a new machine or program version washes out older ones.
@@ -38,9 +39,15 @@ KEEP = 64
 MIN_SAMPLES = 3
 
 
-def kind_of(task) -> str:
-    """What a ratio is kept under: one program running one method in one basis for one driver."""
-    return "|".join(str(part).lower() for part in (task.program, task.method, task.basis_set, task.driver))
+def kind_of(task, device: str = "cpu") -> str:
+    """What a ratio is kept under: one program running one method in one basis for one driver, on one kind of
+    device (a GPU's ratios, over :func:`qcmb_dask.planning.placement.gpu_seconds`, are kept apart: ``...|gpu``)."""
+    parts = (task.program, task.method, task.basis_set, task.driver) + ((GPU,) if device == GPU else ())
+    return "|".join(str(part).lower() for part in parts)
+
+
+def _on_gpu(kind: str) -> bool:
+    return kind.endswith("|" + GPU)
 
 
 def load(root: Path | None) -> dict[str, list[float]]:
@@ -74,18 +81,34 @@ def factors(history: dict[str, list[float]]) -> dict[str, tuple[float, int]]:
     return {kind: (statistics.median(r), len(r)) for kind, r in history.items() if len(r) >= MIN_SAMPLES}
 
 
-def measured_ratios(tasks: Iterable, records: Iterable[dict], cores_per_task: int) -> list[tuple[str, float]]:
+def measured_ratios(
+    tasks: Iterable,
+    records: Iterable[dict],
+    cores_per_task: int,
+    devices: dict[str, str] | None = None,
+    processes_per_gpu: int = 1,
+) -> list[tuple[str, float]]:
     """(kind, measured core-seconds / model estimate) for every calculation a run computed.
 
     ``tasks``: the plan's :class:`~qcmb_dask.planning.plan.FragmentTask` (their ``model_cost`` is the model's
     estimate); ``records``: the run's fragment ends (:attr:`qcmb_dask.diagnostics.runlog.RunLog.records`).
+    ``devices``: label -> where it ran (:mod:`qcmb_dask.planning.placement`); a GPU's seconds are measured
+    against the GPU model with ``processes_per_gpu`` sharing its card.
     """
+    from qcmb_dask.planning.placement import gpu_seconds
+
+    devices = devices or {}
     by_label = {task.label: task for task in tasks}
     ratios = []
     for record in records:
         task = by_label.get(record.get("label"))
         start, stop = record.get("start"), record.get("stop")
         if task is None or not record.get("ok") or record.get("from_store") or start is None or stop is None:
+            continue
+        if devices.get(task.label) == GPU:
+            modelled = gpu_seconds(task.model_cost, processes_per_gpu)
+            if stop > start and modelled > 0:
+                ratios.append((kind_of(task, GPU), (stop - start) / modelled))
             continue
         seconds = (stop - start) * cores_per_task
         if seconds > 0 and task.model_cost > 0:
@@ -119,6 +142,7 @@ def factor_for(task, history: dict[str, list[float]]) -> tuple[float, int, str] 
     """
     kind = kind_of(task)
     program = kind.split("|", 1)[0]
+    history = {k: r for k, r in history.items() if not _on_gpu(k)}
     scopes = (
         ("calculations like these", [history.get(kind, [])]),
         (f"{program} calculations", [r for k, r in history.items() if k.split("|", 1)[0] == program]),
@@ -131,6 +155,13 @@ def factor_for(task, history: dict[str, list[float]]) -> tuple[float, int, str] 
     return None
 
 
+def gpu_factor(root: Path | None) -> float:
+    """Measured GPU seconds over the GPU model's, the median of every GPU ratio the store has (1.0 below
+    :data:`MIN_SAMPLES`): one card's speed against the reference card the model was fitted on."""
+    pooled = [ratio for kind, ratios in load(root).items() if _on_gpu(kind) for ratio in ratios]
+    return statistics.median(pooled) if len(pooled) >= MIN_SAMPLES else 1.0
+
+
 def refine(plan, root: Path | None):
     """``plan`` with each estimate the model's times its measured factor, where the store's history has one;
     the plan's ``cost_factors`` say, per model chemistry, which factor and from what."""
@@ -140,6 +171,9 @@ def refine(plan, root: Path | None):
     tasks, used = [], {}
     for task in plan.tasks:
         factor = used.get(task.model_chemistry) or factor_for(task, history)
+        if factor is None:  # only GPU times measured so far: the one-core estimate stays the model's
+            tasks.append(task)
+            continue
         tasks.append(dataclasses.replace(task, cost=task.model_cost * factor[0]))
         used[task.model_chemistry] = factor
     return dataclasses.replace(plan, tasks=tasks, cost_factors=used)

@@ -1,0 +1,123 @@
+"""Placement of fragments on CPU and GPU workers (pure: no Dask, no CUDA), and the GPU side of the cost history."""
+
+from __future__ import annotations
+
+import pytest
+
+from qcmb_dask.errors import InvalidInput
+from qcmb_dask.planning import cost, cost_history
+from qcmb_dask.planning.placement import Workers, gpu_seconds, place, sharing_stretch
+from qcmb_dask.planning.plan import FragmentTask
+
+
+def task(label: str, nbody: int, seconds: float, mc: str = "mp2/cc-pvtz", driver: str = "energy") -> FragmentTask:
+    fragments = tuple(range(1, nbody + 1))
+    return FragmentTask(label, mc, nbody, fragments, fragments, "pyscf", "mp2", "cc-pvtz", driver, seconds, seconds)
+
+
+def hexamer_expansion(mc: str = "mp2/cc-pvtz") -> list[FragmentTask]:
+    """A (H2O)6 expansion to 3-body in the model's one-core seconds for MP2/cc-pVTZ: 6 monomers, 15 dimers, 20
+    trimers (the reference GPU machine's measured set, ../shared/gpu/README.md)."""
+    nbf = cost.basis_functions("cc-pvtz", "O") + 2 * cost.basis_functions("cc-pvtz", "H")
+    sizes = {1: 6, 2: 15, 3: 20}
+    return [
+        task(f"{n}-{i}", n, cost.estimate(n * nbf, 3 * n, "mp2", "energy"), mc)
+        for n, count in sizes.items()
+        for i in range(count)
+    ]
+
+
+def test_the_gpu_model_reproduces_the_reference_machine_within_a_third():
+    nbf = cost.basis_functions("cc-pvtz", "O") + 2 * cost.basis_functions("cc-pvtz", "H")
+    measured = {1: 0.39, 2: 0.45, 3: 0.73}  # seconds per fragment on one H200, one process
+    for n, seconds in measured.items():
+        modelled = gpu_seconds(cost.estimate(n * nbf, 3 * n, "mp2", "energy"))
+        assert modelled == pytest.approx(seconds, rel=0.34), n
+
+
+def test_sharing_a_card_stretches_each_fragment_by_the_measured_throughput():
+    assert sharing_stretch(1) == 1.0
+    assert sharing_stretch(2) == pytest.approx(2 / 1.07)
+    assert sharing_stretch(4) == pytest.approx(4 / 1.24)
+    assert sharing_stretch(3) == pytest.approx(3 / ((1.07 + 1.24) / 2))
+    assert sharing_stretch(8) == pytest.approx(8 / 1.24)  # beyond the measured: no further gain
+
+
+def test_auto_keeps_monomers_on_cpu_and_sends_the_k_mers_to_the_gpus():
+    tasks = hexamer_expansion()
+    placement = place(tasks, {"mp2/cc-pvtz": "auto"}, Workers(cpu=12, gpu=4, processes_per_gpu=4))
+    by_level = {n: {placement.devices[t.label] for t in tasks if t.nbody == n} for n in (1, 2, 3)}
+    assert by_level[3] == {"gpu"}
+    assert by_level[1] == {"cpu"}
+    assert placement.counts()["gpu"] >= 20
+    assert placement.makespan_s < placement.cpu_only_makespan_s / 4
+    line = placement.summary()
+    assert "on GPU" in line and "on CPU" in line and "CPU workers alone" in line
+
+
+def test_gpu_sends_every_fragment_it_can_to_the_gpus():
+    tasks = hexamer_expansion()
+    placement = place(tasks, {"mp2/cc-pvtz": "gpu"}, Workers(cpu=12, gpu=2))
+    assert set(placement.devices.values()) == {"gpu"}
+
+
+def test_gpu_without_a_gpu_worker_is_refused_before_anything_runs():
+    with pytest.raises(InvalidInput, match=r"mp2/cc-pvtz.*device 'gpu'.*gpus=N"):
+        place(hexamer_expansion(), {"mp2/cc-pvtz": "gpu"}, Workers(cpu=4, gpu=0))
+
+
+def test_auto_without_a_gpu_worker_runs_on_cpu():
+    placement = place(hexamer_expansion(), {"mp2/cc-pvtz": "auto"}, Workers(cpu=4, gpu=0))
+    assert set(placement.devices.values()) == {"cpu"}
+    assert placement.summary() == ""
+
+
+def test_a_method_the_gpu_lacks_runs_on_cpu_and_is_said():
+    tasks = hexamer_expansion("ccsd/cc-pvtz")
+    placement = place(tasks, {"ccsd/cc-pvtz": "gpu"}, Workers(cpu=2, gpu=2), lambda t: "gpu4pyscf has no CCSD")
+    assert set(placement.devices.values()) == {"cpu"}
+    assert len(placement.fallbacks) == len(tasks)
+    assert "gpu4pyscf has no CCSD" in placement.summary()
+
+
+def test_programs_that_cannot_use_a_gpu_are_not_placed():
+    tasks = [*hexamer_expansion(), task("nw", 1, 1.0, mc="hf/sto-3g")]
+    placement = place(tasks, {"mp2/cc-pvtz": "auto"}, Workers(cpu=2, gpu=2))
+    assert "nw" not in placement.devices
+
+
+def test_a_gpu_only_cluster_still_runs_what_asks_for_cpu_on_cpu():
+    tasks = hexamer_expansion()
+    placement = place(tasks, {"mp2/cc-pvtz": "cpu"}, Workers(cpu=0, gpu=2))
+    assert set(placement.devices.values()) == {"cpu"}
+    assert placement.makespan_s > 0
+
+
+def test_placement_is_linear_in_the_number_of_fragments():
+    import time
+
+    many = [task(str(i), 2, 1.0 + i % 7) for i in range(100_000)]
+    began = time.perf_counter()
+    place(many, {"mp2/cc-pvtz": "auto"}, Workers(cpu=64, gpu=16))
+    assert time.perf_counter() - began < 5.0  # about 0.5 s here; a quadratic placement would take hours
+
+
+def test_gpu_times_are_kept_apart_from_cpu_times_in_the_history(tmp_path):
+    tasks = hexamer_expansion()[:4]
+    records = [{"label": t.label, "ok": True, "start": 0.0, "stop": 2.0} for t in tasks]
+    devices = {tasks[0].label: "gpu", tasks[1].label: "gpu", tasks[2].label: "gpu", tasks[3].label: "cpu"}
+    ratios = cost_history.measured_ratios(tasks, records, 1, devices, processes_per_gpu=2)
+    kinds = [kind for kind, _ in ratios]
+    assert kinds.count("pyscf|mp2|cc-pvtz|energy|gpu") == 3
+    assert kinds.count("pyscf|mp2|cc-pvtz|energy") == 1
+    gpu_ratio = next(r for k, r in ratios if k.endswith("|gpu"))
+    assert gpu_ratio == pytest.approx(2.0 / gpu_seconds(tasks[0].model_cost, 2))
+    cost_history.record(tmp_path, ratios)
+    assert cost_history.gpu_factor(tmp_path) == pytest.approx(gpu_ratio)
+    # the CPU estimate is not refined by GPU times: one CPU ratio is below the minimum, so it has none
+    assert cost_history.factor_for(tasks[3], cost_history.load(tmp_path)) is None
+
+
+def test_without_gpu_measurements_the_gpu_model_stands(tmp_path):
+    assert cost_history.gpu_factor(tmp_path) == 1.0
+    assert cost_history.gpu_factor(None) == 1.0
