@@ -20,10 +20,11 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
 from dask.task_spec import List as TaskList
 
-from qcmb_dask import compat
+from qcmb_dask import compat, keys
 from qcmb_dask.keys import fragment_key
 from qcmb_dask.planning import derivatives
 from qcmb_dask.planning import priorities as fragment_priorities
+from qcmb_dask.planning.placement import Placement
 from qcmb_dask.planning.plan import Plan
 from qcmb_dask.qcmanybody_adapter import prepare_parent
 from qcmb_dask.worker import analysis, displaced
@@ -59,6 +60,8 @@ class MBEGraph:
     level_inputs: dict[int, tuple] = field(default_factory=dict)
     #: label -> the gradient calculations its Hessian is made of, for fragments whose Hessian comes from gradients
     hessian_parts: dict[str, tuple[FragmentJob, ...]] = field(default_factory=dict)
+    #: each fragment's device, where its program can use a GPU and the run has GPU workers
+    placement: Placement | None = None
 
 
 def build(
@@ -70,6 +73,8 @@ def build(
     prioritize: bool = True,
     run_id: str | None = None,
     workers: int | None = None,
+    placement: Placement | None = None,
+    task_resources: dict | None = None,
 ) -> MBEGraph:
     """Build the graph of ``plan``; ``task_config`` is QCEngine's per-fragment cores/memory/retries,
     ``policy`` the store, timeout and escalation every fragment follows.
@@ -79,6 +84,8 @@ def build(
     machine's cores).
     ``run_id`` names this run in the events fragments log and in every key (default: a fresh random id): two
     runs on one scheduler never share a node, so neither runs the other's settings.
+    ``placement``: each fragment's device (:mod:`qcmb_dask.planning.placement`); a fragment placed on a GPU asks
+    for a GPU worker (Dask resource ``GPU``, with ``task_resources``, the resources every task asks for).
     """
     return build_many(
         [plan],
@@ -88,6 +95,8 @@ def build(
         prioritize=prioritize,
         run_id=run_id,
         workers=workers,
+        placements=[placement] if placement is not None else None,
+        task_resources=task_resources,
     )[0]
 
 
@@ -100,6 +109,8 @@ def build_many(
     prioritize: bool = True,
     run_id: str | None = None,
     workers: int | None = None,
+    placements: list[Placement] | None = None,
+    task_resources: dict | None = None,
 ) -> list[MBEGraph]:
     """One graph for several inputs (a scan, a trajectory): a graph handle per plan, in order, sharing one
     Dask graph in which a calculation several inputs need (the same atoms, real and ghost, the same model
@@ -111,6 +122,7 @@ def build_many(
     run_id = run_id or uuid.uuid4().hex[:12]
     dsk: dict[str, object] = {}
     priorities: dict[str, int] = {}
+    gpu_keys: set[str] = set()
     #: calculation identity -> its fragment key (only across several plans: one plan's labels are unique)
     shared: dict[str, str] | None = {} if len(plans) > 1 else None
     parts = [
@@ -126,18 +138,22 @@ def build_many(
             prioritize=prioritize,
             run_id=run_id,
             workers=workers or os.cpu_count() or 1,
+            placement=placements[number] if placements else None,
+            gpu_keys=gpu_keys,
         )
         for number, plan in enumerate(plans)
     ]
-    annotations = {"priority": _Priority(priorities)} if priorities else None
+    annotations = {"priority": _Priority(priorities)} if priorities else {}
+    if gpu_keys:
+        annotations["resources"] = _GPUResources(gpu_keys, task_resources)
     layer_name = f"qcmb-dask-mbe-{tokenize(run_id, [plan.token for plan in plans])}"
-    hlg = HighLevelGraph({layer_name: MaterializedLayer(dsk, annotations=annotations)}, {layer_name: set()})
+    hlg = HighLevelGraph({layer_name: MaterializedLayer(dsk, annotations=annotations or None)}, {layer_name: set()})
 
     def handle(key: str) -> Delayed:
         return Delayed(key, hlg, layer=layer_name)
 
     graphs = []
-    for plan, part in zip(plans, parts):
+    for number, (plan, part) in enumerate(zip(plans, parts)):
         graphs.append(
             MBEGraph(
                 result=handle(part.result_key),
@@ -155,6 +171,7 @@ def build_many(
                     for nbody, labels in plan.level_labels.items()
                 },
                 hessian_parts=part.hessian_parts,
+                placement=placements[number] if placements else None,
             )
         )
     return graphs
@@ -186,6 +203,8 @@ def _add_plan(
     prioritize: bool,
     run_id: str,
     workers: int,
+    placement: Placement | None = None,
+    gpu_keys: set[str] | None = None,
 ) -> _PlanKeys:
     """Add one plan's nodes to ``dsk``; a calculation already in ``shared`` is not added again."""
     token = tokenize(plan.token, run_id, number)
@@ -203,7 +222,8 @@ def _add_plan(
     for task in plan.tasks:
         # across several inputs, a fragment's events and failures name the input it first belongs to
         label = task.label if shared is None else f"[{number}] {task.label}"
-        jobs[task.label] = fragment_job(plan, task, task_config, policy, run_id, label=label)
+        device = placement.devices.get(task.label) if placement is not None else None
+        jobs[task.label] = fragment_job(plan, task, task_config, policy, run_id, label=label, device=device)
         same = identity(task, keep_atomic) if identity else None
         key = shared.get(same) if shared is not None else None
         if key is None:
@@ -213,6 +233,8 @@ def _add_plan(
                 shared[same] = key
         fragment_keys[task.label] = key
         keys_by_level.setdefault(task.nbody, []).append(key)
+        if device == "gpu" and gpu_keys is not None:
+            gpu_keys.add(key)
 
     # Cheap low levels first where that costs the makespan little, then longest processing time first.
     if prioritize:
@@ -254,6 +276,8 @@ def _add_plan(
             dsk[key] = Task(key, displaced.assemble, DataNode(None, jobs[task.label]), step, *map(TaskRef, parts))
             for part in parts:
                 priorities[part] = priorities.get(key, 0)
+                if key in (gpu_keys or ()):
+                    gpu_keys.add(part)
             hessian_parts[task.label] = tuple(parts.values())
             continue
         dsk[key] = compat.producer_task(key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after)
@@ -295,16 +319,22 @@ def _add_plan(
     return _PlanKeys(parent_key, result_key, outcome_key, level_keys, fragment_keys, keys_by_level, jobs, hessian_parts)
 
 
-def fragment_job(plan: Plan, task, task_config: dict, policy: RunPolicy, run_id: str = "", label=None) -> FragmentJob:
+def fragment_job(
+    plan: Plan, task, task_config: dict, policy: RunPolicy, run_id: str = "", label=None, device: str | None = None
+) -> FragmentJob:
     """What a worker needs for one task of ``plan``: the job a graph node runs (and the preflight, with the same
-    store key)."""
+    store key). ``device``: where it was placed, ``"cpu"`` or ``"gpu"``, told to its program as the keyword
+    ``device`` (placed are only the fragments of programs that run on GPUs); None leaves the keywords as given."""
+    specification = plan.specifications[task.model_chemistry]["specification"]
+    if device is not None:
+        specification = _on_device(plan, task.model_chemistry, device)
     return FragmentJob(
         label=label or task.label,
         nbody=task.nbody,
         real=task.real,
         basis=task.basis,
         program=task.program,
-        specification=plan.specifications[task.model_chemistry]["specification"],
+        specification=specification,
         embedding_charges=plan.embedding_charges,
         task_config=task_config,
         keep_atomic_result=plan.input.model.specification.protocols.cluster_results.value == "all",
@@ -313,6 +343,13 @@ def fragment_job(plan: Plan, task, task_config: dict, policy: RunPolicy, run_id:
         input_token=plan.token,
         estimate_s=task.cost / max(1, int(task_config.get("ncores") or 1)),
     )
+
+
+def _on_device(plan: Plan, model_chemistry: str, device: str) -> dict:
+    """The model chemistry's specification with ``device`` in its keywords (the store's key leaves it out: the
+    number is the same on either device)."""
+    spec = plan.specifications[model_chemistry]["specification"]
+    return {**spec, "keywords": {**(spec.get("keywords") or {}), "device": device}}
 
 
 def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, step: float, after) -> dict:
@@ -383,6 +420,18 @@ class _Priority:
 
     def __call__(self, key) -> int:
         return self.priorities.get(key, 0)
+
+
+class _GPUResources:
+    """Per-key Dask resources for the layer's annotation: a GPU for the fragments placed on one (with what every
+    task of the run asks for); None leaves the others to the run's own (``Client.compute(resources=...)``)."""
+
+    def __init__(self, gpu_keys: set[str], task_resources: dict | None):
+        self.gpu_keys = gpu_keys
+        self.gpu = {**(task_resources or {}), keys.GPU_RESOURCE: 1}
+
+    def __call__(self, key) -> dict | None:
+        return self.gpu if key in self.gpu_keys else None
 
 
 def _barrier(_outputs) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from qcmb_dask.diagnostics import provenance, runlog
 from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.errors import FragmentsFailed, InputsFailed, InvalidArgument, InvalidInput
+from qcmb_dask.execution import devices
 from qcmb_dask.execution.run import Run, records_of
 from qcmb_dask.execution.sessions import jobs_by_key
 from qcmb_dask.options import RUN_OPTIONS, Options, RunOptions, document
@@ -102,12 +103,18 @@ def compute_many(
     with run.session() as session:
         task_config = session.resources.task_config(retries=run.options.retries)
         workers = session.resources.n_workers
+        # each input placed as if alone on the workers: a heuristic for device "auto"; "gpu" and "cpu" are exact
+        placements = [
+            devices.placement(plans[index], session, run.options.processes_per_gpu, run.store_root) for index in order
+        ]
         graphs = build_many(
             [plans[index] for index in order],
             task_config=task_config,
             policy=run.policy,
             ordering=run.options.ordering,
             workers=workers,
+            placements=placements if any(p is not None for p in placements) else None,
+            task_resources=getattr(session, "task_resources", None),
         )
         bsse_types = sorted({bt for plan in plans.values() for bt in plan.bsse_type})
         try:

@@ -96,11 +96,15 @@ def _mark(root: Path) -> None:
             marker.write_text(json.dumps({"format": FORMAT}) + "\n")
 
 
-def calculation_key(atomic_input, program: str, program_version: str, harness: Any = None) -> str:
+def calculation_key(
+    atomic_input, program: str, program_version: str, harness: Any = None, keywords: dict | None = None
+) -> str:
     """The content key of one calculation, independent of its driver (the driver is part of the file name).
 
     ``harness`` stands for what the QCEngine harness adds to the input (keyword defaults, how it calls the
     program): :func:`harness_fingerprint`. Without it a changed default would serve old numbers as new ones.
+    ``keywords``: the keywords that decide the number, where the harness says which
+    (:func:`qcmb_dask.programs.protocol.store_keywords`: PySCF's ``device`` does not); default: all of them.
     """
     spec = atomic_input.specification
     mol = atomic_input.molecule
@@ -111,7 +115,7 @@ def calculation_key(atomic_input, program: str, program_version: str, harness: A
         "harness": harness,
         "method": spec.model.method.lower(),
         "basis": (spec.model.basis or "").lower(),
-        "keywords": spec.keywords,
+        "keywords": spec.keywords if keywords is None else keywords,
         "extras": spec.extras,
         "molecule": {
             "symbols": list(mol.symbols),

@@ -60,6 +60,7 @@ def snapshot(scheduler, run: str | None = None) -> dict[str, Any]:
     return {
         "run": description["run"],
         "inputs": description.get("inputs", 1),
+        "placement": description.get("placement"),
         "bsse_types": description["bsse_types"],
         "started": description["started"],
         "levels": levels,

@@ -29,11 +29,19 @@ def unbatch(batch: Any) -> list[dict[str, Any]]:
     return [record for record in batch if isinstance(record, dict)] if isinstance(batch, (list, tuple)) else []
 
 
-def publish_run(client, run_id: str, level_sizes: dict, bsse_types, started: float, inputs: int = 1) -> None:
+def publish_run(
+    client,
+    run_id: str,
+    level_sizes: dict,
+    bsse_types,
+    started: float,
+    inputs: int = 1,
+    placement: dict | None = None,
+) -> None:
     """The run, for the page: its id, its levels and their sizes, its BSSE treatments, when it started, how
-    many inputs it expands."""
+    many inputs it expands, and how many fragments go to CPU and GPU workers and why (``placement``)."""
     value = {"run": run_id, "levels": level_sizes, "bsse_types": list(bsse_types), "started": started}
-    publish(client, [run_id, "run"], {**value, "inputs": inputs})
+    publish(client, [run_id, "run"], {**value, "inputs": inputs, "placement": placement})
 
 
 def publish_level(client, run_id: str, level, bsse_types) -> None:

@@ -24,13 +24,14 @@ from qcmb_dask import clusters, keys, preflight, programs, store
 from qcmb_dask.diagnostics import provenance, runlog
 from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.errors import FragmentsFailed, InvalidInput, summary_lines
+from qcmb_dask.execution import devices
 from qcmb_dask.execution.sessions import open_session
 from qcmb_dask.interrupts import as_interrupts
 from qcmb_dask.options import Options, check_harnesses
 from qcmb_dask.planning import cost_history, validate
 from qcmb_dask.planning.plan import Plan
 from qcmb_dask.worker.analysis import Outcome, PartialResult
-from qcmb_dask.worker.fragment import RunPolicy
+from qcmb_dask.worker.fragment import GPU_OUT_OF_MEMORY_CHOICES, RunPolicy
 
 logger = logging.getLogger("qcmb_dask")
 
@@ -66,7 +67,10 @@ class Run:
         programs.register(harnesses)
         self.reporter = reporter if reporter is not None else Reporter(options.progress, callback=callback)
         self.policy = RunPolicy(
-            str(self.store_root) if self.store_root else None, options.timeout_per_task, options.escalate
+            str(self.store_root) if self.store_root else None,
+            options.timeout_per_task,
+            options.escalate,
+            gpu_out_of_memory=gpu_out_of_memory_setting(),
         )
         self.ncalculations = 0
 
@@ -99,6 +103,7 @@ class Run:
         longest = max(((task.cost, task.label) for plan in plans for task in plan), default=None)
         self.backend.consider(estimate, used, self.store_root, longest=longest)
         self.backend.announce = self.reporter.say
+        self.backend.wants_gpus = devices.wants_gpus(plans)
 
     @contextlib.contextmanager
     def session(self) -> Iterator:
@@ -131,19 +136,30 @@ class Run:
         from qcmb_dask.graph import build
 
         reporter = reporter if reporter is not None else self.reporter
+        placed = devices.placement(plan, session, self.options.processes_per_gpu, self.store_root)
+        if placed is not None and placed.summary():
+            reporter.say(f"qcmb_dask: {placed.summary()}")
         graph = build(
             plan,
             task_config=session.resources.task_config(retries=self.options.retries),
             policy=self.policy,
             ordering=self.options.ordering,
             workers=session.resources.n_workers,
+            placement=placed,
+            task_resources=getattr(session, "task_resources", None),
         )
         try:
             outcome = session.run(graph, reporter, plan.bsse_type)
         finally:
             runlog.remember(reporter.log)
             threads = session.resources.threads_per_task
-            measured = cost_history.measured_ratios(plan.tasks, records_of(reporter), threads)
+            measured = cost_history.measured_ratios(
+                plan.tasks,
+                records_of(reporter),
+                threads,
+                placed.devices if placed is not None else None,
+                self.options.processes_per_gpu,
+            )
             cost_history.record(self.store_root, measured)
         record = provenance.run_record(
             run_id=graph.run_id,
@@ -178,6 +194,20 @@ class Run:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.began
+
+
+def gpu_out_of_memory_setting() -> str:
+    """``qcmb_dask.gpu.out-of-memory``, checked: what a fragment that ran out of GPU memory is retried with."""
+    from qcmb_dask.errors import InvalidArgument
+    from qcmb_dask.options import setting
+
+    choice = str(setting("gpu.out-of-memory", "alone")).lower()
+    if choice not in GPU_OUT_OF_MEMORY_CHOICES:
+        raise InvalidArgument(
+            f"qcmb_dask.gpu.out-of-memory={choice!r}: expected 'alone' (retried with its card to itself) or 'cpu' "
+            "(retried on its worker's CPU)."
+        )
+    return choice
 
 
 def install_harnesses(client, harnesses: Sequence) -> None:

@@ -47,6 +47,7 @@ def open_session(connection) -> SyncSession | DistributedSession:
         connection.where,
         kind=connection.kind,
         task_resources=connection.task_resources,
+        gpu_workers=getattr(connection, "gpu_workers", 0),
     )
 
 
@@ -131,8 +132,11 @@ class DistributedSession:
         where: str = "",
         kind: str = "given",
         task_resources: dict[str, float] | None = None,
+        gpu_workers: int = 0,
     ):
         self.client = client
+        #: how many of the workers have a GPU (or a share of one): where fragments placed on a GPU go
+        self.gpu_workers = gpu_workers
         #: Dask resources every task of a run asks for (one fragment per process on workers with several threads)
         self.task_resources = task_resources
         self.resources = resources
@@ -191,7 +195,16 @@ class DistributedSession:
             reporter.say(self.where)
         reporter.dashboard(self.client.dashboard_link)
         reporter.live_page(live_page_link(self.client))
-        run_events.publish_run(self.client, run_id, level_sizes, bsse_types, time.time(), len(graphs))
+        placement = graphs[0].placement if len(graphs) == 1 else None
+        run_events.publish_run(
+            self.client,
+            run_id,
+            level_sizes,
+            bsse_types,
+            time.time(),
+            len(graphs),
+            placement={**placement.counts(), "summary": placement.summary()} if placement is not None else None,
+        )
         reporter.start(level_sizes, _costs(graphs))
         single = graphs[0] if len(graphs) == 1 else None
         levels = [single.levels[nbody] for nbody in sorted(single.levels)] if single else []

@@ -1,8 +1,8 @@
-"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: five optional members, each used where present.
+"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: seven optional members, each used where present.
 
 Any QCEngine harness runs under qcmb_dask as it is (``compute(..., harnesses=[MyHarness()])`` registers it on
 every worker). A harness of your own can do more by defining any of these; the shipped PySCF harness
-(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all five.
+(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all seven.
 
 - ``check_request(method, basis, driver, keywords, embedded, elements)``: called while planning, for every
   model chemistry, before anything is submitted. Raise ``qcengine.exceptions.InputError`` with a message for
@@ -15,6 +15,10 @@ every worker). A harness of your own can do more by defining any of these; the s
 - ``store_keywords(method, keywords)``: the keywords that decide the number, for the result store's key. Drop
   those that only choose how or where it runs (PySCF's ``device``), add markers where the same keywords now give
   a different number than before. Without it, all keywords enter the key as given.
+- ``devices``: the devices its keyword ``device`` may name, e.g. ``("cpu", "gpu")``; a harness with ``"gpu"``
+  has its fragments placed on GPU workers or CPU workers by qcmb_dask (:mod:`qcmb_dask.planning.placement`), and
+  is told where by that keyword (``"cpu"`` or ``"gpu"``). With it, ``gpu_unsupported(method, driver, keywords,
+  embedded)``: why a GPU cannot run such a calculation (a method or driver the GPU code lacks), or None.
 - ``escalation_keywords``: a dict of keywords for one more try after a ``convergence_error``, used when the
   run asks for it (``compute(..., escalate=True)``), e.g. ``{"max_cycle": 200, "level_shift": 0.2}``.
 - ``analytic_hessian(method, keywords)``: False where the program has gradients but no Hessians of that method
@@ -52,6 +56,17 @@ def store_keywords(harness, method: str, keywords: dict) -> dict:
     """The keywords of a calculation as the result store keys them: the harness's say, else all of them."""
     ask = getattr(harness, "store_keywords", None)
     return dict(keywords) if ask is None else ask(method, keywords)
+
+
+def runs_on_gpus(harness) -> bool:
+    """Whether the harness can run calculations on a GPU (its ``devices`` name one)."""
+    return "gpu" in tuple(getattr(harness, "devices", ()) or ())
+
+
+def gpu_unsupported(harness, method: str, driver: str, keywords: dict, embedded: bool) -> str | None:
+    """Why the harness cannot run this calculation on a GPU, or None (a harness that does not say can)."""
+    ask = getattr(harness, "gpu_unsupported", None)
+    return None if ask is None else ask(method, driver, keywords, embedded)
 
 
 def escalation_keywords(harness) -> dict | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qcmb_dask.errors import FragmentError
+from qcmb_dask.programs.protocol import store_keywords
 from qcmb_dask.qcmanybody_adapter import build_fragment_molecule, psi4_external_potentials, return_properties
 from qcmb_dask.store import ResultStore, calculation_key, harness_fingerprint
 from qcmb_dask.worker import events, walltime, watchdog
@@ -34,6 +35,12 @@ class RunPolicy:
     #: QCEngine harnesses of the user's, registered on whatever runs the fragment if it does not know them yet
     #: (``build_graph``'s graph may run on a cluster no one installed them on)
     harnesses: tuple = ()
+    #: a fragment that ran out of GPU memory is tried again "alone" on its card, or on the "cpu"
+    gpu_out_of_memory: str = "alone"
+
+
+#: the choices of ``qcmb_dask.gpu.out-of-memory``
+GPU_OUT_OF_MEMORY_CHOICES = ("alone", "cpu")
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,8 @@ def calculate(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
                 logger.warning("qcmb_dask: fragment %s did not converge; retrying once with %s", job.label, escalated)
                 retry = atomic_input(job, molecule, extra_keywords=escalated)
                 result = qcengine.compute(retry, job.program, raise_error=False, task_config=job.task_config)
+        if not result.success and out_of_gpu_memory(result):
+            result = _after_gpu_out_of_memory(job, molecule, inp, result)
     walltime.after_fragment(job.estimate_s, time.time() - began)
     if not result.success:
         message = result.error.error_message
@@ -171,6 +180,44 @@ def calculate(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
             output.store_error = f"{store.path(key, driver)}: {err}"
             logger.warning("qcmb_dask: could not store the result of %s: %s", job.label, output.store_error)
     return output
+
+
+def out_of_gpu_memory(result) -> bool:
+    """Whether a failed calculation ran out of GPU memory (the PySCF harness's marked ``resource_error``)."""
+    from qcmb_dask.programs.pyscf.gpu import GPU_OUT_OF_MEMORY
+
+    error = result.error
+    return error.error_type == "resource_error" and GPU_OUT_OF_MEMORY in (error.error_message or "")
+
+
+def _after_gpu_out_of_memory(job: FragmentJob, molecule, inp, failed):
+    """Try a fragment that ran out of GPU memory once more: alone on its card (its card's other fragment
+    processes wait) or on this worker's CPU (``qcmb_dask.gpu.out-of-memory``); the pinned settings give the same
+    number either way. The first failure's message stays with the second's, should that fail too."""
+    import qcengine
+
+    from qcmb_dask.programs.pyscf import gpu
+
+    how = job.policy.gpu_out_of_memory
+    logger.warning(
+        "qcmb_dask: fragment %s ran out of GPU memory; trying it again %s",
+        job.label,
+        "alone on its GPU" if how == "alone" else "on the CPU",
+    )
+    if how == "cpu":
+        result = qcengine.compute(
+            atomic_input(job, molecule, extra_keywords={"device": "cpu"}),
+            job.program,
+            raise_error=False,
+            task_config=job.task_config,
+        )
+    else:
+        with gpu.alone():
+            result = qcengine.compute(inp, job.program, raise_error=False, task_config=job.task_config)
+    if not result.success:
+        first = failed.error.error_message.splitlines()[0] if failed.error.error_message else "out of GPU memory"
+        result.error.error_message = f"{result.error.error_message} (tried again {how} after: {first})"
+    return result
 
 
 def displaced(molecule, atom: int, axis: int, step: float):
@@ -224,7 +271,9 @@ def _store_and_key(job: FragmentJob, inp) -> tuple[ResultStore | None, str | Non
 
     harness = qcengine.get_program(job.program)
     version = harness.get_version() or "unknown"
-    key = calculation_key(inp, job.program, version, harness_fingerprint(harness))
+    spec = inp.specification
+    keywords = store_keywords(harness, spec.model.method, dict(spec.keywords))
+    key = calculation_key(inp, job.program, version, harness_fingerprint(harness), keywords=keywords)
     return ResultStore(Path(job.policy.store)), key
 
 

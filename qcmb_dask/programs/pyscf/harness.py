@@ -62,6 +62,15 @@ class PySCFHarness(ProgramHarness):
         defaults = {name: value for name, value in asdict(PySCFOptions()).items() if name not in DEVICE_KEYWORDS}
         return {"harness": "qcmb_dask.pyscf", "revision": self.REVISION, "defaults": defaults}
 
+    #: the keyword ``device`` may name a GPU: qcmb_dask places this harness's fragments on CPU or GPU workers
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu")
+
+    def gpu_unsupported(self, method: str, driver: str, keywords: dict, embedded: bool) -> str | None:
+        """Why gpu4pyscf cannot run this calculation (a method, driver or reference it lacks), or None."""
+        options = PySCFOptions.from_keywords(keywords)
+        family = methods.method_family(method)
+        return gpu.unsupported(family, driver, options.reference, embedded, options.density_fitting)
+
     def store_keywords(self, method: str, keywords: dict) -> dict:
         """The keywords that decide the number, for the result store's key.
 

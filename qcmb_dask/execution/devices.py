@@ -1,0 +1,78 @@
+"""A run's fragments on CPU and GPU workers: what each model chemistry asks for, and the placement on a session.
+
+The choice is the PySCF keyword ``device`` (``cpu``, ``gpu`` or ``auto``), a model chemistry's own: an input can
+run its expensive level on GPUs and its cheap one on CPU. The placement itself is pure
+(:mod:`qcmb_dask.planning.placement`); this module gives it the session's workers, the store's measured GPU
+speed and gpu4pyscf's list of what it can run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from qcmb_dask.planning import cost_history
+from qcmb_dask.planning.placement import Placement, Workers, place
+from qcmb_dask.planning.plan import Plan
+from qcmb_dask.programs import protocol
+
+
+def device_of(plan: Plan) -> dict[str, str]:
+    """model chemistry -> ``cpu``, ``gpu`` or ``auto`` (its keyword ``device``, absent: ``cpu``), for the model
+    chemistries whose program can run on a GPU (:func:`qcmb_dask.programs.protocol.runs_on_gpus`)."""
+    import qcengine
+
+    devices = {}
+    for mc, entry in plan.specifications.items():
+        try:
+            harness = qcengine.get_program(entry["program"], check=False)
+        except Exception:  # a program this client does not know: it runs where its workers have it, on CPU
+            continue
+        if protocol.runs_on_gpus(harness):
+            keywords = entry["specification"].get("keywords") or {}
+            devices[mc] = str(keywords.get("device", "cpu")).lower()
+    return devices
+
+
+def wants_gpus(plans: Sequence[Plan]) -> bool:
+    """Whether any model chemistry of the run may run on a GPU (``gpu`` or ``auto``)."""
+    return any(device != "cpu" for plan in plans for device in device_of(plan).values())
+
+
+def unsupported_on_gpu(plan: Plan) -> Callable[[object], str | None]:
+    """task -> why its program cannot run it on a GPU (a method, driver or option gpu4pyscf lacks), or None;
+    asked once per model chemistry and driver."""
+    import qcengine
+
+    answers: dict[tuple[str, str], str | None] = {}
+    embedded = plan.embedding_charges is not None
+
+    def why_not(task) -> str | None:
+        asked = (task.model_chemistry, task.driver)
+        if asked not in answers:
+            entry = plan.specifications[task.model_chemistry]
+            spec = entry["specification"]
+            harness = qcengine.get_program(entry["program"], check=False)
+            answers[asked] = protocol.gpu_unsupported(
+                harness, spec["model"]["method"], task.driver, spec.get("keywords") or {}, embedded
+            )
+        return answers[asked]
+
+    return why_not
+
+
+def placement(plan: Plan, session, processes_per_gpu: int, store_root) -> Placement | None:
+    """Where each fragment of ``plan`` runs on ``session``'s workers; None where every fragment stays as its
+    keywords say (all on CPU, or the in-process executor, whose one process runs what the keywords ask)."""
+    devices = device_of(plan)
+    if all(device == "cpu" for device in devices.values()) or getattr(session, "client", None) is None:
+        return None
+    gpu_workers = int(getattr(session, "gpu_workers", 0) or 0)
+    total = int(session.resources.n_workers)
+    workers = Workers(
+        cpu=max(0, total - gpu_workers),
+        gpu=gpu_workers,
+        threads=session.resources.threads_per_task,
+        processes_per_gpu=processes_per_gpu,
+        gpu_factor=cost_history.gpu_factor(store_root),
+    )
+    return place(plan.tasks, devices, workers, unsupported_on_gpu(plan))
