@@ -214,6 +214,21 @@ async def add_worker_resources(worker, resources: dict) -> None:
         await worker.set_resources(**{**current, **missing})
 
 
+def resources_before_registration(worker, resources: dict) -> None:
+    """Give a worker that has not yet registered with its scheduler Dask resources (an amount of None removes one),
+    as ``Worker(resources=...)`` would have: in ``WorkerState.total_resources`` and ``available_resources``, which
+    the worker sends in its registration. For a worker preload (``dask_setup`` runs before registration);
+    ``Worker.set_resources`` would tell a scheduler that does not know the worker yet."""
+    state = worker.state
+    for name, amount in resources.items():
+        if amount is None:
+            state.total_resources.pop(name, None)
+            state.available_resources.pop(name, None)
+        else:
+            state.total_resources[name] = amount
+            state.available_resources[name] = amount
+
+
 def stop_taking_tasks(worker) -> None:
     """The scheduler sends this worker nothing new; what runs on it finishes (Dask's ``closing_gracefully``
     status, which ``Worker.close_gracefully`` sets too, but that one also closes at once, killing what runs).
