@@ -5,6 +5,10 @@ The choice compares predicted wall times: in this process the plan's estimate ``
 ``n`` workers, starting them ``S`` (measured on this machine, :func:`~.shared.startup_seconds`; nothing when
 they already run) plus ``E / n``. So a plan runs here when ``E <= S + E / n``. A run that needs worker
 processes (``timeout_per_task``) always gets the cluster. Either way one line says where it ran.
+
+A run with GPUs (``gpus=``, or a model chemistry that asks for them: :attr:`AutoBackend.wants_gpus`) gets an
+embedded cluster of its own with GPU workers (:func:`.local.gpu_cluster`), closed after: the shared cluster is
+never reused across a change of GPUs, and serves the runs without them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from qcmb_dask.clusters import resources as res
 from qcmb_dask.clusters.base import Backend, ClientSetup, Connection
+from qcmb_dask.clusters.local import gpu_cluster
 from qcmb_dask.clusters.shared import SHARED, startup_seconds
 from qcmb_dask.options import Options
 
@@ -21,6 +26,9 @@ from qcmb_dask.options import Options
 class AutoBackend(Backend):
     programs_run_here = True
     keeps_workers = True
+    #: set (by the run, before connect) when a model chemistry asks for GPUs: ``gpus=None`` then means every GPU
+    #: this machine shows, rather than none
+    wants_gpus: bool = False
 
     @classmethod
     def claim(cls, cluster: Any) -> Backend | None:
@@ -33,6 +41,8 @@ class AutoBackend(Backend):
     def in_process(self, options: Options) -> tuple[bool, str]:
         """Whether this plan runs here rather than on workers, and the line that says so."""
         resources = self._resources(options)
+        if self._layout(options).gpu_workers:
+            return False, ""
         if SHARED.client() is not None or self.estimate is None or options.timeout_per_task:
             return False, ""
         start = startup_seconds(self.store_root)
@@ -45,9 +55,15 @@ class AutoBackend(Backend):
             "(cluster='local' starts them anyway)"
         )
 
+    def _layout(self, options: Options) -> res.GpuLayout:
+        return res.gpu_layout(options.gpus, options.processes_per_gpu, self.wants_gpus)
+
     def _resources(self, options: Options) -> res.Resources:
         # Sized for the machine, not for one plan: the cluster is kept for the runs after this one.
-        return res.for_this_machine(options.n_workers, options.threads_per_task, options.memory_per_task)
+        gpu_workers = self._layout(options).gpu_workers
+        return res.for_this_machine(
+            options.n_workers, options.threads_per_task, options.memory_per_task, gpu_workers=gpu_workers
+        )
 
     @contextlib.contextmanager
     def connect(self, options: Options, ncalculations: int, setup: ClientSetup):
@@ -57,6 +73,17 @@ class AutoBackend(Backend):
             yield Connection(resources, line, kind="in-process")
             return
         resources = self._resources(options)
+        layout = self._layout(options)
+        if layout.gpu_workers:
+            with gpu_cluster(resources, layout, setup) as client:
+                cpu = resources.n_workers - layout.gpu_workers
+                line = (
+                    f"qcmb_dask: on an embedded cluster with GPUs ({layout.describe(cpu)}; closed after the run, "
+                    "the shared embedded cluster serves runs without GPUs)"
+                )
+                line += f"\n{layout.note}" * bool(layout.note)
+                yield Connection(resources, line, kind="embedded", client=client, gpu_workers=layout.gpu_workers)
+            return
         with SHARED.use(resources, setup, measured_in=self.store_root) as (client, started):
             where = f"started in {started:.1f} s" if started else "reused"
             line = (
