@@ -207,6 +207,30 @@ def test_an_exclusive_holder_excludes_a_shared_one(tmp_path):
     child.join(10)
 
 
+def _take_alone(path, acquired):
+    with gpu.alone(), gpu.card_lock(path):
+        acquired.set()
+
+
+def test_a_fragment_waiting_to_run_alone_keeps_new_fragments_off_the_card(tmp_path):
+    """Without the gate, fragments of the card's other processes taking turns on the shared lock would starve the
+    retry that waits for the card to itself."""
+    path = str(tmp_path / "card.lock")
+    context = multiprocessing.get_context("fork")
+    alone, newcomer = context.Event(), context.Event()
+    with gpu.card_lock(path):  # a fragment runs
+        waiting = context.Process(target=_take_alone, args=(path, alone))
+        waiting.start()
+        time.sleep(0.5)  # the retry now waits for the card, holding the gate
+        late = context.Process(target=_take_shared, args=(path, newcomer))
+        late.start()
+        assert not newcomer.wait(0.5) and not alone.is_set()
+    assert alone.wait(10)  # the running fragment ended: the retry goes first, then the newcomer
+    assert newcomer.wait(10)
+    waiting.join(10)
+    late.join(10)
+
+
 # --- CPU versus GPU ---------------------------------------------------------------------------------------------
 
 

@@ -121,13 +121,23 @@ def lock_path() -> str:
 
 @contextmanager
 def card_lock(path: str | None = None) -> Iterator[None]:
-    """Hold the card's lock: shared beside other fragments, exclusive under :func:`alone`."""
-    with open(path or lock_path(), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX if ALONE.get() else fcntl.LOCK_SH)
+    """Hold the card's lock: shared beside other fragments, exclusive under :func:`alone`.
+
+    Every fragment passes a gate (a second lock) on its way in; a fragment that must run alone holds the gate
+    until it has the card, so no new fragment starts meanwhile. Without it, fragments of the card's other
+    processes taking turns on the shared lock could keep it from the one waiting to run alone for ever.
+    """
+    path = path or lock_path()
+    with open(path + ".gate", "a") as gate, open(path, "a") as card:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(card, fcntl.LOCK_EX if ALONE.get() else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(card, fcntl.LOCK_UN)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
