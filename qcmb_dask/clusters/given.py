@@ -1,6 +1,13 @@
 """A cluster the user has: a ``distributed.Client``, a Dask cluster object or a ``"tcp://host:port"`` address.
 
 Used as it is and left running. Fragments get one core each unless ``threads_per_task`` says otherwise.
+
+Its GPU workers are the workers that declare the Dask resource ``GPU`` (:data:`~qcmb_dask.keys.GPU_RESOURCE`);
+fragments placed on a GPU ask for one. Such a cluster is, for instance, dask-cuda's
+``LocalCUDACluster(resources={"GPU": 1})`` (one worker per GPU), or workers started as
+``QCMB_DASK_GPUS=2 dask worker tcp://... --nworkers 4 --preload qcmb_dask.worker.gpu`` (two processes per card,
+each with its card and its share of the card's memory; the other workers see no GPU), or
+``dask worker ... --resources GPU=1`` on a machine whose GPU you set up yourself.
 """
 
 from __future__ import annotations
@@ -9,12 +16,16 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from qcmb_dask import keys
 from qcmb_dask.clusters.base import Backend, ClientSetup, Connection, workers_resources
 from qcmb_dask.errors import InvalidArgument
 from qcmb_dask.options import Options
 
 
 class GivenBackend(Backend):
+    #: set when a model chemistry asks for GPUs; a given cluster has the GPU workers it has (:func:`gpu_workers`)
+    wants_gpus: bool = False
+
     @classmethod
     def claim(cls, cluster: Any) -> Backend | None:
         if (isinstance(cluster, str) and "://" in cluster) or hasattr(cluster, "scheduler_address"):
@@ -57,6 +68,9 @@ class GivenBackend(Backend):
                     f"--nthreads {resources.threads_per_task} (one fragment each) or pass "
                     f"threads_per_task={shared_process} (each fragment gets all of a worker's threads)."
                 )
+            with_gpus = gpu_workers(client)
+            if with_gpus:
+                where += f"\nqcmb_dask: {with_gpus} of its workers have a GPU (Dask resource {keys.GPU_RESOURCE})"
             yield Connection(
                 resources,
                 where,
@@ -64,7 +78,14 @@ class GivenBackend(Backend):
                 client=client,
                 task_resources=one_per_process,
                 worker_resources=one_per_process,
+                gpu_workers=with_gpus,
             )
+
+
+def gpu_workers(client) -> int:
+    """The workers whose resources include a GPU (:data:`~qcmb_dask.keys.GPU_RESOURCE`)."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    return sum(1 for w in workers if (w.get("resources") or {}).get(keys.GPU_RESOURCE, 0) > 0)
 
 
 #: seconds a scheduler address has to accept a connection before the run is refused
