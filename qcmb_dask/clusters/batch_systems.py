@@ -178,6 +178,43 @@ def _bsub_header(name, *, memory, walltime, log_directory, queue, account) -> tu
     return "\n".join(f"#BSUB {d}" for d in directives), log
 
 
+def _slurm_gpus(n: int, directives: list, resource_spec: str | None, cores: int, memory_bytes: float):
+    """``--gres=gpu:n``: n GPUs of the node the job runs on (the partition, in the profile's queue, has them)."""
+    return [*directives, f"--gres=gpu:{n}"], resource_spec
+
+
+_SELECT = re.compile(r"^(\s*select=[^,]*)(.*)$")
+_NODES = re.compile(r"^(\s*nodes=[^,]*)(.*)$")
+
+
+def _pbs_gpus(n: int, directives: list, resource_spec: str | None, cores: int, memory_bytes: float):
+    """PBS Pro counts GPUs in the job's chunk: ``ngpus=n`` joins the ``-l select=`` resource_spec (dask-jobqueue's
+    default one, ``select=1:ncpus=<cores>:mem=<memory>``, where none is set); Torque's ``nodes=1:ppn=8`` gets
+    ``:gpus=n``; any other resource_spec keeps its line and a ``-l ngpus=n`` line is added."""
+    if resource_spec is None:
+        from qcmb_dask import compat
+
+        # the class's own default, written as it writes it
+        memory = compat.import_jobqueue().pbs.pbs_format_bytes_ceil(memory_bytes)
+        resource_spec = f"select=1:ncpus={cores}:mem={memory}"
+    if match := _SELECT.match(resource_spec):
+        return list(directives), f"{match.group(1)}:ngpus={n}{match.group(2)}"
+    if match := _NODES.match(resource_spec):
+        return list(directives), f"{match.group(1)}:gpus={n}{match.group(2)}"
+    return [*directives, f"-l ngpus={n}"], resource_spec
+
+
+def _sge_gpus(n: int, directives: list, resource_spec: str | None, cores: int, memory_bytes: float):
+    """``-l gpu=n``: the consumable most Grid Engine sites name ``gpu`` (a site with another name sets its own
+    ``-l`` line in job_extra_directives and leaves qcmb_dask.batch.gpus-per-job for the workers' share)."""
+    return [*directives, f"-l gpu={n}"], resource_spec
+
+
+def _lsf_gpus(n: int, directives: list, resource_spec: str | None, cores: int, memory_bytes: float):
+    """``-gpu "num=n"``: LSF 10.1's GPU request."""
+    return [*directives, f'-gpu "num={n}"'], resource_spec
+
+
 @dataclass(frozen=True)
 class BatchSystem:
     """One batch system: its dask-jobqueue class, its commands, and how qcmb_dask reads and writes for it."""
@@ -214,6 +251,9 @@ class BatchSystem:
     #: ``(job_extra_directives, resource_spec, cores, memory bytes)`` -> the two sized to the job's cores and
     #: memory, where the system asks for them in its own terms (SGE's slots); None where nothing is to size
     size_request: Callable[..., tuple[list, str | None]] | None = None
+    #: ``(gpus, job_extra_directives, resource_spec, cores, memory bytes)`` -> the two asking also for ``gpus`` GPUs
+    #: per job (``qcmb_dask.batch.gpus-per-job``); None where qcmb_dask does not know how this system asks for GPUs
+    gpu_request: Callable[..., tuple[list, str | None]] | None = None
 
 
 #: cluster= name -> its system, in the order messages list them
@@ -230,6 +270,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             read_states=slurm.read,
             signal_seconds=slurm_signal_seconds,
             driver_header=_sbatch_header,
+            gpu_request=_slurm_gpus,
         ),
         BatchSystem(
             "pbs",
@@ -240,6 +281,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             queue=("qstat",),
             read_states=pbs.read,
             driver_header=_pbs_header,
+            gpu_request=_pbs_gpus,
         ),
         BatchSystem(
             "sge",
@@ -252,6 +294,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             driver_signals=("USR1", "USR2"),
             size_request=_sge_slots,
             driver_header=_qsub_sge_header,
+            gpu_request=_sge_gpus,
         ),
         BatchSystem(
             "lsf",
@@ -265,6 +308,7 @@ SYSTEMS: dict[str, BatchSystem] = {
             read_states=lsf.read,
             signal_seconds=lsf_warning_seconds,
             driver_header=_bsub_header,
+            gpu_request=_lsf_gpus,
         ),
         BatchSystem(
             "htcondor",

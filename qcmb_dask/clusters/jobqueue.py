@@ -226,6 +226,9 @@ class JobqueueBackend(Backend):
 
     settings: BatchSettings | None = None
     jobs: int | None = None
+    #: set (by the run, before connect) when a model chemistry asks for GPUs: refused, before anything is submitted,
+    #: where the jobs have none (``qcmb_dask.batch.gpus-per-job`` 0)
+    wants_gpus: bool = False
 
     def check(self, options: Options, ncalculations: int) -> None:
         """Resolve the settings and the job count now: a wrong setting is refused before anything is submitted."""
@@ -238,11 +241,26 @@ class JobqueueBackend(Backend):
             options.cluster_options,
             threads_per_task=options.threads_per_task,
             memory_per_task=options.memory_per_task,
+            processes_per_gpu=options.processes_per_gpu,
         )
+        self._check_gpus(options)
         self.jobs = options.jobs
         if options.adapt is None and self.jobs is None:
             max_jobs = int(setting("batch.max-jobs"))
             self.jobs = jobs_for(ncalculations, self.settings.workers_per_job, max_jobs)
+
+    def _check_gpus(self, options: Options) -> None:
+        """A run that asks for GPUs (:attr:`wants_gpus`, or ``gpus=``) on jobs without any is refused."""
+        asked = self.wants_gpus or bool(options.gpus)
+        if not asked or self.settings is None or self.settings.gpus_per_job:
+            return
+        system = self.settings.system
+        raise InvalidArgument(
+            f"the run asks for GPUs, but the profile has no GPU partition: its {system.upper()} jobs ask for none "
+            f"(profile {self.settings.profile}). Set qcmb_dask.batch.gpus-per-job and the GPU queue in a profile "
+            f"(jobqueue: {{{system}: {{queue: <the GPU partition>, gpus-per-job: 4, ...}}}}) or in cluster_options "
+            "(gpus_per_job=4, queue=...); or place the fragments on CPUs (the program's device keyword)."
+        )
 
     def consider(self, estimate, programs, store_root, longest=None) -> None:
         """Refuse, before anything is submitted, a run whose longest fragment no job's walltime can hold."""
@@ -275,6 +293,7 @@ class JobqueueBackend(Backend):
     def connect(self, options: Options, ncalculations: int, setup: ClientSetup):
         if self.settings is None:
             self.check(options, ncalculations)
+        self._check_gpus(options)  # wants_gpus may have been set after check
         adapt = tuple(options.adapt) if options.adapt else None
         with batch_client(
             self.settings,
@@ -291,7 +310,14 @@ class JobqueueBackend(Backend):
             )
             amount = f"adapt {adapt[0]}-{adapt[1]} jobs" if adapt else f"{self.jobs} job(s)"
             where = f"qcmb_dask: on {settings.system.upper()} jobs ({amount})"
-            yield Connection(resources, where, kind=settings.system, client=client)
+            # the GPU workers expected (all jobs running; the placement counts on them as on the workers)
+            gpu_workers = settings.gpu_workers_per_job * (adapt[1] if adapt else self.jobs)
+            if gpu_workers:
+                where += (
+                    f"\nqcmb_dask: each job has {settings.gpus_per_job} GPU(s), {settings.processes_per_gpu} "
+                    f"worker process(es) on each: {gpu_workers} GPU worker(s) in all"
+                )
+            yield Connection(resources, where, kind=settings.system, client=client, gpu_workers=gpu_workers)
 
 
 def _tls(kwargs: dict) -> dict:
@@ -338,4 +364,6 @@ def preview_job_script(settings: BatchSettings) -> str:
 def _shown(settings: BatchSettings, key: str):
     if key in settings.task_config:
         return settings.task_config[key]
+    if key == "gpus_per_job":
+        return settings.gpus_per_job
     return settings.kwargs.get("job_name" if key == "name" else key)

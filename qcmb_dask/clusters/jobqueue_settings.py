@@ -34,8 +34,16 @@ import yaml
 from qcmb_dask import compat
 from qcmb_dask.clusters.batch_systems import SYSTEMS, walltime_seconds
 from qcmb_dask.clusters.resources import memory_share
-from qcmb_dask.errors import SettingWarning
-from qcmb_dask.keys import DEADLINE_VARIABLE, MARGIN_VARIABLE, WALLTIME_PRELOAD, WALLTIME_VARIABLE
+from qcmb_dask.errors import InvalidArgument, SettingWarning
+from qcmb_dask.keys import (
+    DEADLINE_VARIABLE,
+    GPU_PRELOAD,
+    GPUS_VARIABLE,
+    MARGIN_VARIABLE,
+    PROCESSES_PER_GPU_VARIABLE,
+    WALLTIME_PRELOAD,
+    WALLTIME_VARIABLE,
+)
 from qcmb_dask.options import setting
 
 PROFILES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cluster_configs")
@@ -55,6 +63,12 @@ _RENAMED = {
 
 #: Keys of a profile or cluster_options that go to QCEngine's task_config, not to dask-jobqueue
 TASK_CONFIG_KEYS = ("scratch_directory", "scratch_messy")
+#: Keys of a profile or cluster_options that are qcmb_dask's own, above its ``qcmb_dask.batch.<key>`` setting: a
+#: GPU partition's profile says its GPUs per job beside its queue
+QCMB_DASK_KEYS = ("gpus_per_job",)
+#: the variable :mod:`qcmb_dask.worker.gpu` reads a worker's index from, exported by a job of one worker process
+#: (whose worker's name has no index); clusters/ may not import worker/, tests/test_gpu_workers.py checks them
+WORKER_INDEX_VARIABLE = "QCMB_DASK_WORKER_INDEX"
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,17 @@ class BatchSettings:
     margin_s: float | None = None
     #: the job script lines that tell walltime-aware workers their deadline (in ``job_script_prologue``)
     deadline_lines: tuple[str, ...] = ()
+    #: GPUs each job asks for (``qcmb_dask.batch.gpus-per-job``, or ``gpus-per-job`` in the profile or
+    #: cluster_options) and the worker processes that share each; 0: jobs without GPUs
+    gpus_per_job: int = 0
+    processes_per_gpu: int = 1
+    #: the job script lines that tell the GPU preload the job's GPUs (in ``job_script_prologue``)
+    gpu_lines: tuple[str, ...] = ()
+
+    @property
+    def gpu_workers_per_job(self) -> int:
+        """The workers of each job that have a GPU, or a share of one."""
+        return self.gpus_per_job * self.processes_per_gpu if self.gpus_per_job else 0
 
     @property
     def cluster_class(self):
@@ -100,8 +125,12 @@ def batch_settings(
     *,
     threads_per_task: int | None = None,
     memory_per_task: float | None = None,
+    processes_per_gpu: int | None = None,
 ) -> BatchSettings:
-    """The cluster's settings from every layer, checked, with the job cut into one-fragment workers."""
+    """The cluster's settings from every layer, checked, with the job cut into one-fragment workers.
+
+    ``processes_per_gpu``: worker processes sharing each of a GPU job's GPUs (default
+    ``qcmb_dask.gpu.processes-per-gpu``)."""
     system, profile_path, profile = _profile(cluster)
     valid = _jobqueue_defaults(system)
     layers = [
@@ -113,11 +142,16 @@ def batch_settings(
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     task_config: dict[str, Any] = {}
+    own: dict[str, Any] = {}
     for where, layer in layers:
         for key, value in (layer or {}).items():
             key = _canonical(key)
             if key in TASK_CONFIG_KEYS:
                 task_config[key] = value
+                sources[key] = where
+                continue
+            if key in QCMB_DASK_KEYS:
+                own[key] = value
                 sources[key] = where
                 continue
             if key in _RENAMED:
@@ -141,7 +175,8 @@ def batch_settings(
     walltime_aware(), longer_than_walltime()  # refused here, before anything is submitted, whatever the walltime
     full = {**valid, **merged}  # what the job will see, dask-jobqueue's defaults included
     settings = _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per_task, sources)
-    return dataclasses.replace(settings, task_config=task_config)
+    settings = dataclasses.replace(settings, task_config=task_config)
+    return _with_gpus(settings, full, own, processes_per_gpu)
 
 
 def _dask_config_layers(system: str, defaults: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -324,6 +359,90 @@ def _shape_jobs(system, profile_path, merged, full, threads_per_task, memory_per
         dict(sources),
         margin_s=margin_s,
         deadline_lines=deadline_lines,
+    )
+
+
+def gpus_per_job(value: Any, where: str = "qcmb_dask.batch.gpus-per-job") -> int:
+    """A count of GPUs per job: 0 (none) or more; a string from an environment variable or a flag counts too."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"{where}: gpus-per-job={value!r}: expected a whole number of GPUs per job (0: none).")
+    return value
+
+
+def gpu_exports(gpus: int, processes_per_gpu: int, workers_per_job: int) -> list[str]:
+    """Job script lines that tell the GPU preload (:mod:`qcmb_dask.worker.gpu`) the job's GPUs and how many worker
+    processes share each; a job of one worker process names its index too (its worker's name has none)."""
+    lines = [f"export {GPUS_VARIABLE}={gpus}", f"export {PROCESSES_PER_GPU_VARIABLE}={processes_per_gpu}"]
+    if workers_per_job == 1:
+        lines.append(f"export {WORKER_INDEX_VARIABLE}=0")
+    return lines
+
+
+def _with_gpus(settings: BatchSettings, full: dict, own: dict, processes_per_gpu: int | None) -> BatchSettings:
+    """A GPU job (``gpus-per-job`` > 0): the system's GPU request in its directives, the GPU preload on its
+    workers, the job's GPUs exported to them; refused where the job has too few workers for its GPUs' processes
+    or the system has no GPU request qcmb_dask knows."""
+    where = settings.sources.get("gpus_per_job", "dask config qcmb_dask.batch.gpus-per-job")
+    gpus = gpus_per_job(own.get("gpus_per_job", setting("batch.gpus-per-job")), where)
+    if not gpus:
+        return settings
+    per_gpu = processes_per_gpu if processes_per_gpu is not None else setting("gpu.processes-per-gpu")
+    if isinstance(per_gpu, bool) or not isinstance(per_gpu, int) or per_gpu < 1:
+        raise InvalidArgument(f"processes_per_gpu={per_gpu!r}: expected a whole number of at least 1.")
+    system = SYSTEMS[settings.system]
+    if system.gpu_request is None:
+        asks = [name for name, row in SYSTEMS.items() if row.gpu_request is not None]
+        raise InvalidArgument(
+            f"gpus-per-job={gpus} (from {where}): qcmb_dask does not know how {settings.system.upper()} jobs ask for "
+            f"GPUs (it does for {', '.join(asks)}). Set gpus-per-job to 0 and ask for them in job_extra_directives "
+            "yourself, with workers started as a GPU cluster you give (cluster='tcp://...')."
+        )
+    needed = gpus * per_gpu
+    workers = settings.workers_per_job
+    if workers < needed:
+        cores = settings.kwargs.get("cores")
+        raise InvalidArgument(
+            f"gpus-per-job={gpus} (from {where}) x processes_per_gpu={per_gpu} needs {needed} worker processes per "
+            f"job, but a job of {cores} cores with threads_per_task={settings.threads_per_task} has {workers}. Give "
+            f"the job at least {needed * settings.threads_per_task} cores (cores= in the profile or cluster_options), "
+            f"or fewer threads_per_task, or processes_per_gpu={max(1, workers // gpus)}."
+        )
+    kwargs = dict(settings.kwargs)
+    sources = dict(settings.sources)
+    directives, spec = system.gpu_request(
+        gpus,
+        list(kwargs.get("job_extra_directives", full.get("job_extra_directives")) or []),
+        kwargs.get("resource_spec", full.get("resource_spec")),
+        settings.kwargs["cores"],
+        _parse_bytes(full.get("memory")),
+    )
+    for key, value in (("job_extra_directives", directives), ("resource_spec", spec)):
+        if value != kwargs.get(key, full.get(key)):
+            kwargs[key] = value
+            before = sources.get(key)
+            sources[key] = f"{before}, then " * bool(before) + f"qcmb_dask: {gpus} GPU(s) per job"
+    lines = tuple(gpu_exports(gpus, per_gpu, workers))
+    kwargs["job_script_prologue"] = [*(kwargs.get("job_script_prologue") or []), *lines]
+    before = sources.get("job_script_prologue")
+    sources["job_script_prologue"] = f"{before}, then " * bool(before) + "qcmb_dask: the job's GPUs"
+    kwargs["worker_extra_args"] = [*(kwargs.get("worker_extra_args") or []), "--preload", GPU_PRELOAD]
+    cpu = workers - needed
+    note = (
+        f"{gpus} GPU(s) per job, {per_gpu} worker process(es) on each (each with its share of the card's memory), "
+        f"{cpu} CPU worker(s) that see no GPU"
+    )
+    return dataclasses.replace(
+        settings,
+        kwargs=kwargs,
+        sources=sources,
+        notes=[*settings.notes, note],
+        gpus_per_job=gpus,
+        processes_per_gpu=per_gpu,
+        gpu_lines=lines,
     )
 
 
