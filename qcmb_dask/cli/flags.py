@@ -18,6 +18,10 @@ cluster_option = click.option(
 )
 jobs = click.option("--jobs", type=int, help=short_help("jobs"))
 workers = click.option("--workers", type=int, help=short_help("n_workers"))
+gpus = click.option("--gpus", type=click.IntRange(min=0), help=short_help("gpus"))
+processes_per_gpu = click.option(
+    "--processes-per-gpu", type=click.IntRange(min=1), help=short_help("processes_per_gpu")
+)
 threads_per_task = click.option("--threads-per-task", type=int, help=short_help("threads_per_task"))
 memory_per_task = click.option("--memory-per-task", metavar="GIB|SIZE", help=short_help("memory_per_task"))
 screening = click.option(

@@ -26,6 +26,8 @@ from qcmb_dask.options import short_help
 @click.option("--adapt", nargs=2, type=int, metavar="MIN MAX", help=short_help("adapt"))
 @flags.cluster_option
 @flags.workers
+@flags.gpus
+@flags.processes_per_gpu
 @flags.threads_per_task
 @flags.memory_per_task
 @flags.result_store
@@ -45,8 +47,8 @@ from qcmb_dask.options import short_help
 @click.option("--timeout-per-task", metavar="SECONDS|DURATION", help=short_help("timeout_per_task"))
 @flags.screening
 @click.option("--quiet", "-q", is_flag=True, help="No progress, only the summary.")
-def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threads_per_task, memory_per_task, cache,
-        no_cache, out, report, on_error, timeout_per_task, screening, quiet):  # fmt: skip
+def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, gpus, processes_per_gpu, threads_per_task,
+        memory_per_task, cache, no_cache, out, report, on_error, timeout_per_task, screening, quiet):  # fmt: skip
     """Run the many-body expansion in INPUT: a ManyBodyInput (JSON or YAML, geometry in Bohr), or a molecule file
     (.xyz in Angstrom, or a Psi4-style string in a .psi4 file: '--' between fragments, 'units angstrom') with
     --method and --basis.
@@ -70,6 +72,7 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
         raise click.UsageError("give --cache PATH or --no-cache, not both")
     if len(pairs) > 1:
         settings = dict(cluster=cluster, jobs=jobs, adapt=adapt, cluster_option=cluster_option, workers=workers,
+                        gpus=gpus, processes_per_gpu=processes_per_gpu,
                         threads_per_task=threads_per_task, memory_per_task=memory_per_task, cache=cache,
                         no_cache=no_cache, on_error=on_error, timeout_per_task=timeout_per_task,
                         screening=screening)  # fmt: skip
@@ -100,6 +103,8 @@ def run(input_files, model, cluster, jobs, adapt, cluster_option, workers, threa
             adapt=tuple(adapt) if adapt else None,
             cluster_options=flags.parse_key_values(cluster_option),
             n_workers=workers,
+            gpus=gpus,
+            processes_per_gpu=processes_per_gpu,
             threads_per_task=threads_per_task,
             memory_per_task=memory_per_task,
             cache=False if no_cache else cache,
