@@ -256,10 +256,10 @@ class JobqueueBackend(Backend):
             return
         system = self.settings.system
         raise InvalidArgument(
-            f"the run asks for GPUs, but the profile has no GPU partition: its {system.upper()} jobs ask for none "
-            f"(profile {self.settings.profile}). Set qcmb_dask.batch.gpus-per-job and the GPU queue in a profile "
-            f"(jobqueue: {{{system}: {{queue: <the GPU partition>, gpus-per-job: 4, ...}}}}) or in cluster_options "
-            "(gpus_per_job=4, queue=...); or place the fragments on CPUs (the program's device keyword)."
+            "the run asks for GPUs, but the profile has no GPU partition: set qcmb_dask.batch.gpus-per-job and the "
+            f"GPU queue in a profile (jobqueue: {{{system}: {{queue: <the GPU partition>, gpus-per-job: 4, ...}}}}) "
+            "or in cluster_options (gpus_per_job=4, queue=...), or place the fragments on CPUs (the program's device "
+            f"keyword). Now its {system.upper()} jobs ask for no GPU (profile {self.settings.profile})."
         )
 
     def consider(self, estimate, programs, store_root, longest=None) -> None:
