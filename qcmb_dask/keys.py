@@ -42,6 +42,8 @@ GPU_PRELOAD = "qcmb_dask.worker.gpu"
 #: What a GPU job script (or the embedded cluster) tells that preload: GPUs per job, fragment processes per GPU.
 GPUS_VARIABLE = "QCMB_DASK_GPUS"
 PROCESSES_PER_GPU_VARIABLE = "QCMB_DASK_PROCESSES_PER_GPU"
+#: A worker's index in its job or machine, where its name has none (the embedded cluster; a one-worker job).
+WORKER_INDEX_VARIABLE = "QCMB_DASK_WORKER_INDEX"
 
 #: The scheduler loads the live many-body page (/qcmb) from this module (``distributed.scheduler.http.routes``).
 LIVE_PAGE_ROUTES = "qcmb_dask.diagnostics.page"

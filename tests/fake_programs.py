@@ -239,3 +239,45 @@ def _toy_pairs(xyz, real):
             gradient[i] += force
             gradient[j] -= force
     return energy, gradient
+
+
+class FakeGPUHarness(PySCFHarness):
+    """PySCF on the CPU standing in for PySCF on a GPU, for placement tests on machines without one.
+
+    Declares the GPU device as the shipped harness does (so qcmb_dask places its fragments and tells each where
+    with the keyword ``device``), and records in ``extras["fake_gpu"]`` where each calculation ran: the device it
+    was told, the worker's GPU resource and ``CUDA_VISIBLE_DEVICES``, and whether it held its card alone. A
+    fragment told ``gpu`` on a worker without a GPU resource fails: that placement is the bug under test.
+    ``extras["oom_nreal"]``: calculations with this many real waters run out of "GPU memory" unless alone on
+    their card (or on the CPU), as the shipped harness reports it.
+    """
+
+    _defaults: ClassVar[dict[str, Any]] = {**PySCFHarness._defaults, "name": "fake-gpu"}
+
+    def compute(self, input_data, config):
+        import os
+
+        from qcengine.exceptions import InputError, ResourceError
+
+        from qcmb_dask.programs.pyscf import gpu
+
+        keywords = dict(input_data.specification.keywords)
+        told = keywords.get("device", "cpu")
+        resource = 0.0
+        try:
+            from distributed import get_worker
+
+            resource = float(get_worker().state.total_resources.get("GPU", 0))
+        except (ImportError, ValueError):
+            pass
+        if told == "gpu" and not resource:
+            raise InputError("injected: a fragment placed on a GPU ran on a worker without one")
+        alone = gpu.ALONE.get()
+        nreal = sum(input_data.molecule.real) // 3
+        if told == "gpu" and nreal == (self.extras or {}).get("oom_nreal") and not alone:
+            raise ResourceError(f"{gpu.GPU_OUT_OF_MEMORY} (injected: cupy could not allocate 12 GiB)")
+        keywords["device"] = "cpu"
+        spec = input_data.specification.model_copy(update={"keywords": keywords})
+        result = super().compute(input_data.model_copy(update={"specification": spec}), config)
+        seen = {"told": told, "gpu_resource": resource, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "alone": alone}
+        return result.model_copy(update={"extras": {**result.extras, "fake_gpu": seen}})

@@ -26,9 +26,6 @@ from qcmb_dask.options import Options
 class AutoBackend(Backend):
     programs_run_here = True
     keeps_workers = True
-    #: set (by the run, before connect) when a model chemistry asks for GPUs: ``gpus=None`` then means every GPU
-    #: this machine shows, rather than none
-    wants_gpus: bool = False
 
     @classmethod
     def claim(cls, cluster: Any) -> Backend | None:

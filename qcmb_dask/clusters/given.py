@@ -23,9 +23,6 @@ from qcmb_dask.options import Options
 
 
 class GivenBackend(Backend):
-    #: set when a model chemistry asks for GPUs; a given cluster has the GPU workers it has (:func:`gpu_workers`)
-    wants_gpus: bool = False
-
     @classmethod
     def claim(cls, cluster: Any) -> Backend | None:
         if (isinstance(cluster, str) and "://" in cluster) or hasattr(cluster, "scheduler_address"):

@@ -226,9 +226,6 @@ class JobqueueBackend(Backend):
 
     settings: BatchSettings | None = None
     jobs: int | None = None
-    #: set (by the run, before connect) when a model chemistry asks for GPUs: refused, before anything is submitted,
-    #: where the jobs have none (``qcmb_dask.batch.gpus-per-job`` 0)
-    wants_gpus: bool = False
 
     def check(self, options: Options, ncalculations: int) -> None:
         """Resolve the settings and the job count now: a wrong setting is refused before anything is submitted."""

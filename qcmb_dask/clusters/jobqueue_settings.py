@@ -31,7 +31,7 @@ from typing import Any
 import dask.config
 import yaml
 
-from qcmb_dask import compat
+from qcmb_dask import compat, keys
 from qcmb_dask.clusters.batch_systems import SYSTEMS, walltime_seconds
 from qcmb_dask.clusters.resources import memory_share
 from qcmb_dask.errors import InvalidArgument, SettingWarning
@@ -66,9 +66,8 @@ TASK_CONFIG_KEYS = ("scratch_directory", "scratch_messy")
 #: Keys of a profile or cluster_options that are qcmb_dask's own, above its ``qcmb_dask.batch.<key>`` setting: a
 #: GPU partition's profile says its GPUs per job beside its queue
 QCMB_DASK_KEYS = ("gpus_per_job",)
-#: the variable :mod:`qcmb_dask.worker.gpu` reads a worker's index from, exported by a job of one worker process
-#: (whose worker's name has no index); clusters/ may not import worker/, tests/test_gpu_workers.py checks them
-WORKER_INDEX_VARIABLE = "QCMB_DASK_WORKER_INDEX"
+#: exported by a job of one worker process, whose worker's name has no index (:mod:`qcmb_dask.worker.gpu`)
+WORKER_INDEX_VARIABLE = keys.WORKER_INDEX_VARIABLE
 
 
 @dataclass(frozen=True)

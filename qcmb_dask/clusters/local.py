@@ -22,9 +22,7 @@ from qcmb_dask.clusters import security
 from qcmb_dask.clusters.base import Backend, ClientSetup, Connection, scheduler_settings
 from qcmb_dask.options import Options, setting
 
-#: the variable the GPU preload reads a worker's index from (``qcmb_dask.worker.gpu.INDEX_VARIABLE``; clusters/
-#: may not import worker/, tests/test_gpu_workers.py checks the two agree)
-WORKER_INDEX_VARIABLE = "QCMB_DASK_WORKER_INDEX"
+WORKER_INDEX_VARIABLE = keys.WORKER_INDEX_VARIABLE
 #: seconds the workers of a GPU cluster have to start (LocalCluster waits for its own as it starts; these are
 #: added after it, one spec each)
 WORKERS_START_S = 120.0
@@ -32,9 +30,6 @@ WORKERS_START_S = 120.0
 
 class LocalBackend(Backend):
     programs_run_here = True
-    #: set (by the run, before connect) when a model chemistry asks for GPUs: ``gpus=None`` then means every GPU
-    #: this machine shows, rather than none
-    wants_gpus: bool = False
 
     @classmethod
     def claim(cls, cluster: Any) -> Backend | None:

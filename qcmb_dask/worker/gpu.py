@@ -35,13 +35,13 @@ import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
-from qcmb_dask import compat
+from qcmb_dask import compat, keys
 from qcmb_dask.keys import GPU_RESOURCE, GPUS_VARIABLE, PROCESSES_PER_GPU_VARIABLE
 
 logger = logging.getLogger("qcmb_dask")
 
 #: a worker's index in its job or machine, where its name does not end with it (the embedded cluster sets it)
-INDEX_VARIABLE = "QCMB_DASK_WORKER_INDEX"
+INDEX_VARIABLE = keys.WORKER_INDEX_VARIABLE
 #: what CUDA and CuPy read
 CUDA_VARIABLE = "CUDA_VISIBLE_DEVICES"
 CUPY_LIMIT_VARIABLE = "CUPY_GPU_MEMORY_LIMIT"

@@ -1,0 +1,133 @@
+"""Whole runs with fragments placed on GPU workers, on a machine without a GPU.
+
+A worker "has a GPU" when it declares the Dask resource ``GPU`` (as the workers qcmb_dask starts for GPUs do);
+the program is PySCF on the CPU under a test harness that declares the GPU device and records where each
+calculation ran (:class:`tests.fake_programs.FakeGPUHarness`). What is under test is everything but the kernels:
+placement, resources, the keyword each fragment is told, store keys shared by both devices, the retry of a
+fragment that ran out of GPU memory, and the same answer as QCManyBody's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import dask
+import pytest
+
+import qcmb_dask
+
+from .conftest import entries, mbe_input, qcmanybody_reference
+from .fake_programs import FakeGPUHarness
+
+NOCP = {"bsse_type": "nocp"}
+
+
+@contextlib.contextmanager
+def one_cpu_and_one_gpu_worker():
+    """A scheduler with one CPU worker (no CUDA device visible) and one worker that declares a GPU."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--nthreads", "1",
+             "--resources", "GPU=1", "--no-dashboard", "--name", "gpu-worker"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            client.wait_for_workers(2, timeout=60)
+            yield client
+        finally:
+            worker.terminate()
+            worker.wait(30)
+
+
+@pytest.fixture(scope="module")
+def mixed_client():
+    with one_cpu_and_one_gpu_worker() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return qcmanybody_reference(mbe_input(3, keywords=NOCP))
+
+
+def gpu_input(device: str):
+    return mbe_input(3, keywords=NOCP, program="fake-gpu", atomic_keywords={"device": device})
+
+
+def where_each_ran(cache) -> list[dict]:
+    results = [path for path in entries(cache) if path.name.endswith(".energy.json")]
+    # an entry is a header line, then the AtomicResult
+    return [json.loads(path.read_text().split("\n", 1)[1])["extras"]["fake_gpu"] for path in results]
+
+
+def test_device_gpu_runs_every_fragment_on_the_gpu_worker_with_qcmanybodys_answer(mixed_client, reference, tmp_path):
+    result = qcmb_dask.compute(gpu_input("gpu"), cluster=mixed_client, cache=tmp_path, harnesses=[FakeGPUHarness()])
+    assert result.return_result == pytest.approx(reference.return_result, abs=1e-9)
+    ran = where_each_ran(tmp_path)
+    assert len(ran) == 7  # 3 monomers, 3 dimers, the trimer
+    assert {(r["told"], r["gpu_resource"], r["cuda"]) for r in ran} == {("gpu", 1.0, "0")}
+
+
+def test_the_same_calculation_on_either_device_has_one_store_key(mixed_client, tmp_path):
+    qcmb_dask.compute(gpu_input("gpu"), cluster=mixed_client, cache=tmp_path, harnesses=[FakeGPUHarness()])
+    stored = len(where_each_ran(tmp_path))
+    again = qcmb_dask.compute(gpu_input("cpu"), cluster=mixed_client, cache=tmp_path, harnesses=[FakeGPUHarness()])
+    assert len(where_each_ran(tmp_path)) == stored == 7
+    assert again.extras["qcmb_dask"]["from_store"] == stored
+    assert again.extras["qcmb_dask"]["computed"] == 0
+
+
+def test_device_cpu_never_asks_for_a_gpu(mixed_client, tmp_path):
+    qcmb_dask.compute(gpu_input("cpu"), cluster=mixed_client, cache=tmp_path, harnesses=[FakeGPUHarness()])
+    assert {r["told"] for r in where_each_ran(tmp_path)} == {"cpu"}
+
+
+@pytest.mark.parametrize("how", ["alone", "cpu"])
+def test_a_fragment_out_of_gpu_memory_is_tried_again_and_nothing_is_lost(mixed_client, reference, tmp_path, how):
+    with dask.config.set({"qcmb_dask.gpu.out-of-memory": how}):
+        result = qcmb_dask.compute(
+            gpu_input("gpu"), cluster=mixed_client, cache=tmp_path, harnesses=[FakeGPUHarness(extras={"oom_nreal": 2})]
+        )
+    assert result.return_result == pytest.approx(reference.return_result, abs=1e-9)
+    dimers = [r for r in where_each_ran(tmp_path) if r["told"] != "gpu" or r["alone"]]
+    assert len(dimers) == 3
+    if how == "alone":
+        assert all(r["told"] == "gpu" and r["alone"] for r in dimers)
+    else:
+        assert all(r["told"] == "cpu" for r in dimers)
+
+
+def test_device_gpu_on_a_cluster_without_gpus_is_refused_before_anything_runs(local_client, tmp_path):
+    from qcmb_dask.errors import InvalidInput
+
+    began = time.time()
+    with pytest.raises(InvalidInput, match="no worker of this cluster has a GPU"):
+        qcmb_dask.compute(gpu_input("gpu"), cluster=local_client, cache=tmp_path, harnesses=[FakeGPUHarness()])
+    assert entries(tmp_path) == []
+    assert time.time() - began < 60
+
+
+def test_device_auto_on_a_cluster_without_gpus_runs_on_cpu(local_client, reference, tmp_path):
+    result = qcmb_dask.compute(gpu_input("auto"), cluster=local_client, cache=tmp_path, harnesses=[FakeGPUHarness()])
+    assert result.return_result == pytest.approx(reference.return_result, abs=1e-9)
+    assert {r["told"] for r in where_each_ran(tmp_path)} == {"cpu"}
+
+
+def test_the_live_page_says_how_many_fragments_go_to_each_device(mixed_client, tmp_path):
+    from qcmb_dask.keys import METADATA_ROOT
+
+    qcmb_dask.compute(gpu_input("gpu"), cluster=mixed_client, cache=tmp_path, harnesses=[FakeGPUHarness()])
+    runs = mixed_client.get_metadata([METADATA_ROOT, "runs"])
+    placements = [run["run"]["placement"] for run in runs.values() if run["run"].get("placement")]
+    assert any(p["gpu"] == 7 and p["cpu"] == 0 and "7 fragment(s) on GPU" in p["summary"] for p in placements)
