@@ -254,6 +254,10 @@ class FakeGPUHarness(PySCFHarness):
 
     _defaults: ClassVar[dict[str, Any]] = {**PySCFHarness._defaults, "name": "fake-gpu"}
 
+    @staticmethod
+    def gpu_unavailable() -> str | None:
+        return None  # its "GPU" is the CPU
+
     def compute(self, input_data, config):
         import os
 

@@ -131,3 +131,23 @@ def test_the_live_page_says_how_many_fragments_go_to_each_device(mixed_client, t
     runs = mixed_client.get_metadata([METADATA_ROOT, "runs"])
     placements = [run["run"]["placement"] for run in runs.values() if run["run"].get("placement")]
     assert any(p["gpu"] == 7 and p["cpu"] == 0 and "7 fragment(s) on GPU" in p["summary"] for p in placements)
+
+
+def test_device_gpu_in_this_process_without_gpu4pyscf_is_refused_naming_the_package(tmp_path):
+    from qcmb_dask.errors import InvalidInput
+
+    mbin = mbe_input(2, keywords=NOCP, atomic_keywords={"device": "gpu"})
+    with pytest.raises(InvalidInput, match=r"would run on a GPU, but on this process: .*gpu4pyscf-cuda"):
+        qcmb_dask.compute(mbin, cluster="sync", cache=tmp_path)
+    assert entries(tmp_path) == []
+
+
+def test_gpu_workers_without_gpu4pyscf_are_a_refusal_naming_the_package_not_a_failure_per_fragment(tmp_path):
+    """The embedded cluster trusts gpus=1 where it cannot count GPUs (this machine): its GPU worker is asked
+    whether PySCF can use a GPU there before a fragment is submitted."""
+    from qcmb_dask.errors import InvalidInput
+
+    mbin = mbe_input(2, keywords=NOCP, atomic_keywords={"device": "gpu"})
+    with pytest.raises(InvalidInput, match=r"would run on a GPU, but on the GPU worker .*gpu4pyscf-cuda"):
+        qcmb_dask.compute(mbin, cluster="local", gpus=1, processes_per_gpu=1, cache=tmp_path)
+    assert entries(tmp_path) == []

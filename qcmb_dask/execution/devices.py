@@ -62,9 +62,18 @@ def unsupported_on_gpu(plan: Plan) -> Callable[[object], str | None]:
 
 def placement(plan: Plan, session, processes_per_gpu: int, store_root) -> Placement | None:
     """Where each fragment of ``plan`` runs on ``session``'s workers; None where every fragment stays as its
-    keywords say (all on CPU, or the in-process executor, whose one process runs what the keywords ask)."""
+    keywords say (all on CPU, or the in-process executor, whose one process runs what the keywords ask).
+
+    Refuses (:class:`~qcmb_dask.errors.InvalidInput`), before anything is submitted, a GPU the run cannot use: no
+    GPU worker for a model chemistry that asks for ``gpu``, or a GPU worker (this process, in process) whose
+    program cannot use its GPU (gpu4pyscf not installed: the message names the package for its CUDA version)."""
     devices = device_of(plan)
-    if all(device == "cpu" for device in devices.values()) or getattr(session, "client", None) is None:
+    if all(device == "cpu" for device in devices.values()):
+        return None
+    client = getattr(session, "client", None)
+    if client is None:
+        asked = {mc for mc, device in devices.items() if device == "gpu"}
+        _refuse_unusable_gpus(plan, asked, lambda program: _unavailable_here(program), "this process")
         return None
     gpu_workers = int(getattr(session, "gpu_workers", 0) or 0)
     total = int(session.resources.n_workers)
@@ -75,4 +84,41 @@ def placement(plan: Plan, session, processes_per_gpu: int, store_root) -> Placem
         processes_per_gpu=processes_per_gpu,
         gpu_factor=cost_history.gpu_factor(store_root),
     )
-    return place(plan.tasks, devices, workers, unsupported_on_gpu(plan))
+    placed = place(plan.tasks, devices, workers, unsupported_on_gpu(plan))
+    on_gpu = {task.model_chemistry for task in plan.tasks if placed.devices.get(task.label) == "gpu"}
+    worker = _a_gpu_worker(client)
+    if on_gpu and worker is not None:  # batch workers may not have arrived yet: their fragments say it
+        from qcmb_dask.worker.gpu import program_unavailable
+
+        def ask(program: str) -> str | None:
+            return client.run(program_unavailable, program, workers=[worker])[worker]
+
+        _refuse_unusable_gpus(plan, on_gpu, ask, f"the GPU worker {worker}")
+    return placed
+
+
+def _refuse_unusable_gpus(plan: Plan, chemistries, unavailable: Callable[[str], str | None], where: str) -> None:
+    from qcmb_dask.errors import InvalidInput
+
+    for program in sorted({plan.specifications[mc]["program"] for mc in chemistries}):
+        why = unavailable(program)
+        if why:
+            named = sorted(mc for mc in chemistries if plan.specifications[mc]["program"] == program)
+            raise InvalidInput(
+                f"model chemistr{'y' if len(named) == 1 else 'ies'} {', '.join(named)} would run on a GPU, but on "
+                f"{where}: {why} Or set the keyword device to 'cpu'."
+            )
+
+
+def _unavailable_here(program: str) -> str | None:
+    from qcmb_dask.worker.gpu import program_unavailable
+
+    return program_unavailable(program)
+
+
+def _a_gpu_worker(client) -> str | None:
+    """The address of a worker that declares a GPU, or None (none has joined yet)."""
+    from qcmb_dask import keys
+
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return next((addr for addr, w in workers.items() if (w.get("resources") or {}).get(keys.GPU_RESOURCE)), None)

@@ -18,7 +18,9 @@ every worker). A harness of your own can do more by defining any of these; the s
 - ``devices``: the devices its keyword ``device`` may name, e.g. ``("cpu", "gpu")``; a harness with ``"gpu"``
   has its fragments placed on GPU workers or CPU workers by qcmb_dask (:mod:`qcmb_dask.planning.placement`), and
   is told where by that keyword (``"cpu"`` or ``"gpu"``). With it, ``gpu_unsupported(method, driver, keywords,
-  embedded)``: why a GPU cannot run such a calculation (a method or driver the GPU code lacks), or None.
+  embedded)``: why a GPU cannot run such a calculation (a method or driver the GPU code lacks), or None; and
+  ``gpu_unavailable()``: why this process cannot use a GPU at all (none visible, the GPU code not installed),
+  or None; asked on a GPU worker before a run's fragments are submitted.
 - ``escalation_keywords``: a dict of keywords for one more try after a ``convergence_error``, used when the
   run asks for it (``compute(..., escalate=True)``), e.g. ``{"max_cycle": 200, "level_shift": 0.2}``.
 - ``analytic_hessian(method, keywords)``: False where the program has gradients but no Hessians of that method
@@ -61,6 +63,13 @@ def store_keywords(harness, method: str, keywords: dict) -> dict:
 def runs_on_gpus(harness) -> bool:
     """Whether the harness can run calculations on a GPU (its ``devices`` name one)."""
     return "gpu" in tuple(getattr(harness, "devices", ()) or ())
+
+
+def gpu_unavailable(harness) -> str | None:
+    """Why this process cannot run the harness's calculations on a GPU (no GPU, its GPU code not installed), or
+    None (a harness that does not say can)."""
+    ask = getattr(harness, "gpu_unavailable", None)
+    return None if ask is None else ask()
 
 
 def gpu_unsupported(harness, method: str, driver: str, keywords: dict, embedded: bool) -> str | None:

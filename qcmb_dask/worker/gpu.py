@@ -173,3 +173,19 @@ def dask_setup(worker) -> None:
         )
     apply(chosen, worker)
     logger.info(chosen.describe())
+
+
+def program_unavailable(program: str) -> str | None:
+    """On a GPU worker: why ``program`` cannot run on this worker's GPU, or None (asked before a run's fragments
+    are submitted, so that a worker without gpu4pyscf is a refusal naming the package, not a failure per
+    fragment)."""
+    import qcengine
+
+    from qcmb_dask.programs import protocol, register_shipped
+
+    register_shipped()
+    try:
+        harness = qcengine.get_program(program, check=False)
+    except Exception as err:  # not registered on this worker: its fragments would fail the same way
+        return f"this worker does not know the program {program!r} ({err})"
+    return protocol.gpu_unavailable(harness)

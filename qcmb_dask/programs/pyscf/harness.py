@@ -71,6 +71,12 @@ class PySCFHarness(ProgramHarness):
         family = methods.method_family(method)
         return gpu.unsupported(family, driver, options.reference, embedded, options.density_fitting)
 
+    @staticmethod
+    def gpu_unavailable() -> str | None:
+        """Why this process cannot run PySCF on a GPU (no CUDA device, gpu4pyscf not installed: the package for
+        the CUDA version found), or None."""
+        return gpu.unavailable()
+
     def store_keywords(self, method: str, keywords: dict) -> dict:
         """The keywords that decide the number, for the result store's key.
 
