@@ -5,8 +5,7 @@ inside the timing, in one of three modes:
 
 - ``cpu``: CPU workers alone, PySCF keyword ``device="cpu"``, one single-threaded fragment per core, every core;
 - ``gpu xN``: GPU workers alone, ``device="gpu"``, ``gpus`` = every GPU shown, N fragment processes per GPU
-  (``--processes-per-gpu``, default 1,2,4). The embedded cluster needs at least one CPU worker (``n_workers`` >= 1);
-  it idles, since ``device="gpu"`` sends every fragment gpu4pyscf can run to a GPU worker;
+  (``--processes-per-gpu``, default 1,2,4), no CPU workers (``n_workers=0``);
 - ``both xN``: ``device="auto"``, the GPU processes plus CPU workers on the cores left; each fragment where the
   placement expects it to finish first (N: the largest of ``--processes-per-gpu``).
 
@@ -175,7 +174,7 @@ def modes(cores: int, gpus: int, per_gpu: list[int], both_per_gpu: int, skip_cpu
             {"name": "cpu", "device": "cpu", "gpu": False, "options": {"n_workers": cores, "threads_per_task": 1}}
         )
     for n in per_gpu:
-        options = {"gpus": gpus, "processes_per_gpu": n, "n_workers": 1, "threads_per_task": 1}
+        options = {"gpus": gpus, "processes_per_gpu": n, "n_workers": 0, "threads_per_task": 1}
         rows.append({"name": f"gpu x{n}", "device": "gpu", "gpu": True, "options": options})
     options = {"gpus": gpus, "processes_per_gpu": both_per_gpu, "threads_per_task": 1}
     rows.append({"name": f"both x{both_per_gpu}", "device": "auto", "gpu": True, "options": options})

@@ -40,7 +40,8 @@ PARAMETERS = {
     "adapt": "Batch clusters: ``(min, max)`` jobs, Dask chooses between them.",
     "cluster_options": "Batch clusters: dask-jobqueue settings for this call (``queue``, ``account``, ``cores``, "
     "``memory``, ``walltime``, ``job_script_prologue``, ``interface``, ...), over the Dask config and the profile.",
-    "n_workers": "Fragments run at once on the embedded cluster. Default: fill the machine without oversubscribing it.",
+    "n_workers": "Fragments run at once on the embedded cluster (with ``gpus``: its CPU workers, 0 for GPU workers "
+    "alone). Default: fill the machine without oversubscribing it.",
     "gpus": "GPUs of the embedded cluster for fragments placed on a GPU (the PySCF keyword ``device``: ``gpu`` or "
     "``auto``). Default: every GPU this machine shows when a model chemistry asks for one, else none.",
     "processes_per_gpu": "Fragment processes sharing each GPU, each with its share of the card's memory. Default: "
@@ -208,6 +209,8 @@ class Options:
             )
         for name in ("n_workers", "threads_per_task", "jobs", "processes_per_gpu"):
             value = getattr(self, name)
+            if name == "n_workers" and value == 0 and self.gpus and not isinstance(value, bool):
+                continue  # GPU workers alone: no CPU workers beside them
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidArgument(
                     f"{name}={value!r}: expected a whole number of at least 1, or None for the default."

@@ -235,3 +235,12 @@ def test_a_given_clusters_gpu_workers_are_those_declaring_the_resource():
         Client(plain) as client,
     ):
         assert gpu_workers(client) == 0
+
+
+def test_n_workers_zero_means_gpu_workers_alone_and_is_refused_without_gpus():
+    from qcmb_dask.options import Options
+
+    assert Options.from_call(gpus=1, n_workers=0).n_workers == 0
+    assert res.for_this_machine(0, None, None, gpu_workers=2).n_workers == 2
+    with pytest.raises(InvalidArgument, match="n_workers=0"):
+        Options.from_call(n_workers=0)
