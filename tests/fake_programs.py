@@ -249,7 +249,8 @@ class FakeGPUHarness(PySCFHarness):
     was told, the worker's GPU resource and ``CUDA_VISIBLE_DEVICES``, and whether it held its card alone. A
     fragment told ``gpu`` on a worker without a GPU resource fails: that placement is the bug under test.
     ``extras["oom_nreal"]``: calculations with this many real waters run out of "GPU memory" unless alone on
-    their card (or on the CPU), as the shipped harness reports it.
+    their card (or on the CPU), as the shipped harness reports it. ``extras["die_once"]``: a file; the first GPU
+    calculation that finds it missing creates it and ends its worker process (a GPU worker that dies).
     """
 
     _defaults: ClassVar[dict[str, Any]] = {**PySCFHarness._defaults, "name": "fake-gpu"}
@@ -276,6 +277,10 @@ class FakeGPUHarness(PySCFHarness):
             pass
         if told == "gpu" and not resource:
             raise InputError("injected: a fragment placed on a GPU ran on a worker without one")
+        marker = (self.extras or {}).get("die_once")
+        if told == "gpu" and marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
         alone = gpu.ALONE.get()
         nreal = sum(input_data.molecule.real) // 3
         if told == "gpu" and nreal == (self.extras or {}).get("oom_nreal") and not alone:

@@ -151,3 +151,18 @@ def test_gpu_workers_without_gpu4pyscf_are_a_refusal_naming_the_package_not_a_fa
     with pytest.raises(InvalidInput, match=r"would run on a GPU, but on the GPU worker .*gpu4pyscf-cuda"):
         qcmb_dask.compute(mbin, cluster="local", gpus=1, processes_per_gpu=1, cache=tmp_path)
     assert entries(tmp_path) == []
+
+
+def test_a_gpu_worker_that_dies_comes_back_with_its_gpu_and_nothing_is_lost(reference, tmp_path):
+    """The embedded cluster's nanny restarts the process; the GPU preload gives it its card and resource again,
+    and the fragment it was running runs again there."""
+    marker = tmp_path / "died"
+    harness = FakeGPUHarness(extras={"die_once": str(marker)})
+    result = qcmb_dask.compute(
+        gpu_input("gpu"), cluster="local", gpus=1, processes_per_gpu=1, n_workers=1, cache=tmp_path,
+        harnesses=[harness],
+    )  # fmt: skip
+    assert marker.exists()
+    assert result.return_result == pytest.approx(reference.return_result, abs=1e-9)
+    ran = where_each_ran(tmp_path)
+    assert len(ran) == 7 and {(r["told"], r["gpu_resource"], r["cuda"]) for r in ran} == {("gpu", 1.0, "0")}
