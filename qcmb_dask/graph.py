@@ -10,6 +10,7 @@ makespan little, and the most expensive calculations first otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -224,6 +225,8 @@ def _add_plan(
         label = task.label if shared is None else f"[{number}] {task.label}"
         device = placement.devices.get(task.label) if placement is not None else None
         jobs[task.label] = fragment_job(plan, task, task_config, policy, run_id, label=label, device=device)
+        if device == "gpu":  # what a walltime-aware worker weighs: the GPU's seconds, not the cores'
+            jobs[task.label] = dataclasses.replace(jobs[task.label], estimate_s=placement.gpu_seconds(task))
         same = identity(task, keep_atomic) if identity else None
         key = shared.get(same) if shared is not None else None
         if key is None:

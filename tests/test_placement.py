@@ -121,3 +121,37 @@ def test_gpu_times_are_kept_apart_from_cpu_times_in_the_history(tmp_path):
 def test_without_gpu_measurements_the_gpu_model_stands(tmp_path):
     assert cost_history.gpu_factor(tmp_path) == 1.0
     assert cost_history.gpu_factor(None) == 1.0
+
+
+def test_a_gpu_fragments_estimate_for_walltime_aware_workers_is_the_gpus():
+    tasks = hexamer_expansion()
+    placement = place(tasks, {"mp2/cc-pvtz": "gpu"}, Workers(cpu=2, gpu=2, processes_per_gpu=2))
+    trimer = next(t for t in tasks if t.nbody == 3)
+    assert placement.gpu_seconds(trimer) == pytest.approx(gpu_seconds(trimer.cost, 2))
+    assert placement.gpu_seconds(trimer) < trimer.cost / 10
+
+
+def test_the_graph_tells_each_fragment_its_device_and_asks_gpu_fragments_for_a_gpu():
+    import qcmb_dask
+    from qcmb_dask.graph import build
+
+    from .conftest import mbe_input
+
+    plan = qcmb_dask.plan(mbe_input(3, keywords={"bsse_type": "nocp"}, atomic_keywords={"device": "auto"}))
+    monomers = {t.label for t in plan.tasks if t.nbody == 1}
+    placement = place(plan.tasks, {"(auto)": "auto"}, Workers(cpu=1, gpu=1))
+    placement.devices.update({label: ("cpu" if label in monomers else "gpu") for label in placement.devices})
+    graph = build(plan, task_config={"ncores": 1}, placement=placement, task_resources={"qcmb-dask-process": 1})
+    layer = next(iter(graph.result.dask.layers.values()))
+    resources = layer.annotations["resources"]
+    for task in plan.tasks:
+        job, key = graph.jobs[task.label], graph.fragments[task.label].key
+        device = "cpu" if task.label in monomers else "gpu"
+        assert job.specification["keywords"]["device"] == device
+        if device == "gpu":
+            assert resources(key) == {"qcmb-dask-process": 1, "GPU": 1}
+            assert job.estimate_s == pytest.approx(placement.gpu_seconds(task))
+        else:
+            assert resources(key) is None  # the run's own resources apply (Client.compute)
+            assert job.estimate_s == pytest.approx(task.cost)
+    assert plan.specifications["(auto)"]["specification"]["keywords"] == {"device": "auto"}  # the plan unchanged

@@ -77,6 +77,11 @@ class Placement:
     #: fragments that asked for a GPU but run on CPU (gpu4pyscf lacks their method): label -> why
     fallbacks: dict[str, str] = field(default_factory=dict)
 
+    def gpu_seconds(self, task) -> float:
+        """Seconds ``task`` should take on one of this placement's GPU workers."""
+        workers = self.workers or Workers(cpu=0, gpu=1)
+        return gpu_seconds(task.cost, workers.processes_per_gpu, workers.gpu_factor)
+
     def counts(self) -> dict[str, int]:
         counts = Counter(self.devices.values())
         return {"cpu": counts.get("cpu", 0), "gpu": counts.get("gpu", 0)}
