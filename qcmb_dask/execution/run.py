@@ -100,7 +100,17 @@ class Run:
         """What the run costs (one-core seconds) and which programs it runs, for backends that choose or size by
         them; from here on the backend speaks through the run's display."""
         used = sorted({task.program.lower() for plan in plans for task in plan})
-        longest = max(((task.cost, task.label) for plan in plans for task in plan), default=None)
+        # a fragment that goes to a GPU is not a CPU worker's to fit in its walltime (its estimate there is the GPU's)
+        on_gpu = [{mc for mc, device in devices.device_of(plan).items() if device == "gpu"} for plan in plans]
+        longest = max(
+            (
+                (task.cost, task.label)
+                for plan, gpu in zip(plans, on_gpu)
+                for task in plan
+                if task.model_chemistry not in gpu
+            ),
+            default=None,
+        )
         self.backend.consider(estimate, used, self.store_root, longest=longest)
         self.backend.announce = self.reporter.say
         self.backend.wants_gpus = devices.wants_gpus(plans)
