@@ -307,6 +307,12 @@ def import_jobqueue():
     return dask_jobqueue
 
 
+def pbs_memory(memory_bytes: int) -> str:
+    """Memory as dask-jobqueue writes it in a PBS ``select=`` (its module-level ``pbs_format_bytes_ceil``, not
+    exported): a GPU request rebuilds that default resource_spec with ``ngpus`` in it."""
+    return import_jobqueue().pbs.pbs_format_bytes_ceil(memory_bytes)
+
+
 def jobqueue_shipped_defaults(system: str) -> dict[str, Any]:
     """dask-jobqueue's own defaults for ``system``: its ``jobqueue.yaml``, which it loads only into the Dask
     config, where a user's values have already replaced them."""

@@ -225,18 +225,22 @@ def _add_plan(
         label = task.label if shared is None else f"[{number}] {task.label}"
         device = placement.devices.get(task.label) if placement is not None else None
         jobs[task.label] = fragment_job(plan, task, task_config, policy, run_id, label=label, device=device)
-        if device == "gpu":  # what a walltime-aware worker weighs: the GPU's seconds, not the cores'
-            jobs[task.label] = dataclasses.replace(jobs[task.label], estimate_s=placement.gpu_seconds(task))
+        if device == "gpu":  # one core drives the card; a walltime-aware worker weighs the GPU's seconds
+            job = jobs[task.label]
+            jobs[task.label] = dataclasses.replace(
+                job, task_config={**job.task_config, "ncores": 1}, estimate_s=placement.gpu_seconds(task)
+            )
         same = identity(task, keep_atomic) if identity else None
         key = shared.get(same) if shared is not None else None
-        if key is None:
+        created = key is None  # a calculation another input has already is that input's node, on its device
+        if created:
             key = fragment_key(task.nbody, len(new_keys), run_id, token[:12])
             new_keys.append(key)
             if shared is not None:
                 shared[same] = key
         fragment_keys[task.label] = key
         keys_by_level.setdefault(task.nbody, []).append(key)
-        if device == "gpu" and gpu_keys is not None:
+        if device == "gpu" and created and gpu_keys is not None:
             gpu_keys.add(key)
 
     # Cheap low levels first where that costs the makespan little, then longest processing time first.

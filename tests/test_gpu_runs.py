@@ -166,3 +166,15 @@ def test_a_gpu_worker_that_dies_comes_back_with_its_gpu_and_nothing_is_lost(refe
     assert result.return_result == pytest.approx(reference.return_result, abs=1e-9)
     ran = where_each_ran(tmp_path)
     assert len(ran) == 7 and {(r["told"], r["gpu_resource"], r["cuda"]) for r in ran} == {("gpu", 1.0, "0")}
+
+
+def test_device_gpu_for_a_method_no_gpu_has_runs_on_cpu_without_asking_for_one(tmp_path):
+    """CCSD(T) is not in gpu4pyscf: with device gpu (and gpu_unsupported cpu, the default) every fragment runs on
+    the CPU, so neither a GPU nor gpu4pyscf is needed, in this process or on a cluster."""
+    specs = {"(auto)": ("ccsd(t)", "sto-3g")}
+    on_gpu = mbe_input(2, keywords=NOCP, specs=specs, atomic_keywords={"device": "gpu"})
+    on_cpu = mbe_input(2, keywords=NOCP, specs=specs)
+    ours = qcmb_dask.compute(on_gpu, cluster="sync", cache=tmp_path)
+    again = qcmb_dask.compute(on_cpu, cluster="sync", cache=tmp_path)
+    assert ours.return_result == pytest.approx(again.return_result, abs=1e-12)
+    assert again.extras["qcmb_dask"]["computed"] == 0  # one store key for both

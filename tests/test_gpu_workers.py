@@ -116,9 +116,11 @@ def test_gpu_processes_keep_a_core_each_and_cpu_workers_share_the_rest(monkeypat
     assert res.for_this_machine(None, None, 1.0, gpu_workers=4).n_workers == 16  # 4 GPU + 12 CPU
     assert res.for_this_machine(None, 2, 1.0, gpu_workers=4).n_workers == 10  # 4 GPU + 6 CPU of 2 cores
     monkeypatch.setattr(res, "machine_cores", lambda: 2)
-    assert res.for_this_machine(None, None, 1.0, gpu_workers=4).n_workers == 4  # no core left: GPU workers only
-    with pytest.raises(ValueError, match="left here beside the 2 GPU worker"):
+    assert res.for_this_machine(None, None, 1.0, gpu_workers=2).n_workers == 2  # no core left: GPU workers only
+    with pytest.raises(ValueError, match=r"left here beside the 2 GPU worker.*n_workers=0"):
         res.for_this_machine(1, None, 1.0, gpu_workers=2)
+    with pytest.raises(ValueError, match="4 GPU worker processes need a core each .* this machine has 2"):
+        res.for_this_machine(None, None, 1.0, gpu_workers=4)
 
 
 def test_an_embedded_cluster_of_fake_gpu_workers(monkeypatch):
@@ -194,6 +196,8 @@ def test_gpu_jobs_that_cannot_work_are_refused_before_submission():
         bs.batch_settings("slurm", {"gpus_per_job": -1})
     backend = jobqueue.JobqueueBackend("slurm")
     backend.wants_gpus = True
+    backend.check(Options.from_call(), 10)  # device auto: may use GPUs, runs on the jobs' CPUs without them
+    backend.needs_gpus = True
     with pytest.raises(InvalidArgument, match="the profile has no GPU partition: set qcmb_dask.batch.gpus-per-job"):
         backend.check(Options.from_call(), 10)
 

@@ -141,7 +141,7 @@ def test_the_graph_tells_each_fragment_its_device_and_asks_gpu_fragments_for_a_g
     monomers = {t.label for t in plan.tasks if t.nbody == 1}
     placement = place(plan.tasks, {"(auto)": "auto"}, Workers(cpu=1, gpu=1))
     placement.devices.update({label: ("cpu" if label in monomers else "gpu") for label in placement.devices})
-    graph = build(plan, task_config={"ncores": 1}, placement=placement, task_resources={"qcmb-dask-process": 1})
+    graph = build(plan, task_config={"ncores": 4}, placement=placement, task_resources={"qcmb-dask-process": 1})
     layer = next(iter(graph.result.dask.layers.values()))
     resources = layer.annotations["resources"]
     for task in plan.tasks:
@@ -151,7 +151,9 @@ def test_the_graph_tells_each_fragment_its_device_and_asks_gpu_fragments_for_a_g
         if device == "gpu":
             assert resources(key) == {"qcmb-dask-process": 1, "GPU": 1}
             assert job.estimate_s == pytest.approx(placement.gpu_seconds(task))
+            assert job.task_config["ncores"] == 1  # one core drives the card
         else:
             assert resources(key) is None  # the run's own resources apply (Client.compute)
-            assert job.estimate_s == pytest.approx(task.cost)
+            assert job.estimate_s == pytest.approx(task.cost / 4)
+            assert job.task_config["ncores"] == 4
     assert plan.specifications["(auto)"]["specification"]["keywords"] == {"device": "auto"}  # the plan unchanged

@@ -57,9 +57,10 @@ class Backend(abc.ABC):
     programs_run_here: bool = False
     #: whether its workers outlive a run (the embedded cluster): worth having them import a run's programs at once
     keeps_workers: bool = False
-    #: whether a model chemistry of the run may run on a GPU (PySCF's keyword ``device``: ``gpu`` or ``auto``);
-    #: set once the run is planned, before :meth:`connect`
+    #: whether a model chemistry of the run may run on a GPU (PySCF's keyword ``device``: ``gpu`` or ``auto``),
+    #: and whether one must (``gpu``); set once the run is planned, before :meth:`connect`
     wants_gpus: bool = False
+    needs_gpus: bool = False
 
     def __init__(self, cluster: Any):
         self.cluster = cluster

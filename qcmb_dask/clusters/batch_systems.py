@@ -195,7 +195,7 @@ def _pbs_gpus(n: int, directives: list, resource_spec: str | None, cores: int, m
         from qcmb_dask import compat
 
         # the class's own default, written as it writes it
-        memory = compat.import_jobqueue().pbs.pbs_format_bytes_ceil(memory_bytes)
+        memory = compat.pbs_memory(memory_bytes)
         resource_spec = f"select=1:ncpus={cores}:mem={memory}"
     if match := _SELECT.match(resource_spec):
         return list(directives), f"{match.group(1)}:ngpus={n}{match.group(2)}"

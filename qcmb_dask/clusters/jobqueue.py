@@ -247,8 +247,9 @@ class JobqueueBackend(Backend):
             self.jobs = jobs_for(ncalculations, self.settings.workers_per_job, max_jobs)
 
     def _check_gpus(self, options: Options) -> None:
-        """A run that asks for GPUs (:attr:`wants_gpus`, or ``gpus=``) on jobs without any is refused."""
-        asked = self.wants_gpus or bool(options.gpus)
+        """A run that needs GPUs (a model chemistry with device ``gpu``: :attr:`needs_gpus`, or ``gpus=``) on jobs
+        without any is refused; one that only may use them (``auto``) runs on their CPUs."""
+        asked = self.needs_gpus or bool(options.gpus)
         if not asked or self.settings is None or self.settings.gpus_per_job:
             return
         system = self.settings.system
@@ -290,7 +291,7 @@ class JobqueueBackend(Backend):
     def connect(self, options: Options, ncalculations: int, setup: ClientSetup):
         if self.settings is None:
             self.check(options, ncalculations)
-        self._check_gpus(options)  # wants_gpus may have been set after check
+        self._check_gpus(options)  # needs_gpus may have been set after check
         adapt = tuple(options.adapt) if options.adapt else None
         with batch_client(
             self.settings,

@@ -78,14 +78,19 @@ def for_this_machine(
     """
     cores = machine_cores()
     if gpu_workers:
-        cpu_cores = max(0, cores - gpu_workers)
+        if gpu_workers > cores:
+            raise ValueError(
+                f"{gpu_workers} GPU worker processes need a core each to drive their cards; this machine has {cores}. "
+                "Give fewer processes_per_gpu (or gpus)."
+            )
+        cpu_cores = cores - gpu_workers
         threads = threads_per_task or (max(1, cpu_cores // n_workers) if n_workers else 1)
         cpu_workers = cpu_cores // threads if n_workers is None else n_workers
         if cpu_workers * threads > cpu_cores:
             raise ValueError(
                 f"n_workers={cpu_workers} x threads_per_task={threads} = {cpu_workers * threads} threads for CPU "
                 f"fragments exceeds the {cpu_cores} core(s) left here beside the {gpu_workers} GPU worker process(es) "
-                f"(one core each, of {cores}). Use e.g. n_workers={max(1, cpu_cores // threads)} with fewer "
+                f"(one core each, of {cores}). Use e.g. n_workers={cpu_cores // threads} (0: GPU workers alone), fewer "
                 "threads_per_task, or fewer gpus / processes_per_gpu."
             )
         total = cpu_workers + gpu_workers

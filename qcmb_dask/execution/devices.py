@@ -38,6 +38,34 @@ def wants_gpus(plans: Sequence[Plan]) -> bool:
     return any(device != "cpu" for plan in plans for device in device_of(plan).values())
 
 
+def needs_gpus(plans: Sequence[Plan]) -> bool:
+    """Whether a model chemistry of the run must run on a GPU (``gpu``, for fragments a GPU can run)."""
+    return any(_asked_for_gpu(plan) for plan in plans)
+
+
+def _asked_for_gpu(plan: Plan) -> set[str]:
+    """The model chemistries with device ``gpu`` that have a fragment a GPU can run (those whose every fragment
+    falls back to CPU, such as CCSD(T), need no GPU)."""
+    devices = device_of(plan)
+    why_not = unsupported_on_gpu(plan)
+    return {
+        task.model_chemistry
+        for task in plan.tasks
+        if devices.get(task.model_chemistry) == "gpu" and why_not(task) is None
+    }
+
+
+def on_cpu_for_sure(plan: Plan, auto_too: bool = False) -> list:
+    """The tasks that will run on a CPU whatever the cluster: all but those of model chemistries with device
+    ``gpu`` (and ``auto``, with ``auto_too``) that a GPU can run."""
+    devices = device_of(plan)
+    maybe = {"gpu", "auto"} if auto_too else {"gpu"}
+    if not maybe & set(devices.values()):
+        return list(plan.tasks)
+    why_not = unsupported_on_gpu(plan)
+    return [t for t in plan.tasks if devices.get(t.model_chemistry) not in maybe or why_not(t) is not None]
+
+
 def unsupported_on_gpu(plan: Plan) -> Callable[[object], str | None]:
     """task -> why its program cannot run it on a GPU (a method, driver or option gpu4pyscf lacks), or None;
     asked once per model chemistry and driver."""
@@ -72,8 +100,7 @@ def placement(plan: Plan, session, processes_per_gpu: int, store_root) -> Placem
         return None
     client = getattr(session, "client", None)
     if client is None:
-        asked = {mc for mc, device in devices.items() if device == "gpu"}
-        _refuse_unusable_gpus(plan, asked, lambda program: _unavailable_here(program), "this process")
+        _refuse_unusable_gpus(plan, _asked_for_gpu(plan), _unavailable_here, "this process")
         return None
     gpu_workers = int(getattr(session, "gpu_workers", 0) or 0)
     total = int(session.resources.n_workers)

@@ -101,19 +101,13 @@ class Run:
         them; from here on the backend speaks through the run's display."""
         used = sorted({task.program.lower() for plan in plans for task in plan})
         # a fragment that goes to a GPU is not a CPU worker's to fit in its walltime (its estimate there is the GPU's)
-        on_gpu = [{mc for mc, device in devices.device_of(plan).items() if device == "gpu"} for plan in plans]
         longest = max(
-            (
-                (task.cost, task.label)
-                for plan, gpu in zip(plans, on_gpu)
-                for task in plan
-                if task.model_chemistry not in gpu
-            ),
-            default=None,
+            ((task.cost, task.label) for plan in plans for task in devices.on_cpu_for_sure(plan)), default=None
         )
         self.backend.consider(estimate, used, self.store_root, longest=longest)
         self.backend.announce = self.reporter.say
         self.backend.wants_gpus = devices.wants_gpus(plans)
+        self.backend.needs_gpus = devices.needs_gpus(plans)
 
     @contextlib.contextmanager
     def session(self) -> Iterator:
@@ -163,8 +157,10 @@ class Run:
         finally:
             runlog.remember(reporter.log)
             threads = session.resources.threads_per_task
+            # unplaced fragments that may have run on this process's GPU (device gpu/auto, in process) teach nothing
+            timed = plan.tasks if placed is not None else devices.on_cpu_for_sure(plan, auto_too=True)
             measured = cost_history.measured_ratios(
-                plan.tasks,
+                timed,
                 records_of(reporter),
                 threads,
                 placed.devices if placed is not None else None,

@@ -135,7 +135,8 @@ def place(
             f"model chemistr{'y' if len(chemistries) == 1 else 'ies'} {', '.join(chemistries)} ask(s) for "
             "device 'gpu', but no worker of this cluster has a GPU. Give the embedded cluster GPUs (gpus=N, "
             "qcmb-dask run --gpus N), a batch profile with a GPU partition (qcmb_dask.batch.gpus-per-job), or "
-            "workers started with --resources GPU=1; or use device 'auto' (GPU where there is one) or 'cpu'."
+            "workers started with --resources GPU=1 (workers of a cluster you give are counted when the run starts: "
+            "start them first); or use device 'auto' (GPU where there is one) or 'cpu'."
         )
     cpu_free = [0.0] * workers.cpu
     gpu_free = [0.0] * workers.gpu

@@ -27,14 +27,38 @@ every worker). A harness of your own can do more by defining any of these; the s
   (PySCF's MP2 and CCSD): qcmb_dask then makes each fragment's Hessian from displaced gradients. A harness
   that does not say is taken to compute its Hessians itself.
 
+A GPU harness that runs out of a card's memory raises QCEngine's ``ResourceError`` with a message starting with
+:data:`GPU_OUT_OF_MEMORY`; qcmb_dask runs the calculation again inside :func:`alone_on_the_gpu` (the harness
+then keeps the card's other processes waiting: :data:`ALONE`), or on the CPU (``qcmb_dask.gpu.out-of-memory``).
+
 A harness without ``check_request`` is checked by running: the cheapest calculation of each of its model
 chemistries runs once before the graph is submitted (:mod:`qcmb_dask.preflight`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
+
+#: A GPU calculation that ran out of the card's memory fails with QCEngine's ``resource_error`` and a message
+#: that starts with this: qcmb_dask then runs it again inside :func:`alone_on_the_gpu`, or on the CPU.
+GPU_OUT_OF_MEMORY = "GPU out of memory"
+
+#: Set by :func:`alone_on_the_gpu`: a harness that shares cards between processes runs this calculation with its
+#: card to itself (the others on the card wait).
+ALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("qcmb_dask_gpu_alone", default=False)
+
+
+@contextmanager
+def alone_on_the_gpu() -> Iterator[None]:
+    """GPU calculations run inside this have their card to themselves (a retry after running out of its memory)."""
+    token = ALONE.set(True)
+    try:
+        yield
+    finally:
+        ALONE.reset(token)
 
 
 @runtime_checkable

@@ -162,7 +162,7 @@ def calculate(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
                 retry = atomic_input(job, molecule, extra_keywords=escalated)
                 result = qcengine.compute(retry, job.program, raise_error=False, task_config=job.task_config)
         if not result.success and out_of_gpu_memory(result):
-            result = _after_gpu_out_of_memory(job, molecule, inp, result)
+            result = _after_gpu_out_of_memory(job, molecule, retry if escalated else inp, result, escalated)
     walltime.after_fragment(job.estimate_s, time.time() - began)
     if not result.success:
         message = result.error.error_message
@@ -183,20 +183,20 @@ def calculate(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
 
 
 def out_of_gpu_memory(result) -> bool:
-    """Whether a failed calculation ran out of GPU memory (the PySCF harness's marked ``resource_error``)."""
-    from qcmb_dask.programs.pyscf.gpu import GPU_OUT_OF_MEMORY
+    """Whether a failed calculation ran out of GPU memory (a ``resource_error`` with the protocol's marker)."""
+    from qcmb_dask.programs.protocol import GPU_OUT_OF_MEMORY
 
     error = result.error
     return error.error_type == "resource_error" and GPU_OUT_OF_MEMORY in (error.error_message or "")
 
 
-def _after_gpu_out_of_memory(job: FragmentJob, molecule, inp, failed):
+def _after_gpu_out_of_memory(job: FragmentJob, molecule, inp, failed, escalated: dict | None = None):
     """Try a fragment that ran out of GPU memory once more: alone on its card (its card's other fragment
     processes wait) or on this worker's CPU (``qcmb_dask.gpu.out-of-memory``); the pinned settings give the same
     number either way. The first failure's message stays with the second's, should that fail too."""
     import qcengine
 
-    from qcmb_dask.programs.pyscf import gpu
+    from qcmb_dask.programs.protocol import alone_on_the_gpu
 
     how = job.policy.gpu_out_of_memory
     logger.warning(
@@ -206,13 +206,13 @@ def _after_gpu_out_of_memory(job: FragmentJob, molecule, inp, failed):
     )
     if how == "cpu":
         result = qcengine.compute(
-            atomic_input(job, molecule, extra_keywords={"device": "cpu"}),
+            atomic_input(job, molecule, extra_keywords={**(escalated or {}), "device": "cpu"}),
             job.program,
             raise_error=False,
             task_config=job.task_config,
         )
     else:
-        with gpu.alone():
+        with alone_on_the_gpu():
             result = qcengine.compute(inp, job.program, raise_error=False, task_config=job.task_config)
     if not result.success:
         first = failed.error.error_message.splitlines()[0] if failed.error.error_message else "out of GPU memory"

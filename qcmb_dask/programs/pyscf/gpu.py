@@ -6,7 +6,6 @@ Nothing here imports CuPy or gpu4pyscf at import time: the client and CPU worker
 
 from __future__ import annotations
 
-import contextvars
 import fcntl
 import functools
 import os
@@ -19,12 +18,13 @@ from contextlib import contextmanager
 
 from qcengine.exceptions import ResourceError
 
-#: The start of the message of the ResourceError a fragment raises when its card ran out of memory; the
-#: worker retries such a fragment inside :func:`alone`.
-GPU_OUT_OF_MEMORY = "GPU out of memory"
+from qcmb_dask.programs import protocol
 
-#: Set (by :func:`alone`) for a fragment that must have its card to itself: its lock is then exclusive.
-ALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("qcmb_dask_gpu_alone", default=False)
+#: The start of the message of an out-of-memory ResourceError, and the flag of a fragment that must have its card
+#: to itself: the harness protocol's, shared by any GPU harness (the worker retries such a fragment alone).
+GPU_OUT_OF_MEMORY = protocol.GPU_OUT_OF_MEMORY
+ALONE = protocol.ALONE
+alone = protocol.alone_on_the_gpu
 
 _INSTALL = {12: "pip install gpu4pyscf-cuda12x", 13: "pip install gpu4pyscf-cuda13x"}
 
@@ -101,22 +101,15 @@ def unsupported(family: str, driver: str, reference: str | None, embedded: bool,
     return None
 
 
-@contextmanager
-def alone() -> Iterator[None]:
-    """GPU fragments run inside this hold their card exclusively (a retry after running out of its memory)."""
-    token = ALONE.set(True)
-    try:
-        yield
-    finally:
-        ALONE.reset(token)
-
-
 def lock_path() -> str:
     """The lock file of the current card, named by its PCI bus id (the same for every process that sees it)."""
     import cupy
 
     bus_id = str(cupy.cuda.Device().pci_bus_id)
-    return os.path.join(tempfile.gettempdir(), f"qcmb_dask-gpu-{re.sub(r'[^0-9A-Za-z]', '_', bus_id)}.lock")
+    # one per user: another user's lock file in a sticky /tmp cannot be opened for writing (fs.protected_regular),
+    # and another user's fragments are not ours to wait for or to hold back
+    card = re.sub(r"[^0-9A-Za-z]", "_", bus_id)
+    return os.path.join(tempfile.gettempdir(), f"qcmb_dask-gpu-{card}-uid{os.getuid()}.lock")
 
 
 @contextmanager
