@@ -124,6 +124,7 @@ def build_many(
     dsk: dict[str, object] = {}
     priorities: dict[str, int] = {}
     gpu_keys: set[str] = set()
+    cpu_keys: set[str] = set()
     #: calculation identity -> its fragment key (only across several plans: one plan's labels are unique)
     shared: dict[str, str] | None = {} if len(plans) > 1 else None
     parts = [
@@ -141,12 +142,13 @@ def build_many(
             workers=workers or os.cpu_count() or 1,
             placement=placements[number] if placements else None,
             gpu_keys=gpu_keys,
+            cpu_keys=cpu_keys,
         )
         for number, plan in enumerate(plans)
     ]
     annotations = {"priority": _Priority(priorities)} if priorities else {}
-    if gpu_keys:
-        annotations["resources"] = _GPUResources(gpu_keys, task_resources)
+    if gpu_keys or cpu_keys:
+        annotations["resources"] = _DeviceResources(gpu_keys, cpu_keys, task_resources)
     layer_name = f"qcmb-dask-mbe-{tokenize(run_id, [plan.token for plan in plans])}"
     hlg = HighLevelGraph({layer_name: MaterializedLayer(dsk, annotations=annotations or None)}, {layer_name: set()})
 
@@ -206,6 +208,7 @@ def _add_plan(
     workers: int,
     placement: Placement | None = None,
     gpu_keys: set[str] | None = None,
+    cpu_keys: set[str] | None = None,
 ) -> _PlanKeys:
     """Add one plan's nodes to ``dsk``; a calculation already in ``shared`` is not added again."""
     token = tokenize(plan.token, run_id, number)
@@ -240,8 +243,10 @@ def _add_plan(
                 shared[same] = key
         fragment_keys[task.label] = key
         keys_by_level.setdefault(task.nbody, []).append(key)
-        if device == "gpu" and created and gpu_keys is not None:
+        if created and gpu_keys is not None and device == "gpu":
             gpu_keys.add(key)
+        elif created and cpu_keys is not None and placement is not None and placement.cpu_restricted:
+            cpu_keys.add(key)
 
     # Cheap low levels first where that costs the makespan little, then longest processing time first.
     if prioritize:
@@ -285,6 +290,8 @@ def _add_plan(
                 priorities[part] = priorities.get(key, 0)
                 if key in (gpu_keys or ()):
                     gpu_keys.add(part)
+                elif key in (cpu_keys or ()):
+                    cpu_keys.add(part)
             hessian_parts[task.label] = tuple(parts.values())
             continue
         dsk[key] = compat.producer_task(key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after)
@@ -429,16 +436,20 @@ class _Priority:
         return self.priorities.get(key, 0)
 
 
-class _GPUResources:
-    """Per-key Dask resources for the layer's annotation: a GPU for the fragments placed on one (with what every
-    task of the run asks for); None leaves the others to the run's own (``Client.compute(resources=...)``)."""
+class _DeviceResources:
+    """Per-key Dask resources for the layer's annotation: a GPU for the fragments placed on one, a CPU worker for
+    the others where the CPU workers declare one (each with what every task of the run asks for); None leaves
+    the rest (analyses) to the run's own (``Client.compute(resources=...)``)."""
 
-    def __init__(self, gpu_keys: set[str], task_resources: dict | None):
-        self.gpu_keys = gpu_keys
+    def __init__(self, gpu_keys: set[str], cpu_keys: set[str], task_resources: dict | None):
+        self.gpu_keys, self.cpu_keys = gpu_keys, cpu_keys
         self.gpu = {**(task_resources or {}), keys.GPU_RESOURCE: 1}
+        self.cpu = {**(task_resources or {}), keys.CPU_RESOURCE: 1}
 
     def __call__(self, key) -> dict | None:
-        return self.gpu if key in self.gpu_keys else None
+        if key in self.gpu_keys:
+            return self.gpu
+        return self.cpu if key in self.cpu_keys else None
 
 
 def _barrier(_outputs) -> None:

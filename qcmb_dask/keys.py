@@ -37,6 +37,9 @@ ONE_FRAGMENT_RESOURCE = "qcmb-dask-process"
 #: The Dask worker resource a worker with a GPU of its own (or its share of one) declares; a fragment placed on a
 #: GPU asks for one, so it never lands on a worker without one.
 GPU_RESOURCE = "GPU"
+#: The Dask worker resource the CPU workers beside GPU workers declare (the GPU preload sets it); a fragment placed
+#: on a CPU asks for one there, so that a long CPU fragment never holds a GPU worker's only thread.
+CPU_RESOURCE = "CPU"
 #: Workers of GPU jobs load it at start (``--preload``): :mod:`qcmb_dask.worker.gpu` gives each its card.
 GPU_PRELOAD = "qcmb_dask.worker.gpu"
 #: What a GPU job script (or the embedded cluster) tells that preload: GPUs per job, fragment processes per GPU.

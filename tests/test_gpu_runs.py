@@ -178,3 +178,18 @@ def test_device_gpu_for_a_method_no_gpu_has_runs_on_cpu_without_asking_for_one(t
     again = qcmb_dask.compute(on_cpu, cluster="sync", cache=tmp_path)
     assert ours.return_result == pytest.approx(again.return_result, abs=1e-12)
     assert again.extras["qcmb_dask"]["computed"] == 0  # one store key for both
+
+
+def test_cpu_fragments_never_take_a_gpu_workers_thread(reference, tmp_path):
+    """Most fragments of this run are placed on the CPU (STO-3G: a GPU is hardly faster); the GPU worker, idle
+    beside them, takes none of them: the CPU worker declares the CPU resource they ask for."""
+    result = qcmb_dask.compute(
+        gpu_input("auto"), cluster="local", gpus=1, processes_per_gpu=1, n_workers=1, cache=tmp_path,
+        harnesses=[FakeGPUHarness()],
+    )  # fmt: skip
+    assert result.return_result == pytest.approx(reference.return_result, abs=1e-9)
+    ran = where_each_ran(tmp_path)
+    on_cpu = [r for r in ran if r["told"] == "cpu"]
+    assert len(ran) == 7 and len(on_cpu) >= 4
+    assert {(r["gpu_resource"], r["cuda"]) for r in on_cpu} == {(0.0, "")}
+    assert {(r["gpu_resource"], r["cuda"]) for r in ran if r["told"] == "gpu"} <= {(1.0, "0")}

@@ -82,12 +82,12 @@ def test_the_environment_makes_a_worker_a_gpu_or_a_cpu_worker_before_it_register
     gpu.apply(first, worker, environ)
     assert environ["CUDA_VISIBLE_DEVICES"] == "3" and environ["CUPY_GPU_MEMORY_LIMIT"] == "45%"
     assert worker.state.total_resources == {keys.GPU_RESOURCE: 1} == worker.state.available_resources
-    # a third process of the job is a CPU worker: no card, and a GPU resource given by hand is taken back
+    # a third process of the job is a CPU worker: no card, a GPU resource given by hand taken back, a CPU declared
     environ = {"QCMB_DASK_GPUS": "1", "QCMB_DASK_PROCESSES_PER_GPU": "2", "CUPY_GPU_MEMORY_LIMIT": "45%"}
     cpu_worker = _FakeWorker("job-0-2", {keys.GPU_RESOURCE: 1, "other": 2})
     gpu.apply(gpu.from_environment("job-0-2", environ), cpu_worker, environ)
     assert environ == {"QCMB_DASK_GPUS": "1", "QCMB_DASK_PROCESSES_PER_GPU": "2", "CUDA_VISIBLE_DEVICES": ""}
-    assert cpu_worker.state.total_resources == {"other": 2}
+    assert cpu_worker.state.total_resources == {"other": 2, keys.CPU_RESOURCE: 1}
     with dask.config.set({"qcmb_dask.gpu.processes-per-gpu": 3, "qcmb_dask.gpu.memory-fraction": 0.6}):
         assert gpu.from_environment("w-2", {"QCMB_DASK_GPUS": "1"}).memory_limit == "20%"  # from the config
 
@@ -145,6 +145,9 @@ def test_an_embedded_cluster_of_fake_gpu_workers(monkeypatch):
         assert len(with_gpu) == 2
         assert {seen[a] for a in with_gpu} == {("0", "45%")}
         assert [seen[a] for a in set(workers) - with_gpu] == [("", None)]
+        assert connection.cpu_workers_declared
+        with_cpu = {address for address, w in workers.items() if w["resources"].get(keys.CPU_RESOURCE) == 1}
+        assert with_cpu == set(workers) - with_gpu  # the CPU worker declares one; the GPU workers do not
         futures = [
             client.submit(lambda i: get_worker().address, i, resources={keys.GPU_RESOURCE: 1}, pure=False)
             for i in range(8)

@@ -157,3 +157,11 @@ def test_the_graph_tells_each_fragment_its_device_and_asks_gpu_fragments_for_a_g
             assert job.estimate_s == pytest.approx(task.cost / 4)
             assert job.task_config["ncores"] == 4
     assert plan.specifications["(auto)"]["specification"]["keywords"] == {"device": "auto"}  # the plan unchanged
+
+    placement.cpu_restricted = True  # the CPU workers beside the GPU ones declare the CPU resource
+    graph = build(plan, task_config={"ncores": 1}, placement=placement)
+    resources = next(iter(graph.result.dask.layers.values())).annotations["resources"]
+    for task in plan.tasks:
+        key = graph.fragments[task.label].key
+        assert resources(key) == ({"CPU": 1} if task.label in monomers else {"GPU": 1})
+    assert resources(graph.result.key) is None  # analyses go anywhere

@@ -79,7 +79,14 @@ class AutoBackend(Backend):
                     "the shared embedded cluster serves runs without GPUs)"
                 )
                 line += f"\n{layout.note}" * bool(layout.note)
-                yield Connection(resources, line, kind="embedded", client=client, gpu_workers=layout.gpu_workers)
+                yield Connection(
+                    resources,
+                    line,
+                    kind="embedded",
+                    client=client,
+                    gpu_workers=layout.gpu_workers,
+                    cpu_workers_declared=True,
+                )
             return
         with SHARED.use(resources, setup, measured_in=self.store_root) as (client, started):
             where = f"started in {started:.1f} s" if started else "reused"

@@ -48,6 +48,9 @@ class Connection:
     #: how many of the workers (``resources.n_workers``) have a GPU, or a share of one (they declare
     #: ``keys.GPU_RESOURCE``); fragments placed on a GPU go there (:mod:`qcmb_dask.planning.placement`)
     gpu_workers: int = 0
+    #: whether every other worker declares ``keys.CPU_RESOURCE`` (those the GPU preload made CPU workers): fragments
+    #: placed on a CPU then ask for one and never take a GPU worker's thread
+    cpu_workers_declared: bool = False
 
 
 class Backend(abc.ABC):

@@ -65,7 +65,7 @@ class GivenBackend(Backend):
                     f"--nthreads {resources.threads_per_task} (one fragment each) or pass "
                     f"threads_per_task={shared_process} (each fragment gets all of a worker's threads)."
                 )
-            with_gpus = gpu_workers(client)
+            with_gpus, declared = gpu_workers(client), _cpu_workers_declared(client)
             if with_gpus:
                 where += f"\nqcmb_dask: {with_gpus} of its workers have a GPU (Dask resource {keys.GPU_RESOURCE})"
             yield Connection(
@@ -76,6 +76,7 @@ class GivenBackend(Backend):
                 task_resources=one_per_process,
                 worker_resources=one_per_process,
                 gpu_workers=with_gpus,
+                cpu_workers_declared=declared,
             )
 
 
@@ -83,6 +84,14 @@ def gpu_workers(client) -> int:
     """The workers whose resources include a GPU (:data:`~qcmb_dask.keys.GPU_RESOURCE`)."""
     workers = client.scheduler_info().get("workers", {}).values()
     return sum(1 for w in workers if (w.get("resources") or {}).get(keys.GPU_RESOURCE, 0) > 0)
+
+
+def _cpu_workers_declared(client) -> bool:
+    """Whether every worker without a GPU declares :data:`~qcmb_dask.keys.CPU_RESOURCE` (workers started with the
+    GPU preload do), and there is one: only then may CPU fragments ask for it without waiting for ever."""
+    workers = [w.get("resources") or {} for w in client.scheduler_info().get("workers", {}).values()]
+    others = [r for r in workers if not r.get(keys.GPU_RESOURCE)]
+    return bool(others) and all(r.get(keys.CPU_RESOURCE) for r in others)
 
 
 #: seconds a scheduler address has to accept a connection before the run is refused

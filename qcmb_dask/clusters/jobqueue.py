@@ -315,7 +315,14 @@ class JobqueueBackend(Backend):
                     f"\nqcmb_dask: each job has {settings.gpus_per_job} GPU(s), {settings.processes_per_gpu} "
                     f"worker process(es) on each: {gpu_workers} GPU worker(s) in all"
                 )
-            yield Connection(resources, where, kind=settings.system, client=client, gpu_workers=gpu_workers)
+            yield Connection(
+                resources,
+                where,
+                kind=settings.system,
+                client=client,
+                gpu_workers=gpu_workers,
+                cpu_workers_declared=bool(gpu_workers),  # the GPU preload runs in every worker of a GPU job
+            )
 
 
 def _tls(kwargs: dict) -> dict:

@@ -59,7 +59,14 @@ class LocalBackend(Backend):
                 cpu = resources.n_workers - layout.gpu_workers
                 where = f"qcmb_dask: on an embedded cluster of its own ({layout.describe(cpu)}, closed after)"
                 where += f"\n{layout.note}" * bool(layout.note)
-                yield Connection(resources, where, kind="local", client=client, gpu_workers=layout.gpu_workers)
+                yield Connection(
+                    resources,
+                    where,
+                    kind="local",
+                    client=client,
+                    gpu_workers=layout.gpu_workers,
+                    cpu_workers_declared=True,
+                )
             return
         # One thread per worker process: PySCF's thread count is process-wide, so concurrency comes from
         # processes and each fragment gets threads_per_task cores of its own.

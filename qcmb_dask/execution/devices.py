@@ -112,6 +112,7 @@ def placement(plan: Plan, session, processes_per_gpu: int, store_root) -> Placem
         gpu_factor=cost_history.gpu_factor(store_root),
     )
     placed = place(plan.tasks, devices, workers, unsupported_on_gpu(plan))
+    placed.cpu_restricted = bool(workers.cpu and workers.gpu and getattr(session, "cpu_workers_declared", False))
     on_gpu = {task.model_chemistry for task in plan.tasks if placed.devices.get(task.label) == "gpu"}
     worker = _a_gpu_worker(client)
     if on_gpu and worker is not None:  # batch workers may not have arrived yet: their fragments say it

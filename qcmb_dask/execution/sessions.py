@@ -48,6 +48,7 @@ def open_session(connection) -> SyncSession | DistributedSession:
         kind=connection.kind,
         task_resources=connection.task_resources,
         gpu_workers=getattr(connection, "gpu_workers", 0),
+        cpu_workers_declared=getattr(connection, "cpu_workers_declared", False),
     )
 
 
@@ -133,10 +134,13 @@ class DistributedSession:
         kind: str = "given",
         task_resources: dict[str, float] | None = None,
         gpu_workers: int = 0,
+        cpu_workers_declared: bool = False,
     ):
         self.client = client
         #: how many of the workers have a GPU (or a share of one): where fragments placed on a GPU go
         self.gpu_workers = gpu_workers
+        #: whether the other workers declare the CPU resource (CPU fragments may then ask for it)
+        self.cpu_workers_declared = cpu_workers_declared
         #: Dask resources every task of a run asks for (one fragment per process on workers with several threads)
         self.task_resources = task_resources
         self.resources = resources

@@ -76,6 +76,9 @@ class Placement:
     workers: Workers | None = None
     #: fragments that asked for a GPU but run on CPU (gpu4pyscf lacks their method): label -> why
     fallbacks: dict[str, str] = field(default_factory=dict)
+    #: whether the fragments not on a GPU ask for a CPU worker (where the CPU workers beside the GPU ones declare
+    #: one): a long CPU fragment then never holds a GPU worker's thread
+    cpu_restricted: bool = False
 
     def gpu_seconds(self, task) -> float:
         """Seconds ``task`` should take on one of this placement's GPU workers."""

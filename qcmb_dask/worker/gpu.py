@@ -23,8 +23,9 @@ What the job script (or the embedded cluster) tells it, in the environment:
 Worker ``i`` is a GPU worker when ``i < GPUs x N``: it sees only card ``i // N`` (``CUDA_VISIBLE_DEVICES``), its
 CuPy pool may take ``qcmb_dask.gpu.memory-fraction / N`` of the card (``CUPY_GPU_MEMORY_LIMIT``, a percentage),
 and it declares the Dask resource :data:`~qcmb_dask.keys.GPU_RESOURCE` = 1. Any other worker is a CPU worker:
-``CUDA_VISIBLE_DEVICES=""``, so a CPU fragment never touches a card. Without ``QCMB_DASK_GPUS`` the preload does
-nothing. One line at INFO says what the worker became.
+``CUDA_VISIBLE_DEVICES=""``, so a CPU fragment never touches a card, and it declares
+:data:`~qcmb_dask.keys.CPU_RESOURCE` = 1, which the run's CPU fragments then ask for. Without
+``QCMB_DASK_GPUS`` the preload does nothing. One line at INFO says what the worker became.
 """
 
 from __future__ import annotations
@@ -156,7 +157,10 @@ def apply(chosen: Placement, worker=None, environ: MutableMapping[str, str] | No
         environ.pop(CUPY_LIMIT_VARIABLE, None)
     if worker is not None:
         # a CPU worker given GPU=1 by hand (--resources) would be sent GPU fragments it has no card for
-        compat.resources_before_registration(worker, {GPU_RESOURCE: 1 if chosen.gpu else None})
+        compat.resources_before_registration(
+            worker,
+            {GPU_RESOURCE: 1 if chosen.gpu else None, keys.CPU_RESOURCE: None if chosen.gpu else 1},
+        )
 
 
 def dask_setup(worker) -> None:
