@@ -1,8 +1,8 @@
-"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: seven optional members, each used where present.
+"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: eight optional members, each used where present.
 
 Any QCEngine harness runs under qcmb_dask as it is (``compute(..., harnesses=[MyHarness()])`` registers it on
 every worker). A harness of your own can do more by defining any of these; the shipped PySCF harness
-(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all seven.
+(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all eight.
 
 - ``check_request(method, basis, driver, keywords, embedded, elements)``: called while planning, for every
   model chemistry, before anything is submitted. Raise ``qcengine.exceptions.InputError`` with a message for
