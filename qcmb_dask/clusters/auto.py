@@ -18,7 +18,7 @@ from typing import Any
 
 from qcmb_dask.clusters import resources as res
 from qcmb_dask.clusters.base import Backend, ClientSetup, Connection
-from qcmb_dask.clusters.local import gpu_cluster
+from qcmb_dask.clusters.local import gpu_connection
 from qcmb_dask.clusters.shared import SHARED, startup_seconds
 from qcmb_dask.options import Options
 
@@ -72,21 +72,9 @@ class AutoBackend(Backend):
         resources = self._resources(options)
         layout = self._layout(options)
         if layout.gpu_workers:
-            with gpu_cluster(resources, layout, setup) as client:
-                cpu = resources.n_workers - layout.gpu_workers
-                line = (
-                    f"qcmb_dask: on an embedded cluster with GPUs ({layout.describe(cpu)}; closed after the run, "
-                    "the shared embedded cluster serves runs without GPUs)"
-                )
-                line += f"\n{layout.note}" * bool(layout.note)
-                yield Connection(
-                    resources,
-                    line,
-                    kind="embedded",
-                    client=client,
-                    gpu_workers=layout.gpu_workers,
-                    cpu_workers_declared=True,
-                )
+            lifetime = "closed after the run; the shared embedded cluster serves runs without GPUs"
+            with gpu_connection(resources, layout, setup, "embedded", "with GPUs", lifetime) as connection:
+                yield connection
             return
         with SHARED.use(resources, setup, measured_in=self.store_root) as (client, started):
             where = f"started in {started:.1f} s" if started else "reused"

@@ -55,36 +55,44 @@ class LocalBackend(Backend):
         layout = self._layout(options)
         resources = self._resources(options, ncalculations)
         if layout.gpu_workers:
-            with gpu_cluster(resources, layout, setup) as client:
-                cpu = resources.n_workers - layout.gpu_workers
-                where = f"qcmb_dask: on an embedded cluster of its own ({layout.describe(cpu)}, closed after)"
-                where += f"\n{layout.note}" * bool(layout.note)
-                yield Connection(
-                    resources,
-                    where,
-                    kind="local",
-                    client=client,
-                    gpu_workers=layout.gpu_workers,
-                    cpu_workers_declared=True,
-                )
+            with gpu_connection(resources, layout, setup, "local", "of its own", "closed after") as connection:
+                yield connection
             return
         # One thread per worker process: PySCF's thread count is process-wide, so concurrency comes from
         # processes and each fragment gets threads_per_task cores of its own.
         with (
             dask.config.set(scheduler_settings()),
-            LocalCluster(
-                n_workers=resources.n_workers,
-                threads_per_worker=1,
-                processes=True,
-                **security.local_cluster_options(),
-                dashboard_address=setting("local.dashboard-address"),
-                silence_logs=setting("local.silence-logs"),
-            ) as local_cluster,
+            LocalCluster(n_workers=resources.n_workers, **embedded_worker_options()) as local_cluster,
             Client(local_cluster) as client,
         ):
             setup(client)
             where = f"qcmb_dask: on an embedded cluster of its own ({resources.n_workers} worker(s), closed after)"
             yield Connection(resources, where, kind="local", client=client)
+
+
+def embedded_worker_options() -> dict:
+    """What every embedded LocalCluster is started with: one thread per worker process (PySCF's thread count is
+    process-wide), TLS, the dashboard address and the log level of the settings."""
+    return {
+        "threads_per_worker": 1,
+        "processes": True,
+        **security.local_cluster_options(),
+        "dashboard_address": setting("local.dashboard-address"),
+        "silence_logs": setting("local.silence-logs"),
+    }
+
+
+@contextlib.contextmanager
+def gpu_connection(resources: res.Resources, layout: res.GpuLayout, setup: ClientSetup, kind: str, whose: str,
+                   lifetime: str):  # fmt: skip
+    """The :class:`Connection` of an embedded cluster with GPUs (:func:`gpu_cluster`), and its where line."""
+    with gpu_cluster(resources, layout, setup) as client:
+        cpu = resources.n_workers - layout.gpu_workers
+        where = f"qcmb_dask: on an embedded cluster {whose} ({layout.describe(cpu)}, {lifetime})"
+        where += f"\n{layout.note}" * bool(layout.note)
+        yield Connection(
+            resources, where, kind=kind, client=client, gpu_workers=layout.gpu_workers, cpu_workers_declared=True
+        )
 
 
 def worker_environments(layout: res.GpuLayout, n_workers: int) -> list[dict[str, str]]:
@@ -131,12 +139,7 @@ def gpu_cluster(resources: res.Resources, layout: res.GpuLayout, setup: ClientSe
     with (
         dask.config.set(scheduler_settings()),
         cluster_class(
-            environments=worker_environments(layout, resources.n_workers),
-            threads_per_worker=1,
-            processes=True,
-            **security.local_cluster_options(),
-            dashboard_address=setting("local.dashboard-address"),
-            silence_logs=setting("local.silence-logs"),
+            environments=worker_environments(layout, resources.n_workers), **embedded_worker_options()
         ) as local_cluster,
         Client(local_cluster) as client,
     ):
