@@ -103,10 +103,13 @@ def compute_many(
     with run.session() as session:
         task_config = session.resources.task_config(retries=run.options.retries)
         workers = session.resources.n_workers
-        # each input placed as if alone on the workers: a heuristic for device "auto"; "gpu" and "cpu" are exact
-        placements = [
-            devices.placement(plans[index], session, run.options.processes_per_gpu, run.store_root) for index in order
-        ]
+        # the inputs placed one after another on the same workers, each seeing what the ones before it placed
+        placements = devices.placements(
+            [plans[index] for index in order], session, run.options.processes_per_gpu, run.store_root
+        )
+        for index, placed in zip(order, placements):
+            if placed is not None and placed.summary():
+                run.reporter.say(f"qcmb_dask: input {index + 1} ({labels[index]}): {placed.summary()}")
         graphs = build_many(
             [plans[index] for index in order],
             task_config=task_config,

@@ -193,3 +193,15 @@ def test_cpu_fragments_never_take_a_gpu_workers_thread(reference, tmp_path):
     assert len(ran) == 7 and len(on_cpu) >= 4
     assert {(r["gpu_resource"], r["cuda"]) for r in on_cpu} == {(0.0, "")}
     assert {(r["gpu_resource"], r["cuda"]) for r in ran if r["told"] == "gpu"} <= {(1.0, "0")}
+
+
+def test_many_inputs_on_gpu_workers_each_with_qcmanybodys_answer(mixed_client, reference, tmp_path):
+    """Two inputs (the trimer twice, one on GPU, one on CPU): shared calculations run once, on the device of the
+    input that has them first, and each input gets QCManyBody's answer."""
+    results = qcmb_dask.compute_many(
+        [gpu_input("gpu"), gpu_input("cpu")], cluster=mixed_client, cache=tmp_path, harnesses=[FakeGPUHarness()]
+    )
+    for result in results:
+        assert result.return_result == pytest.approx(reference.return_result, abs=1e-9)
+    ran = where_each_ran(tmp_path)
+    assert len(ran) == 7

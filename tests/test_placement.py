@@ -165,3 +165,15 @@ def test_the_graph_tells_each_fragment_its_device_and_asks_gpu_fragments_for_a_g
         key = graph.fragments[task.label].key
         assert resources(key) == ({"CPU": 1} if task.label in monomers else {"GPU": 1})
     assert resources(graph.result.key) is None  # analyses go anywhere
+
+
+def test_inputs_placed_one_after_another_see_each_others_load():
+    from qcmb_dask.planning.placement import Load
+
+    workers = Workers(cpu=4, gpu=1)
+    load = Load.idle(workers)
+    first = place(hexamer_expansion(), {"mp2/cc-pvtz": "auto"}, workers, load=load)
+    second = place(hexamer_expansion(), {"mp2/cc-pvtz": "auto"}, workers, load=load)
+    alone = place(hexamer_expansion(), {"mp2/cc-pvtz": "auto"}, workers)
+    assert first.devices == alone.devices
+    assert second.makespan_s > alone.makespan_s  # it starts where the first left the workers

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from qcmb_dask.planning import cost_history
-from qcmb_dask.planning.placement import Placement, Workers, place
+from qcmb_dask.planning.placement import Load, Placement, Workers, place
 from qcmb_dask.planning.plan import Plan
 from qcmb_dask.programs import protocol
 
@@ -89,19 +89,24 @@ def unsupported_on_gpu(plan: Plan) -> Callable[[object], str | None]:
 
 
 def placement(plan: Plan, session, processes_per_gpu: int, store_root) -> Placement | None:
-    """Where each fragment of ``plan`` runs on ``session``'s workers; None where every fragment stays as its
+    """Where each fragment of ``plan`` runs on ``session``'s workers: :func:`placements` of one plan."""
+    return placements([plan], session, processes_per_gpu, store_root)[0]
+
+
+def placements(plans: Sequence[Plan], session, processes_per_gpu: int, store_root) -> list[Placement | None]:
+    """Where each fragment of each plan runs on ``session``'s workers, the plans placed one after another on the
+    same workers (each sees what the ones before it placed); None for a plan whose every fragment stays as its
     keywords say (all on CPU, or the in-process executor, whose one process runs what the keywords ask).
 
     Refuses (:class:`~qcmb_dask.errors.InvalidInput`), before anything is submitted, a GPU the run cannot use: no
     GPU worker for a model chemistry that asks for ``gpu``, or a GPU worker (this process, in process) whose
     program cannot use its GPU (gpu4pyscf not installed: the message names the package for its CUDA version)."""
-    devices = device_of(plan)
-    if all(device == "cpu" for device in devices.values()):
-        return None
     client = getattr(session, "client", None)
+    answers: dict[str, str | None] = {}  # program -> why it cannot use a GPU: asked once per run
     if client is None:
-        _refuse_unusable_gpus(plan, _asked_for_gpu(plan), _unavailable_here, "this process")
-        return None
+        for plan in plans:
+            _refuse_unusable_gpus(plan, _asked_for_gpu(plan), _asking_once(answers, _unavailable_here), "this process")
+        return [None] * len(plans)
     gpu_workers = int(getattr(session, "gpu_workers", 0) or 0)
     total = int(session.resources.n_workers)
     workers = Workers(
@@ -111,18 +116,36 @@ def placement(plan: Plan, session, processes_per_gpu: int, store_root) -> Placem
         processes_per_gpu=processes_per_gpu,
         gpu_factor=cost_history.gpu_factor(store_root),
     )
-    placed = place(plan.tasks, devices, workers, unsupported_on_gpu(plan))
-    placed.cpu_restricted = bool(workers.cpu and workers.gpu and getattr(session, "cpu_workers_declared", False))
-    on_gpu = {task.model_chemistry for task in plan.tasks if placed.devices.get(task.label) == "gpu"}
-    worker = _a_gpu_worker(client)
-    if on_gpu and worker is not None:  # batch workers may not have arrived yet: their fragments say it
+    load = Load.idle(workers)
+    worker = _a_gpu_worker(client) if gpu_workers else None
+
+    def ask(program: str) -> str | None:
         from qcmb_dask.worker.gpu import program_unavailable
 
-        def ask(program: str) -> str | None:
-            return client.run(program_unavailable, program, workers=[worker])[worker]
+        return client.run(program_unavailable, program, workers=[worker])[worker]
 
-        _refuse_unusable_gpus(plan, on_gpu, ask, f"the GPU worker {worker}")
-    return placed
+    placed_plans: list[Placement | None] = []
+    for plan in plans:
+        devices = device_of(plan)
+        if all(device == "cpu" for device in devices.values()):
+            placed_plans.append(None)
+            continue
+        placed = place(plan.tasks, devices, workers, unsupported_on_gpu(plan), load)
+        placed.cpu_restricted = bool(workers.cpu and workers.gpu and getattr(session, "cpu_workers_declared", False))
+        on_gpu = {task.model_chemistry for task in plan.tasks if placed.devices.get(task.label) == "gpu"}
+        if on_gpu and worker is not None:  # batch workers may not have arrived yet: their fragments say it
+            _refuse_unusable_gpus(plan, on_gpu, _asking_once(answers, ask), f"the GPU worker {worker}")
+        placed_plans.append(placed)
+    return placed_plans
+
+
+def _asking_once(answers: dict, ask: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    def once(program: str) -> str | None:
+        if program not in answers:
+            answers[program] = ask(program)
+        return answers[program]
+
+    return once
 
 
 def _refuse_unusable_gpus(plan: Plan, chemistries, unavailable: Callable[[str], str | None], where: str) -> None:

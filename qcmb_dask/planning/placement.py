@@ -116,11 +116,25 @@ class Placement:
         return line
 
 
+@dataclass
+class Load:
+    """When each worker is next free, as placed so far (seconds): several inputs placed one after another
+    (``compute_many``) share one, so that each sees the fragments placed before it."""
+
+    cpu_free: list[float]
+    gpu_free: list[float]
+
+    @classmethod
+    def idle(cls, workers: Workers) -> Load:
+        return cls([0.0] * workers.cpu, [0.0] * workers.gpu)
+
+
 def place(
     tasks: Iterable,
     device_of: Mapping[str, str],
     workers: Workers,
     unsupported: Callable[[object], str | None] = lambda task: None,
+    load: Load | None = None,
 ) -> Placement:
     """Place ``tasks`` (:class:`~qcmb_dask.planning.plan.FragmentTask`, with one-core ``cost``).
 
@@ -128,6 +142,7 @@ def place(
     GPU; the others' fragments run on CPU and are not in the placement's ``devices``. ``unsupported(task)``: why
     a GPU cannot run it, or None. A model chemistry that asks for ``gpu`` on a cluster without GPU workers is an
     :class:`~qcmb_dask.errors.InvalidInput` here, before anything is submitted; ``auto`` without one runs on CPU.
+    ``load``: what is placed on the workers already (updated here); default: idle workers.
     """
     tasks = sorted(tasks, key=lambda t: t.cost, reverse=True)
     threads = max(1, workers.threads)
@@ -141,8 +156,8 @@ def place(
             "workers started with --resources GPU=1 (workers of a cluster you give are counted when the run starts: "
             "start them first); or use device 'auto' (GPU where there is one) or 'cpu'."
         )
-    cpu_free = [0.0] * workers.cpu
-    gpu_free = [0.0] * workers.gpu
+    load = load if load is not None else Load.idle(workers)
+    cpu_free, gpu_free = load.cpu_free, load.gpu_free
     placement = Placement(workers=workers)
     cpu_alone = [0.0] * max(1, workers.cpu)
     gpu_terms = (workers.processes_per_gpu, workers.gpu_factor)
