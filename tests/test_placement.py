@@ -177,3 +177,17 @@ def test_inputs_placed_one_after_another_see_each_others_load():
     alone = place(hexamer_expansion(), {"mp2/cc-pvtz": "auto"}, workers)
     assert first.devices == alone.devices
     assert second.makespan_s > alone.makespan_s  # it starts where the first left the workers
+
+
+def test_a_slow_cpu_does_not_make_the_gpu_look_slow():
+    """The GPU model is fitted to the cost model's own seconds: a machine whose CPU runs 3x slower than the model
+    (a refined cost 3x the model's) moves fragments to the GPU, not away from it."""
+    import dataclasses
+
+    tasks = hexamer_expansion()
+    slow_cpu = [dataclasses.replace(t, cost=3 * t.model_cost) for t in tasks]
+    trimer = next(t for t in slow_cpu if t.nbody == 3)
+    placement = place(slow_cpu, {"mp2/cc-pvtz": "auto"}, Workers(cpu=12, gpu=4, processes_per_gpu=4))
+    assert placement.gpu_seconds(trimer) == pytest.approx(gpu_seconds(trimer.model_cost, 4))
+    as_modelled = place(tasks, {"mp2/cc-pvtz": "auto"}, Workers(cpu=12, gpu=4, processes_per_gpu=4))
+    assert placement.counts()["gpu"] >= as_modelled.counts()["gpu"]

@@ -53,6 +53,12 @@ def gpu_seconds(one_core_seconds: float, processes_per_gpu: int = 1, factor: flo
     return (GPU_FIXED_S + one_core_seconds / GPU_SPEEDUP) * sharing_stretch(processes_per_gpu) * factor
 
 
+def model_seconds(task) -> float:
+    """The cost model's own one-core estimate of ``task``, which the GPU model was fitted against: a CPU's measured
+    speed (the task's refined ``cost``) says nothing of a GPU's, which the store's GPU times refine instead."""
+    return task.model_cost or task.cost
+
+
 @dataclass(frozen=True)
 class Workers:
     """What the run's cluster has: CPU workers with ``threads`` cores per fragment, and GPU workers."""
@@ -83,7 +89,7 @@ class Placement:
     def gpu_seconds(self, task) -> float:
         """Seconds ``task`` should take on one of this placement's GPU workers."""
         workers = self.workers or Workers(cpu=0, gpu=1)
-        return gpu_seconds(task.cost, workers.processes_per_gpu, workers.gpu_factor)
+        return gpu_seconds(model_seconds(task), workers.processes_per_gpu, workers.gpu_factor)
 
     def counts(self) -> dict[str, int]:
         counts = Counter(self.devices.values())
@@ -174,10 +180,10 @@ def place(
             elif wanted == "gpu" or not cpu_free:
                 device = "gpu"
             else:
-                gpu_time = gpu_seconds(task.cost, *gpu_terms)
+                gpu_time = gpu_seconds(model_seconds(task), *gpu_terms)
                 device = "gpu" if gpu_free[0] + gpu_time < cpu_free[0] + cpu_time else "cpu"
         if device == "gpu":
-            heapq.heapreplace(gpu_free, gpu_free[0] + gpu_seconds(task.cost, *gpu_terms))
+            heapq.heapreplace(gpu_free, gpu_free[0] + gpu_seconds(model_seconds(task), *gpu_terms))
         elif cpu_free:
             heapq.heapreplace(cpu_free, cpu_free[0] + cpu_time)
         else:  # only GPU workers: a CPU fragment runs on the core that drives a card
