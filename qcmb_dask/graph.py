@@ -363,7 +363,8 @@ def _on_device(plan: Plan, model_chemistry: str, device: str) -> dict:
     """The model chemistry's specification with ``device`` in its keywords (the store's key leaves it out: the
     number is the same on either device)."""
     spec = plan.specifications[model_chemistry]["specification"]
-    return {**spec, "keywords": {**(spec.get("keywords") or {}), "device": device}}
+    keywords = {k: v for k, v in (spec.get("keywords") or {}).items() if str(k).lower() != "device"}
+    return {**spec, "keywords": {**keywords, "device": device}}
 
 
 def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, step: float, after) -> dict:

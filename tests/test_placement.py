@@ -191,3 +191,15 @@ def test_a_slow_cpu_does_not_make_the_gpu_look_slow():
     assert placement.gpu_seconds(trimer) == pytest.approx(gpu_seconds(trimer.model_cost, 4))
     as_modelled = place(tasks, {"mp2/cc-pvtz": "auto"}, Workers(cpu=12, gpu=4, processes_per_gpu=4))
     assert placement.counts()["gpu"] >= as_modelled.counts()["gpu"]
+
+
+def test_the_device_keyword_is_read_as_pyscf_reads_it_whatever_its_case():
+    import qcmb_dask
+    from qcmb_dask.execution.devices import device_of
+    from qcmb_dask.graph import _on_device
+
+    from .conftest import mbe_input
+
+    plan = qcmb_dask.plan(mbe_input(2, keywords={"bsse_type": "nocp"}, atomic_keywords={"Device": "AUTO"}))
+    assert device_of(plan) == {"(auto)": "auto"}
+    assert _on_device(plan, "(auto)", "gpu")["keywords"] == {"device": "gpu"}  # one device keyword, not two

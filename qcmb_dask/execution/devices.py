@@ -28,7 +28,7 @@ def device_of(plan: Plan) -> dict[str, str]:
         except Exception:  # a program this client does not know: it runs where its workers have it, on CPU
             continue
         if protocol.runs_on_gpus(harness):
-            keywords = entry["specification"].get("keywords") or {}
+            keywords = {str(k).lower(): v for k, v in (entry["specification"].get("keywords") or {}).items()}
             devices[mc] = str(keywords.get("device", "cpu")).lower()
     return devices
 

@@ -119,7 +119,8 @@ class Plan:
             if mc in self.cost_factors:
                 factor, nratios, what = self.cost_factors[mc]
                 measured = f"   (estimates: the model's x {factor:.3g}, from {nratios} earlier {what})"
-            device = str((spec["specification"].get("keywords") or {}).get("device", "cpu")).lower()
+            keywords = {str(k).lower(): v for k, v in (spec["specification"].get("keywords") or {}).items()}
+            device = str(keywords.get("device", "cpu")).lower()
             where = {"gpu": ", on GPU workers", "auto": ", each on a GPU or CPU worker, where it should finish first"}
             lines.append(
                 f'  Model chemistry "{mc}" ({spec["program"]} {model["method"]}/{model["basis"]}'
