@@ -30,7 +30,7 @@ import dask
 from common import median, parser, warm_client
 from makespan import release
 from qcelemental.models.v2 import AtomicResult, Provenance
-from qcengine.programs.model import ProgramHarness
+from sleeping_program import InstantHarness
 from systems import mbe_input
 
 import qcmb_dask
@@ -40,21 +40,10 @@ from qcmb_dask.graph import build
 from qcmb_dask.worker.fragment import RunPolicy
 
 
-class NoOpHarness(ProgramHarness):
+class NoOpHarness(InstantHarness):
     """Returns energy 0 (and zero derivatives) without computing anything."""
 
-    _defaults: ClassVar[dict[str, Any]] = {
-        "name": "noop",
-        "scratch": False,
-        "thread_safe": True,
-        "thread_parallel": False,
-        "node_parallel": False,
-        "managed_memory": False,
-    }
-
-    @staticmethod
-    def found(raise_error: bool = False) -> bool:
-        return True
+    _defaults: ClassVar[dict[str, Any]] = {**InstantHarness._defaults, "name": "noop"}
 
     def compute(self, input_data, config):
         return AtomicResult(

@@ -54,11 +54,12 @@ def planned_seconds(molecule, method: str, basis: str, driver: str, rules: dict)
     return site * noise(fragment_id(molecule), rules.get("sigma", 0.25)) / rules.get("speedup", 1.0)
 
 
-class SleepingHarness(ProgramHarness):
-    """Sleeps as a real program would compute (see the module); every result is a zero energy."""
+class InstantHarness(ProgramHarness):
+    """A program that is always installed and needs no scratch, threads or memory: the base of the benchmarks'
+    fake programs (this one, and ``overhead.py``'s no-op)."""
 
     _defaults: ClassVar[dict[str, Any]] = {
-        "name": "sleeping",
+        "name": "instant",
         "scratch": False,
         "thread_safe": True,
         "thread_parallel": False,
@@ -72,6 +73,12 @@ class SleepingHarness(ProgramHarness):
 
     def get_version(self) -> str:
         return "1"
+
+
+class SleepingHarness(InstantHarness):
+    """Sleeps as a real program would compute (see the module); every result is a zero energy."""
+
+    _defaults: ClassVar[dict[str, Any]] = {**InstantHarness._defaults, "name": "sleeping"}
 
     def check_request(self, method, basis, driver, keywords, embedded, elements) -> None:
         """Any request is fine: it runs nothing (and so needs no preflight calculation)."""
