@@ -10,7 +10,6 @@ makespan little, and the most expensive calculations first otherwise.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -223,16 +222,24 @@ def _add_plan(
     new_keys: list[str] = []
     keys_by_level: dict[int, list[str]] = {}
     identity = _calculation_identity(plan) if shared is not None else None
+    on_device: dict = {}  # (model chemistry, device) -> its specification: one dict shared by its fragments
+    gpu_task_config = {**task_config, "ncores": 1}  # one core drives the card
     for task in plan.tasks:
         # across several inputs, a fragment's events and failures name the input it first belongs to
         label = task.label if shared is None else f"[{number}] {task.label}"
         device = placement.devices.get(task.label) if placement is not None else None
-        jobs[task.label] = fragment_job(plan, task, task_config, policy, run_id, label=label, device=device)
-        if device == "gpu":  # one core drives the card; a walltime-aware worker weighs the GPU's seconds
-            job = jobs[task.label]
-            jobs[task.label] = dataclasses.replace(
-                job, task_config={**job.task_config, "ncores": 1}, estimate_s=placement.gpu_seconds(task)
-            )
+        on_gpu = device == "gpu"  # a walltime-aware worker then weighs the GPU's seconds
+        jobs[task.label] = fragment_job(
+            plan,
+            task,
+            gpu_task_config if on_gpu else task_config,
+            policy,
+            run_id,
+            label=label,
+            device=device,
+            on_device=on_device,
+            estimate_s=placement.gpu_seconds(task) if on_gpu else None,
+        )
         same = identity(task, keep_atomic) if identity else None
         key = shared.get(same) if shared is not None else None
         created = key is None  # a calculation another input has already is that input's node, on its device
@@ -334,14 +341,24 @@ def _add_plan(
 
 
 def fragment_job(
-    plan: Plan, task, task_config: dict, policy: RunPolicy, run_id: str = "", label=None, device: str | None = None
+    plan: Plan,
+    task,
+    task_config: dict,
+    policy: RunPolicy,
+    run_id: str = "",
+    label=None,
+    device: str | None = None,
+    on_device: dict | None = None,
+    estimate_s: float | None = None,
 ) -> FragmentJob:
     """What a worker needs for one task of ``plan``: the job a graph node runs (and the preflight, with the same
     store key). ``device``: where it was placed, ``"cpu"`` or ``"gpu"``, told to its program as the keyword
-    ``device`` (placed are only the fragments of programs that run on GPUs); None leaves the keywords as given."""
+    ``device`` (placed are only the fragments of programs that run on GPUs); None leaves the keywords as given.
+    ``on_device``: the specifications with a device made so far, shared by the fragments of a graph.
+    ``estimate_s``: its seconds where they are not its cores' (a GPU's); default from its cost."""
     specification = plan.specifications[task.model_chemistry]["specification"]
     if device is not None:
-        specification = _on_device(plan, task.model_chemistry, device)
+        specification = _on_device(plan, task.model_chemistry, device, on_device)
     return FragmentJob(
         label=label or task.label,
         nbody=task.nbody,
@@ -355,16 +372,22 @@ def fragment_job(
         policy=policy,
         run=run_id,
         input_token=plan.token,
-        estimate_s=task.cost / max(1, int(task_config.get("ncores") or 1)),
+        estimate_s=estimate_s if estimate_s is not None else task.cost / max(1, int(task_config.get("ncores") or 1)),
     )
 
 
-def _on_device(plan: Plan, model_chemistry: str, device: str) -> dict:
+def _on_device(plan: Plan, model_chemistry: str, device: str, made: dict | None = None) -> dict:
     """The model chemistry's specification with ``device`` in its keywords (the store's key leaves it out: the
-    number is the same on either device)."""
+    number is the same on either device); one per model chemistry and device where ``made`` keeps them, not a
+    copy per fragment (a million fragments would hold a million copies in the client)."""
+    if made is not None and (model_chemistry, device) in made:
+        return made[model_chemistry, device]
     spec = plan.specifications[model_chemistry]["specification"]
     keywords = {k: v for k, v in (spec.get("keywords") or {}).items() if str(k).lower() != "device"}
-    return {**spec, "keywords": {**keywords, "device": device}}
+    specification = {**spec, "keywords": {**keywords, "device": device}}
+    if made is not None:
+        made[model_chemistry, device] = specification
+    return specification
 
 
 def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, step: float, after) -> dict:

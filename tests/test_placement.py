@@ -203,3 +203,17 @@ def test_the_device_keyword_is_read_as_pyscf_reads_it_whatever_its_case():
     plan = qcmb_dask.plan(mbe_input(2, keywords={"bsse_type": "nocp"}, atomic_keywords={"Device": "AUTO"}))
     assert device_of(plan) == {"(auto)": "auto"}
     assert _on_device(plan, "(auto)", "gpu")["keywords"] == {"device": "gpu"}  # one device keyword, not two
+
+
+def test_fragments_on_one_device_share_one_specification_in_the_client():
+    """A million fragments must not hold a million copies of their model chemistry's specification."""
+    import qcmb_dask
+    from qcmb_dask.graph import build
+
+    from .conftest import mbe_input
+
+    plan = qcmb_dask.plan(mbe_input(3, keywords={"bsse_type": "nocp"}, atomic_keywords={"device": "gpu"}))
+    placement = place(plan.tasks, {"(auto)": "gpu"}, Workers(cpu=1, gpu=1))
+    jobs = list(build(plan, task_config={"ncores": 2}, placement=placement).jobs.values())
+    assert len({id(job.specification) for job in jobs}) == 1
+    assert len({id(job.task_config) for job in jobs}) == 1
