@@ -117,7 +117,7 @@ def compute_many(
             ordering=run.options.ordering,
             workers=workers,
             placements=placements if any(p is not None for p in placements) else None,
-            task_resources=getattr(session, "task_resources", None),
+            task_resources=session.task_resources,
         )
         bsse_types = sorted({bt for plan in plans.values() for bt in plan.bsse_type})
         try:

@@ -205,3 +205,14 @@ def test_many_inputs_on_gpu_workers_each_with_qcmanybodys_answer(mixed_client, r
         assert result.return_result == pytest.approx(reference.return_result, abs=1e-9)
     ran = where_each_ran(tmp_path)
     assert len(ran) == 7
+
+
+@pytest.mark.parametrize(
+    "setting, value", [("gpu.memory-fraction", 1.5), ("gpu.memory-fraction", "most"), ("gpu.out-of-memory", "retry")]
+)
+def test_gpu_settings_a_worker_could_not_use_are_refused_before_anything_starts(tmp_path, setting, value):
+    from qcmb_dask.errors import InvalidArgument
+
+    with dask.config.set({f"qcmb_dask.{setting}": value}), pytest.raises(InvalidArgument, match=setting):
+        qcmb_dask.compute(gpu_input("gpu"), cluster="local", gpus=1, cache=tmp_path, harnesses=[FakeGPUHarness()])
+    assert entries(tmp_path) == []

@@ -101,13 +101,13 @@ def placements(plans: Sequence[Plan], session, processes_per_gpu: int, store_roo
     Refuses (:class:`~qcmb_dask.errors.InvalidInput`), before anything is submitted, a GPU the run cannot use: no
     GPU worker for a model chemistry that asks for ``gpu``, or a GPU worker (this process, in process) whose
     program cannot use its GPU (gpu4pyscf not installed: the message names the package for its CUDA version)."""
-    client = getattr(session, "client", None)
+    client = session.client
     answers: dict[str, str | None] = {}  # program -> why it cannot use a GPU: asked once per run
     if client is None:
         for plan in plans:
             _refuse_unusable_gpus(plan, _asked_for_gpu(plan), _asking_once(answers, _unavailable_here), "this process")
         return [None] * len(plans)
-    gpu_workers = int(getattr(session, "gpu_workers", 0) or 0)
+    gpu_workers = session.gpu_workers
     total = int(session.resources.n_workers)
     workers = Workers(
         cpu=max(0, total - gpu_workers),
@@ -131,7 +131,7 @@ def placements(plans: Sequence[Plan], session, processes_per_gpu: int, store_roo
             placed_plans.append(None)
             continue
         placed = place(plan.tasks, devices, workers, unsupported_on_gpu(plan), load)
-        placed.cpu_restricted = bool(workers.cpu and workers.gpu and getattr(session, "cpu_workers_declared", False))
+        placed.cpu_restricted = bool(workers.cpu and workers.gpu and session.cpu_workers_declared)
         on_gpu = {task.model_chemistry for task in plan.tasks if placed.devices.get(task.label) == "gpu"}
         if on_gpu and worker is not None:  # batch workers may not have arrived yet: their fragments say it
             _refuse_unusable_gpus(plan, on_gpu, _asking_once(answers, ask), f"the GPU worker {worker}")

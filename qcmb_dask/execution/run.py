@@ -70,7 +70,7 @@ class Run:
             str(self.store_root) if self.store_root else None,
             options.timeout_per_task,
             options.escalate,
-            gpu_out_of_memory=gpu_out_of_memory_setting(),
+            gpu_out_of_memory=gpu_settings_checked(),
         )
         self.ncalculations = 0
 
@@ -150,7 +150,7 @@ class Run:
             ordering=self.options.ordering,
             workers=session.resources.n_workers,
             placement=placed,
-            task_resources=getattr(session, "task_resources", None),
+            task_resources=session.task_resources,
         )
         try:
             outcome = session.run(graph, reporter, plan.bsse_type)
@@ -202,11 +202,23 @@ class Run:
         return time.perf_counter() - self.began
 
 
-def gpu_out_of_memory_setting() -> str:
-    """``qcmb_dask.gpu.out-of-memory``, checked: what a fragment that ran out of GPU memory is retried with."""
+def gpu_settings_checked() -> str:
+    """The ``qcmb_dask.gpu`` settings the workers read, checked here before anything starts (a worker that cannot
+    read them would fail as it starts); returns ``out-of-memory``, what a fragment that ran out of GPU memory is
+    retried with."""
     from qcmb_dask.errors import InvalidArgument
     from qcmb_dask.options import setting
 
+    fraction = setting("gpu.memory-fraction")
+    try:
+        usable = 0 < float(fraction) <= 1 and not isinstance(fraction, bool)
+    except (TypeError, ValueError):
+        usable = False
+    if not usable:
+        raise InvalidArgument(
+            f"qcmb_dask.gpu.memory-fraction={fraction!r}: expected the share of a card's memory its fragment "
+            "processes may take together, a number above 0 and at most 1 (default 0.9)."
+        )
     choice = str(setting("gpu.out-of-memory", "alone")).lower()
     if choice not in GPU_OUT_OF_MEMORY_CHOICES:
         raise InvalidArgument(

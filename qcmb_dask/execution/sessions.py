@@ -47,8 +47,8 @@ def open_session(connection) -> SyncSession | DistributedSession:
         connection.where,
         kind=connection.kind,
         task_resources=connection.task_resources,
-        gpu_workers=getattr(connection, "gpu_workers", 0),
-        cpu_workers_declared=getattr(connection, "cpu_workers_declared", False),
+        gpu_workers=connection.gpu_workers,
+        cpu_workers_declared=connection.cpu_workers_declared,
     )
 
 
@@ -60,6 +60,12 @@ def large_graph_settings() -> dict:
 
 class SyncSession:
     """Every fragment in this process, one at a time: the reference executor, and the one to debug with."""
+
+    #: no client, no workers: what the keywords ask runs in this process (no placement, no Dask resources)
+    client = None
+    task_resources = None
+    gpu_workers = 0
+    cpu_workers_declared = False
 
     def __init__(self, resources: res.Resources, where: str = "", kind: str = "sync"):
         self.resources = resources
