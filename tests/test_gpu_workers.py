@@ -50,15 +50,15 @@ def test_each_process_of_a_card_gets_its_share_of_the_memory_fraction():
 
 
 def test_workers_below_gpus_times_n_take_card_i_over_n_the_others_see_no_gpu():
-    chosen = [gpu.placement(i, ["4", "5"], 2, 0.9) for i in range(6)]
+    chosen = [gpu.card_for(i, ["4", "5"], 2, 0.9) for i in range(6)]
     assert [p.card for p in chosen] == ["4", "4", "5", "5", None, None]
     assert chosen[0].environment() == {"CUDA_VISIBLE_DEVICES": "4", "CUPY_GPU_MEMORY_LIMIT": "45%"}
     assert chosen[5].environment() == {"CUDA_VISIBLE_DEVICES": ""}
     assert "GPU worker" in chosen[3].describe() and "card 5" in chosen[3].describe()
     assert "CPU worker" in chosen[4].describe()
-    assert gpu.placement(None, ["0"], 2, 0.9).card is None  # no index: a CPU worker
+    assert gpu.card_for(None, ["0"], 2, 0.9).card is None  # no index: a CPU worker
     with pytest.raises(ValueError):
-        gpu.placement(0, ["0"], 0, 0.9)
+        gpu.card_for(0, ["0"], 0, 0.9)
 
 
 class _FakeState:

@@ -86,7 +86,7 @@ def memory_limit(fraction: float, processes_per_gpu: int) -> str:
 
 
 @dataclass(frozen=True)
-class Placement:
+class WorkerCard:
     """What one worker process becomes: its card (None: a CPU worker) and its CuPy pool limit."""
 
     index: int | None
@@ -120,19 +120,19 @@ class Placement:
         )
 
 
-def placement(index: int | None, devices: list[str], processes_per_gpu: int, fraction: float) -> Placement:
+def card_for(index: int | None, devices: list[str], processes_per_gpu: int, fraction: float) -> WorkerCard:
     """Worker ``index`` of a job with ``devices`` shared by ``processes_per_gpu`` processes each: card
     ``index // processes_per_gpu`` if ``index < len(devices) x processes_per_gpu``, else a CPU worker."""
     n = int(processes_per_gpu)
     if n < 1:
         raise ValueError(f"{PROCESSES_PER_GPU_VARIABLE}={processes_per_gpu!r}: expected at least 1.")
     if index is None or index < 0 or index >= len(devices) * n:
-        return Placement(index, None, gpus=len(devices), processes_per_gpu=n)
-    return Placement(index, devices[index // n], memory_limit(fraction, n), len(devices), n)
+        return WorkerCard(index, None, gpus=len(devices), processes_per_gpu=n)
+    return WorkerCard(index, devices[index // n], memory_limit(fraction, n), len(devices), n)
 
 
-def from_environment(name, environ: Mapping[str, str] | None = None) -> Placement | None:
-    """The placement the environment asks for a worker called ``name``; None without ``QCMB_DASK_GPUS``."""
+def from_environment(name, environ: Mapping[str, str] | None = None) -> WorkerCard | None:
+    """The card the environment gives a worker called ``name``; None without ``QCMB_DASK_GPUS``."""
     environ = os.environ if environ is None else environ
     gpus = environ.get(GPUS_VARIABLE)
     if gpus is None or gpus.strip() == "":
@@ -146,10 +146,10 @@ def from_environment(name, environ: Mapping[str, str] | None = None) -> Placemen
         raise ValueError(f"{PROCESSES_PER_GPU_VARIABLE}={per_gpu!r}: expected a whole number.") from None
     fraction = float(setting("gpu.memory-fraction"))
     devices = device_list(gpus, environ.get(CUDA_VARIABLE))
-    return placement(worker_index(name, environ.get(INDEX_VARIABLE)), devices, per_gpu, fraction)
+    return card_for(worker_index(name, environ.get(INDEX_VARIABLE)), devices, per_gpu, fraction)
 
 
-def apply(chosen: Placement, worker=None, environ: MutableMapping[str, str] | None = None) -> None:
+def apply(chosen: WorkerCard, worker=None, environ: MutableMapping[str, str] | None = None) -> None:
     """Set this process's variables (before CUDA or CuPy is loaded) and, on a worker, its GPU resource."""
     environ = os.environ if environ is None else environ
     environ.update(chosen.environment())
