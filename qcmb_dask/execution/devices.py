@@ -61,7 +61,7 @@ def on_cpu_for_sure(plan: Plan, auto_too: bool = False) -> list:
     devices = device_of(plan)
     maybe = {"gpu", "auto"} if auto_too else {"gpu"}
     if not maybe & set(devices.values()):
-        return list(plan.tasks)
+        return plan.tasks
     why_not = unsupported_on_gpu(plan)
     return [t for t in plan.tasks if devices.get(t.model_chemistry) not in maybe or why_not(t) is not None]
 
