@@ -62,6 +62,29 @@ class MBEGraph:
     hessian_parts: dict[str, tuple[FragmentJob, ...]] = field(default_factory=dict)
     #: each fragment's device, where its program can use a GPU and the run has GPU workers
     placement: Placement | None = None
+    #: the analysis as a tree (:mod:`qcmb_dask.worker.tree`): the batches, each reduced to partial sums, in the
+    #: order they are submitted; empty where the analysis reads every fragment result in one node
+    batches: list[Batch] = field(default_factory=list)
+    #: the tree's other nodes (merges, levels, outcome, result): key -> the keys it reads, in submission order
+    tree: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: whether the graph may go to the scheduler batch by batch (not where levels wait on barriers)
+    streamable: bool = True
+    #: the whole graph, key -> task, and its layer's annotations: what a streamed submission sends part by part
+    tasks: dict = field(default_factory=dict)
+    annotations: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Fragments submitted together and reduced to one partial sum (:func:`qcmb_dask.worker.tree.batch`)."""
+
+    nbody: int
+    #: the fragments' nodes (a Hessian from gradients: its gradient tasks too), in the graph
+    keys: tuple[str, ...]
+    #: the fragment nodes the sum reads
+    fragments: tuple[str, ...]
+    #: the node of its partial sum
+    sum_key: str
 
 
 def build(
@@ -174,6 +197,11 @@ def build_many(
                 },
                 hessian_parts=part.hessian_parts,
                 placement=placements[number] if placements else None,
+                batches=part.batches,
+                tree=part.tree,
+                streamable=ordering == "free",
+                tasks=dsk,
+                annotations=annotations,
             )
         )
     return graphs
@@ -190,6 +218,8 @@ class _PlanKeys:
     keys_by_level: dict[int, list[str]]
     jobs: dict[str, FragmentJob]
     hessian_parts: dict[str, tuple[FragmentJob, ...]]
+    batches: list[Batch] = field(default_factory=list)
+    tree: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _add_plan(
@@ -278,6 +308,7 @@ def _add_plan(
         return sum(fragment_atoms[i - 1] for i in task.basis)
 
     hessian_parts: dict[str, tuple[FragmentJob, ...]] = {}
+    part_keys: dict[str, tuple[str, ...]] = {}  # fragment key -> its gradient tasks, for a Hessian from gradients
     new = set(new_keys)
     for task in plan.tasks:
         key = fragment_keys[task.label]
@@ -300,9 +331,44 @@ def _add_plan(
                 elif key in (cpu_keys or ()):
                     cpu_keys.add(part)
             hessian_parts[task.label] = tuple(parts.values())
+            part_keys[key] = tuple(parts)
             continue
         dsk[key] = compat.producer_task(key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after)
 
+    if _as_tree(plan):
+        batches, tree, level_keys, outcome_key = _add_tree(dsk, priorities, plan, token, fragment_keys, part_keys, new)
+    else:
+        batches, tree = [], {}
+        level_keys, outcome_key = _add_whole_analysis(dsk, priorities, plan, token, fragment_keys)
+    result_key = f"mbe-result-{token}"
+    dsk[result_key] = Task(result_key, analysis.answer, TaskRef(outcome_key))
+    priorities[outcome_key] = priorities[result_key] = ANALYSIS_PRIORITY
+    if tree:
+        tree[result_key] = (outcome_key,)
+    return _PlanKeys(
+        parent_key,
+        result_key,
+        outcome_key,
+        level_keys,
+        fragment_keys,
+        keys_by_level,
+        jobs,
+        hessian_parts,
+        batches,
+        tree,
+    )
+
+
+def _as_tree(plan: Plan) -> bool:
+    """The analysis as a tree of partial sums, except where it needs every fragment result at once: each
+    calculation's whole result kept (``cluster_results="all"``), or a distance-screened expansion (whose
+    dropped k-mers are completed from the kept ones, :mod:`qcmb_dask.worker.screened`)."""
+    keep_atomic = plan.input.model.specification.protocols.cluster_results.value == "all"
+    return not keep_atomic and plan.screening is None
+
+
+def _add_whole_analysis(dsk: dict, priorities: dict, plan: Plan, token: str, fragment_keys: dict) -> tuple:
+    """Level nodes and the outcome node, each reading every fragment result it needs (QCManyBody's analysis)."""
     # The analyses name each output by this plan's own labels: a shared node carries another input's label.
     level_keys: dict[int, str] = {}
     by_level = {}
@@ -334,10 +400,110 @@ def _add_plan(
         TaskList(*[TaskRef(k) for k in level_keys.values()]),
         DataNode(None, plan.screening.for_analysis() if plan.screening is not None else None),
     )
-    result_key = f"mbe-result-{token}"
-    dsk[result_key] = Task(result_key, analysis.answer, TaskRef(outcome_key))
-    priorities[outcome_key] = priorities[result_key] = ANALYSIS_PRIORITY
-    return _PlanKeys(parent_key, result_key, outcome_key, level_keys, fragment_keys, keys_by_level, jobs, hessian_parts)
+    return level_keys, outcome_key
+
+
+#: partial sums one merge node adds (the tree's fan-in)
+FAN_IN = 16
+#: each calculation's properties go into the result (``cluster_properties``, as QCManyBody lists them) while they
+#: take at most this much memory in the final node; above it they are left out (they are in the result store)
+PER_CALCULATION_BUDGET = 256 * 2**20
+
+
+def _add_tree(
+    dsk: dict, priorities: dict, plan: Plan, token: str, fragment_keys: dict, part_keys: dict, new: set
+) -> tuple:
+    """Batches of fragments, each reduced to partial sums on a worker as its results arrive; per level a tree of
+    merges; a level node per truncation reading the totals of the levels up to it; the outcome node.
+    Returns (batches in submission order, the tree's other nodes and what they read, level keys, outcome key)."""
+    from qcmb_dask.options import setting
+    from qcmb_dask.qcmanybody_adapter import accept_embedding_charges, qcmb_computer, truncated_core
+    from qcmb_dask.worker import tree as tree_nodes
+    from qcmb_dask.worker.sums import Expansion
+
+    size = max(1, int(setting("stream.batch-size", 500)))
+    accept_embedding_charges(plan.input)
+    computer = qcmb_computer(plan.input)
+    analyses = {tree_nodes.WHOLE: Expansion.of(computer.qcmb_core)}
+    analyses.update({nbody: Expansion.of(truncated_core(computer, nbody)) for nbody in plan.level_labels})
+    keep_each = _keeps_each(plan)
+
+    by_level: dict[int, list[str]] = {}
+    for task in plan.tasks:
+        by_level.setdefault(task.nbody, []).append(task.label)
+    batches: list[Batch] = []
+    heads: list[int] = []
+    for nbody in sorted(by_level):
+        ordered = sorted(by_level[nbody], key=lambda label: priorities.get(fragment_keys[label], 0), reverse=True)
+        for start in range(0, len(ordered), size):
+            chunk = ordered[start : start + size]
+            reads = [fragment_keys[label] for label in chunk]
+            sum_key = f"mbe-sums-{nbody}-{len(batches)}-{token}"
+            dsk[sum_key] = Task(
+                sum_key,
+                tree_nodes.batch,
+                DataNode(None, analyses),
+                DataNode(None, chunk),
+                keep_each,
+                TaskList(*map(TaskRef, reads)),
+            )
+            priorities[sum_key] = ANALYSIS_PRIORITY
+            own = tuple(part for key in reads if key in new for part in (*part_keys.get(key, ()), key))
+            batches.append(Batch(nbody, own, tuple(reads), sum_key))
+            heads.append(priorities.get(reads[0], 0))
+    # highest priority first (cheap low levels early where that costs little, else the longest), as Dask would run them
+    order = sorted(range(len(batches)), key=lambda i: -heads[i])
+
+    tree: dict[str, tuple[str, ...]] = {}
+    totals: dict[int, str] = {}
+    for nbody in sorted(by_level):
+        layer, depth = [b.sum_key for b in batches if b.nbody == nbody], 0
+        while len(layer) > 1:
+            merged = []
+            for start in range(0, len(layer), FAN_IN):
+                group = tuple(layer[start : start + FAN_IN])
+                if len(group) == 1:
+                    merged.append(group[0])
+                    continue
+                key = f"mbe-merge-{nbody}-{depth}-{start // FAN_IN}-{token}"
+                dsk[key] = Task(key, tree_nodes.merge, *map(TaskRef, group))
+                priorities[key] = ANALYSIS_PRIORITY
+                tree[key] = group
+                merged.append(key)
+            layer, depth = merged, depth + 1
+        totals[nbody] = layer[0]
+
+    level_keys: dict[int, str] = {}
+    for nbody, labels in plan.level_labels.items():
+        key = f"mbe-level-{nbody}-{token}"
+        reads = tuple(totals[level] for level in sorted(totals) if level <= nbody)
+        dsk[key] = Task(
+            key, tree_nodes.level, DataNode(None, analyses[nbody]), nbody, len(labels), *map(TaskRef, reads)
+        )
+        priorities[key] = ANALYSIS_PRIORITY
+        tree[key] = reads
+        level_keys[nbody] = key
+    outcome_key = f"mbe-outcome-{token}"
+    reads = tuple(totals[level] for level in sorted(totals))
+    dsk[outcome_key] = Task(
+        outcome_key,
+        tree_nodes.outcome,
+        DataNode(None, plan.input),
+        DataNode(None, analyses[tree_nodes.WHOLE]),
+        DataNode(None, [t.label for t in plan.tasks] if keep_each else []),
+        TaskList(*map(TaskRef, level_keys.values())),
+        *map(TaskRef, reads),
+    )
+    tree[outcome_key] = (*level_keys.values(), *reads)
+    return [batches[i] for i in order], tree, level_keys, outcome_key
+
+
+def _keeps_each(plan: Plan) -> bool:
+    """Whether each calculation's full-size properties fit :data:`PER_CALCULATION_BUDGET` in the final node."""
+    natom = len(plan.input.model.molecule.symbols)
+    floats = 1 + (3 * natom if plan.driver in ("gradient", "hessian") else 0)
+    floats += 9 * natom**2 if plan.driver == "hessian" else 0
+    return len(plan) * (8 * floats + 600) <= PER_CALCULATION_BUDGET
 
 
 def fragment_job(

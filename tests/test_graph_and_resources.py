@@ -40,16 +40,50 @@ def test_fragments_depend_only_on_the_parent_molecule_when_free():
         assert deps(node.key) == {graph.parent.key}
 
 
-def test_level_nodes_depend_on_every_fragment_of_their_level_and_below():
+def test_level_nodes_read_every_fragment_of_their_level_and_below_through_the_tree():
     plan, graph = graph_of()
     dsk, deps = dependencies(graph.result)
+    fragments = {f.key for f in graph.fragments.values()}
+
+    def reached(key):
+        seen, todo = set(), [key]
+        while todo:
+            for dep in deps(todo.pop()):
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
     for k, level in graph.levels.items():
-        expected = {graph.fragments[t.label].key for t in plan if t.nbody <= k}
-        assert deps(level.key) == expected
-    assert deps(graph.outcome.key) == {f.key for f in graph.fragments.values()} | {
-        lv.key for lv in graph.levels.values()
-    }
+        assert reached(level.key) & fragments == {graph.fragments[t.label].key for t in plan if t.nbody <= k}
+        assert not deps(level.key) & fragments, "a level reads partial sums, not fragment results"
+    assert reached(graph.outcome.key) & fragments == fragments
+    assert {lv.key for lv in graph.levels.values()} <= deps(graph.outcome.key)
     assert deps(graph.result.key) == {graph.outcome.key}
+
+
+def test_only_batch_sums_read_fragment_results_each_a_batch_of_one_level():
+    import dask
+
+    with dask.config.set({"qcmb_dask.stream.batch-size": 4}):
+        plan, graph = graph_of()
+    dsk, deps = dependencies(graph.result)
+    fragments = {f.key for f in graph.fragments.values()}
+    level_of = {graph.fragments[t.label].key: t.nbody for t in plan}
+    readers = {key for key in dsk if deps(key) & fragments}
+    assert readers == {batch.sum_key for batch in graph.batches}
+    for batch in graph.batches:
+        assert deps(batch.sum_key) == set(batch.fragments) and len(batch.fragments) <= 4
+        assert {level_of[key] for key in batch.fragments} == {batch.nbody}
+    assert sorted(key for batch in graph.batches for key in batch.fragments) == sorted(fragments)
+
+
+def test_the_whole_analysis_where_each_calculation_is_kept():
+    data = mbe_input(3, keywords={"bsse_type": ["nocp"]}, protocols={"cluster_results": "all"})
+    graph = build(qcmb_dask.plan(data), task_config={"ncores": 1})
+    assert graph.batches == [] and graph.tree == {}
+    dsk, deps = dependencies(graph.result)
+    assert deps(graph.outcome.key) >= {f.key for f in graph.fragments.values()}
 
 
 def test_by_level_ordering_makes_level_k_wait_for_level_k_minus_1():
