@@ -21,6 +21,7 @@ from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.diagnostics.runs_on_scheduler import RunsOnScheduler
 from qcmb_dask.errors import SchedulerLost
 from qcmb_dask.execution import subscriptions
+from qcmb_dask.execution.streamed import Stream
 from qcmb_dask.graph import MBEGraph
 from qcmb_dask.qcmanybody_adapter import EMBEDDING_VARIABLE
 from qcmb_dask.store import ResultStore
@@ -232,15 +233,27 @@ class DistributedSession:
             )
 
         started = time.time()
+        streamed = single is not None and single.batches and single.streamable
+        futures: list = []
         with subscriptions.fragment_records(self.client, run_id, fragment_ended):
-            with dask.config.set(large_graph_settings()):
-                futures = self.client.compute(
-                    [*(g.outcome for g in graphs), *levels, *fragments.values()], resources=self.task_resources
-                )
-            outcome_futures = futures[:ngraphs]
-            level_futures = futures[ngraphs : ngraphs + nlevels]
-            future_of = dict(zip(fragments, futures[ngraphs + nlevels :]))
             try:
+                if streamed:
+                    stream = Stream(self.client, single, self.task_resources, self._lost_failures)
+                    try:
+                        outcome, _ = stream.run(lambda level: self._say_level(single, level, reporter, bsse_types))
+                    finally:
+                        futures = stream.held()
+                    if input_done is not None:
+                        input_done(0, outcome)
+                    _await_last_fragment_records(reporter)
+                    return [outcome]
+                with dask.config.set(large_graph_settings()):
+                    futures = self.client.compute(
+                        [*(g.outcome for g in graphs), *levels, *fragments.values()], resources=self.task_resources
+                    )
+                outcome_futures = futures[:ngraphs]
+                level_futures = futures[ngraphs : ngraphs + nlevels]
+                future_of = dict(zip(fragments, futures[ngraphs + nlevels :]))
                 if single:
                     self._report_levels(single, level_futures, future_of, reporter, bsse_types)
                 outcomes: list = [None] * ngraphs
@@ -268,6 +281,10 @@ class DistributedSession:
             finally:
                 reporter.finish()
 
+    def _say_level(self, graph: MBEGraph, level, reporter: Reporter, bsse_types) -> None:
+        run_events.publish_level(self.client, graph.run_id, level, bsse_types)
+        reporter.level(level, bsse_types)
+
     def _report_levels(self, graph: MBEGraph, level_futures, future_of, reporter, bsse_types) -> None:
         """Each k-body result as soon as it is ready; levels k and k+1 often finish together (the last monomer
         completes both): reported in order."""
@@ -280,8 +297,7 @@ class DistributedSession:
             while reported < nlevels and level_futures[reported].key in done:
                 level = self._level(graph, nbodies[reported], level_futures[reported], future_of)
                 if level is not None:
-                    run_events.publish_level(self.client, graph.run_id, level, bsse_types)
-                    reporter.level(level, bsse_types)
+                    self._say_level(graph, level, reporter, bsse_types)
                 reported += 1
 
     def _outcome(self, graph: MBEGraph, outcome_future, future_of: dict, level_futures) -> Outcome:
@@ -318,6 +334,18 @@ class DistributedSession:
 
     def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, mine: dict, level_futures) -> Outcome:
         """Fragments Dask gave up on become failures beside those the fragments returned themselves."""
+        failures = self._lost_failures(graph, lost)
+        finished = [f for f in mine.values() if f.status == "finished"]
+        stats, returned_failures = self.client.submit(summarize, finished, pure=False).result()
+        future_of = {d.key: mine[label] for label, d in graph.fragments.items()}
+        levels = {}
+        if level_futures:
+            computed = [self._level(graph, n, f, future_of) for n, f in zip(sorted(graph.levels), level_futures)]
+            levels = {level.nbody: level for level in computed if isinstance(level, LevelResult)}
+        return Outcome(None, failures + returned_failures, stats, levels)
+
+    def _lost_failures(self, graph: MBEGraph, lost: dict) -> list:
+        """label -> erred future of a fragment Dask gave up on: the failures that say why."""
         from distributed import KilledWorker
 
         timeouts = timeouts_seen(self.client, graph.run_id)
@@ -332,14 +360,7 @@ class DistributedSession:
                 failures.append(worker_lost_error(job, error.allowed_failures + 1, timeouts.get(job.label)))
             else:
                 failures.append(fragment_error(job, type(error).__name__, str(error)))
-        finished = [f for f in mine.values() if f.status == "finished"]
-        stats, returned_failures = self.client.submit(summarize, finished, pure=False).result()
-        future_of = {d.key: mine[label] for label, d in graph.fragments.items()}
-        levels = {}
-        if level_futures:
-            computed = [self._level(graph, n, f, future_of) for n, f in zip(sorted(graph.levels), level_futures)]
-            levels = {level.nbody: level for level in computed if isinstance(level, LevelResult)}
-        return Outcome(None, failures + returned_failures, stats, levels)
+        return failures
 
 
 def _scheduler_lost(client, err: Exception) -> bool:
