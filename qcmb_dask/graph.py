@@ -67,11 +67,26 @@ class MBEGraph:
     batches: list[Batch] = field(default_factory=list)
     #: the tree's other nodes (merges, levels, outcome, result): key -> the keys it reads, in submission order
     tree: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: what the tree's level and outcome nodes are given beside the partial sums (a streamed run forms them itself)
+    analysis: TreeAnalysis | None = None
     #: whether the graph may go to the scheduler batch by batch (not where levels wait on barriers)
     streamable: bool = True
     #: the whole graph, key -> task, and its layer's annotations: what a streamed submission sends part by part
     tasks: dict = field(default_factory=dict)
     annotations: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TreeAnalysis:
+    """The arguments of the tree's level and outcome nodes (:mod:`qcmb_dask.worker.tree`) other than the sums."""
+
+    #: analysis (an n-body level, or ``tree.WHOLE``) -> the expansion it analyzes
+    analyses: dict
+    #: n-body level -> calculations its truncation needs
+    level_counts: dict[int, int]
+    normalized: object
+    #: labels in QCManyBody's order where each calculation's properties are kept, else empty
+    order: list[str]
 
 
 @dataclass(frozen=True)
@@ -199,6 +214,7 @@ def build_many(
                 placement=placements[number] if placements else None,
                 batches=part.batches,
                 tree=part.tree,
+                analysis=part.analysis,
                 streamable=ordering == "free",
                 tasks=dsk,
                 annotations=annotations,
@@ -220,6 +236,7 @@ class _PlanKeys:
     hessian_parts: dict[str, tuple[FragmentJob, ...]]
     batches: list[Batch] = field(default_factory=list)
     tree: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    analysis: TreeAnalysis | None = None
 
 
 def _add_plan(
@@ -335,8 +352,11 @@ def _add_plan(
             continue
         dsk[key] = compat.producer_task(key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after)
 
+    given = None
     if _as_tree(plan):
-        batches, tree, level_keys, outcome_key = _add_tree(dsk, priorities, plan, token, fragment_keys, part_keys, new)
+        batches, tree, level_keys, outcome_key, given = _add_tree(
+            dsk, priorities, plan, token, fragment_keys, part_keys, new
+        )
     else:
         batches, tree = [], {}
         level_keys, outcome_key = _add_whole_analysis(dsk, priorities, plan, token, fragment_keys)
@@ -356,6 +376,7 @@ def _add_plan(
         hessian_parts,
         batches,
         tree,
+        given,
     )
 
 
@@ -415,7 +436,8 @@ def _add_tree(
 ) -> tuple:
     """Batches of fragments, each reduced to partial sums on a worker as its results arrive; per level a tree of
     merges; a level node per truncation reading the totals of the levels up to it; the outcome node.
-    Returns (batches in submission order, the tree's other nodes and what they read, level keys, outcome key)."""
+    Returns (batches in submission order, the tree's other nodes and what they read, level keys, outcome key, and
+    what its level and outcome nodes are given besides sums)."""
     from qcmb_dask.options import setting
     from qcmb_dask.qcmanybody_adapter import accept_embedding_charges, qcmb_computer, truncated_core
     from qcmb_dask.worker import tree as tree_nodes
@@ -427,6 +449,12 @@ def _add_tree(
     analyses = {tree_nodes.WHOLE: Expansion.of(computer.qcmb_core)}
     analyses.update({nbody: Expansion.of(truncated_core(computer, nbody)) for nbody in plan.level_labels})
     keep_each = _keeps_each(plan)
+    given = TreeAnalysis(
+        analyses,
+        {nbody: len(labels) for nbody, labels in plan.level_labels.items()},
+        plan.input,
+        [t.label for t in plan.tasks] if keep_each else [],
+    )
 
     by_level: dict[int, list[str]] = {}
     for task in plan.tasks:
@@ -474,11 +502,16 @@ def _add_tree(
         totals[nbody] = layer[0]
 
     level_keys: dict[int, str] = {}
-    for nbody, labels in plan.level_labels.items():
+    for nbody in plan.level_labels:
         key = f"mbe-level-{nbody}-{token}"
         reads = tuple(totals[level] for level in sorted(totals) if level <= nbody)
         dsk[key] = Task(
-            key, tree_nodes.level, DataNode(None, analyses[nbody]), nbody, len(labels), *map(TaskRef, reads)
+            key,
+            tree_nodes.level,
+            DataNode(None, analyses[nbody]),
+            nbody,
+            given.level_counts[nbody],
+            *map(TaskRef, reads),
         )
         priorities[key] = ANALYSIS_PRIORITY
         tree[key] = reads
@@ -490,12 +523,12 @@ def _add_tree(
         tree_nodes.outcome,
         DataNode(None, plan.input),
         DataNode(None, analyses[tree_nodes.WHOLE]),
-        DataNode(None, [t.label for t in plan.tasks] if keep_each else []),
+        DataNode(None, given.order),
         TaskList(*map(TaskRef, level_keys.values())),
         *map(TaskRef, reads),
     )
     tree[outcome_key] = (*level_keys.values(), *reads)
-    return [batches[i] for i in order], tree, level_keys, outcome_key
+    return [batches[i] for i in order], tree, level_keys, outcome_key, given
 
 
 def _keeps_each(plan: Plan) -> bool:

@@ -52,6 +52,23 @@ def water_cluster(nwaters: int, **extra) -> dict:
     }
 
 
+def water_grid(nwaters: int, spacing: float = 3.2) -> dict:
+    """``nwaters`` waters on a cubic grid ``spacing`` Angstrom apart (a cluster only bookkeeping tests use)."""
+    water = [(s, np.array(xyz)) for s, *xyz in WATER_TRIMER_ANGSTROM[:3]]
+    side = int(np.ceil(nwaters ** (1 / 3)))
+    symbols, geometry = [], []
+    for n in range(nwaters):
+        offset = spacing * np.array([n % side, (n // side) % side, n // side**2])
+        for symbol, xyz in water:
+            symbols.append(symbol)
+            geometry.extend((xyz + offset) * BOHR_PER_ANGSTROM)
+    return {
+        "symbols": symbols,
+        "geometry": geometry,
+        "fragments": [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(nwaters)],
+    }
+
+
 def mbe_input(
     nwaters: int = 3,
     driver: str = "energy",

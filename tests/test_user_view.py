@@ -9,7 +9,6 @@ import threading
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 
 import qcmb_dask
@@ -18,7 +17,7 @@ from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.diagnostics.runlog import RunLog
 from qcmb_dask.qcmanybody_adapter import hartree_to_kcal
 
-from .conftest import BOHR_PER_ANGSTROM, NOCP, WATER_TRIMER_ANGSTROM, faulty_input, mbe_input, qcmanybody_reference
+from .conftest import NOCP, faulty_input, mbe_input, qcmanybody_reference, water_grid
 from .fake_programs import FaultyHarness, calls
 
 CP_NOCP = {"bsse_type": ["cp", "nocp"]}
@@ -208,23 +207,6 @@ def test_the_live_page_follows_a_real_run(local_client, tmp_path):
     assert result.extras["qcmb_dask"]["run_id"] in dom
 
 
-def _water_grid(nwaters: int, spacing: float = 3.2) -> dict:
-    """``nwaters`` waters on a cubic grid ``spacing`` Angstrom apart (a cluster only bookkeeping tests use)."""
-    water = [(s, np.array(xyz)) for s, *xyz in WATER_TRIMER_ANGSTROM[:3]]
-    side = int(np.ceil(nwaters ** (1 / 3)))
-    symbols, geometry = [], []
-    for n in range(nwaters):
-        offset = spacing * np.array([n % side, (n // side) % side, n // side**2])
-        for symbol, xyz in water:
-            symbols.append(symbol)
-            geometry.extend((xyz + offset) * BOHR_PER_ANGSTROM)
-    return {
-        "symbols": symbols,
-        "geometry": geometry,
-        "fragments": [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(nwaters)],
-    }
-
-
 @pytest.mark.slow
 def test_the_page_counts_every_fragment_of_a_run_of_thousands():
     """3,003 fragments (77 waters, nocp 2-body), each ending in an event of its own (it sleeps past the workers'
@@ -238,7 +220,7 @@ def test_the_page_counts_every_fragment_of_a_run_of_thousands():
     from .fake_programs import SleepyHarness
 
     data = mbe_input(2, keywords={"bsse_type": "nocp", "max_nbody": 2}, program="sleepy")
-    data["molecule"] = _water_grid(77)
+    data["molecule"] = water_grid(77)
     harness = SleepyHarness(extras={"sleep": 0.08, "fail_every": 10})
     qcmb_dask.programs.register([harness])
     settings = {**scheduler_settings(), "qcmb_dask.fragment-event-interval": "50ms"}

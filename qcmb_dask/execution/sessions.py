@@ -240,7 +240,7 @@ class DistributedSession:
                 if streamed:
                     stream = Stream(self.client, single, self.task_resources, self._lost_failures)
                     try:
-                        outcome, _ = stream.run(lambda level: self._say_level(single, level, reporter, bsse_types))
+                        outcome = stream.run(lambda level: self._say_level(single, level, reporter, bsse_types))
                     finally:
                         futures = stream.held()
                     if input_done is not None:

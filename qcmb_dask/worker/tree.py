@@ -45,10 +45,16 @@ def merge(*partials: Partial) -> Partial:
     """Partials added: sums, statistics, failures."""
     total = Partial()
     for part in partials:
-        total.sums.merge(part.sums)
-        _add_stats(total.stats, part.stats)
-        total.failures.extend(part.failures)
-        total.count += part.count
+        merge_into(total, part)
+    return total
+
+
+def merge_into(total: Partial, part: Partial) -> Partial:
+    """``part`` added to ``total``, in place."""
+    total.sums.merge(part.sums)
+    _add_stats(total.stats, part.stats)
+    total.failures.extend(part.failures)
+    total.count += part.count
     return total
 
 
