@@ -154,6 +154,12 @@ class SleepyHarness(PySCFHarness):
         )
 
 
+class ThreadSafeSleepyHarness(SleepyHarness):
+    """:class:`SleepyHarness` declaring itself thread-safe: several of its fragments may share a worker process."""
+
+    _defaults: ClassVar[dict[str, Any]] = {**SleepyHarness._defaults, "name": "sleepy-threads", "thread_safe": True}
+
+
 class UncheckedHarness(ProgramHarness):
     """A program that checks nothing before it runs, as most QCEngine harnesses: no ``check_request``, so only
     running it finds a keyword it refuses. PySCF underneath (which refuses, at run time, what PySCF cannot use);

@@ -19,7 +19,7 @@ from .conftest import (
     mbe_input,
     qcmanybody_reference,
 )
-from .fake_programs import FaultyHarness, calls
+from .fake_programs import FaultyHarness, ThreadSafeSleepyHarness, calls
 
 
 def _in_threads(*calls_):
@@ -148,3 +148,18 @@ def test_compute_many_runs_a_scan_computing_each_calculation_once(local_client, 
         assert_same_result(ours, alone)
     assert len({round(r.return_result, 9) for r in together}) == 20  # a scan: every frame its own energy
     assert all(len(qcmb_dask.timeline(r)) == 7 for r in together)  # each frame's seven, shared ones included
+
+
+def test_a_worker_with_four_threads_runs_its_first_fragments_at_once():
+    """Four threads of a fresh worker process start QCEngine at once: each waits for one description of the
+    machine (QCEngine fills it unlocked; before, most of them failed with KeyError 'cpu_brand')."""
+    harness = ThreadSafeSleepyHarness(extras={"sleep": 0.2})
+    data = mbe_input(3, keywords=NOCP, program="sleepy-threads")
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=4, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        result = qcmb_dask.compute(data, cluster=client, harnesses=[harness], progress=False)
+    assert result.properties.calcinfo_nmbe == 7
+    spans = sorted((r["start"], r["stop"]) for r in qcmb_dask.timeline(result))
+    assert any(after[0] < before[1] for before, after in zip(spans, spans[1:])), "fragments ran side by side"

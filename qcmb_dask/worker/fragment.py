@@ -129,8 +129,10 @@ def calculate(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
     import qcengine
 
     from qcmb_dask.programs import register_shipped
+    from qcmb_dask.worker.warmup import prime_qcengine
 
     register_shipped()  # this worker process may not have registered the programs qcmb_dask ships yet
+    prime_qcengine()  # on a cluster qcmb_dask did not start, nothing did it before this worker's first fragment
     if job.policy.harnesses:
         from qcmb_dask.programs import register
 

@@ -13,18 +13,23 @@ from collections.abc import Sequence
 #: QCEngine fills its description of the machine in several steps, unlocked: one thread at a time here.
 _PRIMING = threading.Lock()
 _STARTED = threading.Event()
+_PRIMED = threading.Event()
 
 
 def prime_qcengine() -> None:
     """QCEngine describes the machine once per process, at its first calculation, and that takes about a second
     (py-cpuinfo starts a subprocess): done early in a thread, it overlaps with planning. Whatever runs a
-    calculation in this process calls this first: it returns once the description is whole."""
+    calculation in this process calls this first: it returns once the description is whole (several threads of
+    one worker starting their first calculations at once would each find it half-filled)."""
+    if _PRIMED.is_set():
+        return
     import qcengine.config
 
     from qcmb_dask import compat
 
     with _PRIMING:
         compat.describe_machine_quickly() or qcengine.config.get_global()
+    _PRIMED.set()
 
 
 def prime_in_background() -> None:
