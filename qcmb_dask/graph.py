@@ -87,6 +87,8 @@ class TreeAnalysis:
     normalized: object
     #: labels in QCManyBody's order where each calculation's properties are kept, else empty
     order: list[str]
+    #: a screened expansion's cutoffs, kept k-mers and distances (``Screening.for_analysis()``), else None
+    screening: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -381,11 +383,9 @@ def _add_plan(
 
 
 def _as_tree(plan: Plan) -> bool:
-    """The analysis as a tree of partial sums, except where it needs every fragment result at once: each
-    calculation's whole result kept (``cluster_results="all"``), or a distance-screened expansion (whose
-    dropped k-mers are completed from the kept ones, :mod:`qcmb_dask.worker.screened`)."""
-    keep_atomic = plan.input.model.specification.protocols.cluster_results.value == "all"
-    return not keep_atomic and plan.screening is None
+    """The analysis as a tree of partial sums, except where each calculation's whole result is kept
+    (``cluster_results="all"``): the analysis then reads every one of them."""
+    return plan.input.model.specification.protocols.cluster_results.value != "all"
 
 
 def _add_whole_analysis(dsk: dict, priorities: dict, plan: Plan, token: str, fragment_keys: dict) -> tuple:
@@ -449,12 +449,21 @@ def _add_tree(
     analyses = {tree_nodes.WHOLE: Expansion.of(computer.qcmb_core)}
     analyses.update({nbody: Expansion.of(truncated_core(computer, nbody)) for nbody in plan.level_labels})
     keep_each = _keeps_each(plan)
+    screening = plan.screening.for_analysis() if plan.screening is not None else None
     given = TreeAnalysis(
         analyses,
         {nbody: len(labels) for nbody, labels in plan.level_labels.items()},
         plan.input,
-        [t.label for t in plan.tasks] if keep_each else [],
+        _qcmanybody_order(plan, computer) if keep_each else [],
+        screening,
     )
+    weights = {}
+    if screening is not None:  # a screened expansion's k-mers enter the sums with weights (one model chemistry)
+        from qcmb_dask.worker.screened import tree_weights
+
+        (mc,) = plan.specifications
+        vmfc = analyses[tree_nodes.WHOLE].return_bsse_type == "vmfc"
+        weights = tree_weights(screening, plan.nfragments, plan.max_nbody, mc, vmfc)
 
     by_level: dict[int, list[str]] = {}
     for task in plan.tasks:
@@ -467,6 +476,7 @@ def _add_tree(
             chunk = ordered[start : start + size]
             reads = [fragment_keys[label] for label in chunk]
             sum_key = f"mbe-sums-{nbody}-{len(batches)}-{token}"
+            mine = {label: weights[label] for label in chunk if label in weights}
             dsk[sum_key] = Task(
                 sum_key,
                 tree_nodes.batch,
@@ -474,6 +484,7 @@ def _add_tree(
                 DataNode(None, chunk),
                 keep_each,
                 TaskList(*map(TaskRef, reads)),
+                DataNode(None, mine or None),
             )
             priorities[sum_key] = ANALYSIS_PRIORITY
             own = tuple(part for key in reads if key in new for part in (*part_keys.get(key, ()), key))
@@ -526,9 +537,22 @@ def _add_tree(
         DataNode(None, given.order),
         TaskList(*map(TaskRef, level_keys.values())),
         *map(TaskRef, reads),
+        screening=DataNode(None, screening),
     )
     tree[outcome_key] = (*level_keys.values(), *reads)
     return [batches[i] for i in order], tree, level_keys, outcome_key, given
+
+
+def _qcmanybody_order(plan: Plan, computer) -> list[str]:
+    """The plan's labels in the order QCManyBody lists calculations (``cluster_properties``): the plan's own, but
+    for a screened plan, whose kept k-mers are listed as the screening found them."""
+    labels = [t.label for t in plan.tasks]
+    if plan.screening is None:
+        return labels
+    from qcmb_dask.qcmanybody_adapter import iterate_calculations
+
+    mine = set(labels)
+    return [label for _, label, _, _ in iterate_calculations(computer.qcmb_core) if label in mine]
 
 
 def _keeps_each(plan: Plan) -> bool:

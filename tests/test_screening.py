@@ -22,6 +22,7 @@ from .conftest import (
     entries,
     mbe_input,
     qcmanybody_reference,
+    water_grid,
 )
 
 EVERYTHING = {2: 100.0, 3: 100.0}  # Angstrom: larger than any of these clusters
@@ -251,13 +252,49 @@ def test_the_plan_and_the_command_line_show_what_is_dropped(tmp_path):
 
 def test_no_estimate_where_the_kept_increments_do_not_decay():
     """A fit that grows with distance, summed over the far dropped k-mers, gave 2.6e9 kcal/mol for (H2O)64."""
-    from qcmb_dask.worker.screened import _estimate
+    from qcmb_dask.worker.screened import report
 
     points = np.arange(12, dtype=float)[:, None] * np.array([[3.0, 0.0, 0.0]])
     d = np.linalg.norm(points[:, None] - points[None], axis=-1)
     kept = [kmer for kmer in itertools.combinations(range(1, 13), 2) if d[kmer[0] - 1, kmer[1] - 1] <= 15.0]
+    screening = {"cutoffs": {"2": 15.0}, "kept_kmers": {2: kept}, "matrix": d}
     growing = {kmer: 1e-6 * d[kmer[0] - 1, kmer[1] - 1] ** 2 for kmer in kept}
-    estimate = _estimate(2, kept, growing, d)
+    estimate = report(screening, growing)["dropped_energy_estimate"]["2"]
     assert estimate["hartree"] is None and "do not decay" in estimate["why"]
     decaying = {kmer: -1e-3 * d[kmer[0] - 1, kmer[1] - 1] ** -3 for kmer in kept}
-    assert _estimate(2, kept, decaying, d)["hartree"] < 0
+    assert report(screening, decaying)["dropped_energy_estimate"]["2"]["hartree"] < 0
+
+
+@pytest.mark.parametrize(
+    ("program", "bsse_type", "driver", "max_nbody"),
+    [
+        ("toy", "nocp", "energy", 3),
+        ("toy", "nocp", "gradient", 4),
+        ("toy", "vmfc", "energy", 3),
+        ("toy", "vmfc", "gradient", 3),
+        ("pyscf", "nocp", "energy", 3),
+    ],
+)
+def test_the_tree_of_sums_gives_the_completed_analysis(local_client, program, bsse_type, driver, max_nbody):
+    """A screened expansion that drops k-mers, summed as a tree (the default) and analyzed whole by QCManyBody on
+    the completed results (cluster_results "all"): the same properties, text and estimate of what was dropped.
+    The toy program's closed-form energies are fast and pairwise additive: its 3- and 4-body increments are zero
+    but for rounding, so its estimates are compared for 2-body only; PySCF's for every order."""
+    from .fake_programs import ToyHarness
+
+    data = mbe_input(2, driver=driver, keywords={"bsse_type": bsse_type, "max_nbody": max_nbody}, program=program)
+    data["molecule"] = water_grid(8, spacing=2.9)
+    cutoffs = {2: 3.9, 3: 3.4, 4: 3.4} if max_nbody == 4 else {2: 3.9, 3: 3.4}  # 24 of 28, 16 of 56, 4 of 70
+    harness = [ToyHarness()] if program == "toy" else []
+    tree = qcmb_dask.compute(data, local_client, harnesses=harness, screening=cutoffs, progress=False)
+    whole_data = {**data, "specification": {**data["specification"], "protocols": {"cluster_results": "all"}}}
+    whole = qcmb_dask.compute(whole_data, local_client, harnesses=harness, screening=cutoffs, progress=False)
+    dropped = tree.extras["qcmb_dask"]["screening"]["dropped"]
+    assert dropped["2"] > 0 and dropped["3"] > 0
+    assert_same_result(tree, whole.model_copy(update={"cluster_results": {}}))
+    ours, theirs = tree.extras["qcmb_dask"]["screening"], whole.extras["qcmb_dask"]["screening"]
+    estimates, reference = ours.pop("dropped_energy_estimate"), theirs.pop("dropped_energy_estimate")
+    assert ours == theirs and estimates.keys() == reference.keys()
+    for order in ["2"] if program == "toy" else list(reference):
+        assert {**estimates[order], "hartree": None} == {**reference[order], "hartree": None}
+        assert estimates[order]["hartree"] == pytest.approx(reference[order]["hartree"], rel=1e-9, abs=1e-12)

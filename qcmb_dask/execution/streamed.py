@@ -111,7 +111,14 @@ class Stream:
                 report_level(formed[nbody])
         given = graph.analysis
         partials = [self.totals[nbody] for nbody in sorted(self.totals)]
-        return tree.outcome(given.normalized, given.analyses[tree.WHOLE], given.order, list(formed.values()), *partials)
+        return tree.outcome(
+            given.normalized,
+            given.analyses[tree.WHOLE],
+            given.order,
+            list(formed.values()),
+            *partials,
+            screening=given.screening,
+        )
 
     def _levels_done(self, nbody: int) -> bool:
         return all(left == 0 for level, left in self.remaining.items() if level <= nbody)

@@ -257,7 +257,7 @@ def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: li
         ran = set(labels)
         analyzed["component_properties"] = {k: v for k, v in analyzed["component_properties"].items() if k in ran}
         if any(report["dropped"].values()):
-            _without_counterpoise_by_products(analyzed, computer)
+            without_counterpoise_by_products(analyzed, computer)
     atomic_results = {label: out.atomic_result for label, out in zip(labels, outputs) if out.atomic_result is not None}
     cluster_results = {label: atomic_results[label] for label in labels if label in atomic_results}
     result = computer.get_results(external_results=analyzed, component_results=cluster_results)
@@ -267,7 +267,7 @@ def final_result(normalized: NormalizedInput, labels: Sequence[str], outputs: li
     return result.convert_v(1) if normalized.result_schema_version == 1 else result
 
 
-def _without_counterpoise_by_products(analyzed: dict, computer) -> None:
+def without_counterpoise_by_products(analyzed: dict, computer) -> None:
     """A vmfc run that dropped k-mers: QCManyBody derives CP values from the vmfc calculations too, which a screened
     expansion does not define (CP's monomers in the basis of larger clusters mix k-mers): they are left out."""
     if "cp" in {bt.value for bt in computer.bsse_type}:

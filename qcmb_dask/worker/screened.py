@@ -129,31 +129,61 @@ def report(screening: dict[str, Any], increments: dict[tuple, float]) -> dict[st
     between two fragments of the k-mer, in Angstrom) are put in distance shells; the mean increment per k-mer of
     each shell (signed: near k-mers of opposite sign cancel) is fitted with ``A R^-p``, and that is summed over the
     dropped k-mers of the order. Rough where increments change sign with distance or few k-mers are kept."""
+    layout = shell_layout(screening)
+    sums = {
+        (order, shell): sum(increments.get(kmer, 0.0) for kmer in members)
+        for order, how in layout.items()
+        if "shells" in how
+        for shell, members in enumerate(how["members"])
+    }
+    return report_from_shells(screening, layout, sums)
+
+
+def shell_layout(screening: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per screened order, the distance shells of its kept k-mers that the estimate fits (members, mean R), or why
+    there are none: what both analyses (every result at once, or a tree of sums) read the increments by."""
+    distances = np.asarray(screening["matrix"])
+    layout = {}
+    for order_key in screening["cutoffs"]:
+        order = int(order_key)
+        kept = [tuple(kmer) for kmer in screening["kept_kmers"].get(order, [])]
+        if len(kept) < 2 * SHELLS:
+            layout[order] = {"why": f"fewer than {2 * SHELLS} kept {order}-mers to fit"}
+            continue
+        sizes = np.array([_size(distances, kmer) for kmer in kept])
+        start = np.quantile(sizes, 1 - TAIL_SHARE)
+        tail = np.flatnonzero(sizes >= start)
+        shells = np.array_split(tail[np.argsort(sizes[tail], kind="stable")], SHELLS)
+        layout[order] = {
+            "shells": [float(sizes[shell].mean()) for shell in shells],
+            "members": [[kept[i] for i in shell] for shell in shells],
+            "start": float(start),
+            "tail": len(tail),
+        }
+    return layout
+
+
+def report_from_shells(screening: dict[str, Any], layout: dict, sums: dict[tuple[int, int], float]) -> dict[str, Any]:
+    """The report of :func:`report` from each shell's summed increment, ``sums[(order, shell)]`` (Eh)."""
     distances = np.asarray(screening["matrix"])
     estimates = {}
-    for order_key, _cutoff in screening["cutoffs"].items():
+    for order_key in screening["cutoffs"]:
         order = int(order_key)
-        kept = [kmer for kmer in screening["kept_kmers"].get(order, []) if kmer in increments]
-        estimates[order_key] = _estimate(order, kept, increments, distances)
+        estimates[order_key] = _estimate(order, screening, layout[order], sums, distances)
     summary = {k: v for k, v in screening.items() if k not in ("kept_kmers", "matrix")}
     return {**summary, "dropped_energy_estimate": estimates}
 
 
-def _estimate(order: int, kept: list, increments: dict, distances: np.ndarray) -> dict[str, Any]:
+def _estimate(order: int, screening: dict, how: dict, sums: dict, distances: np.ndarray) -> dict[str, Any]:
     nfrag = distances.shape[0]
-    kept_set = set(map(tuple, kept))
+    kept_set = {tuple(kmer) for kmer in screening["kept_kmers"].get(order, [])}
     dropped = [kmer for kmer in itertools.combinations(range(1, nfrag + 1), order) if kmer not in kept_set]
     if not dropped:
         return {"hartree": 0.0, "is_estimate": True, "how": f"no {order}-mer was dropped"}
-    if len(kept) < 2 * SHELLS:
-        return {"hartree": None, "why": f"fewer than {2 * SHELLS} kept {order}-mers to fit"}
-    sizes = np.array([_size(distances, kmer) for kmer in kept])
-    values = np.array([increments[kmer] for kmer in kept])
-    start = np.quantile(sizes, 1 - TAIL_SHARE)
-    tail = sizes >= start
-    shells = np.array_split(np.argsort(sizes[tail]), SHELLS)
-    radius = np.array([sizes[tail][shell].mean() for shell in shells])
-    mean = np.array([values[tail][shell].mean() for shell in shells])
+    if "shells" not in how:
+        return {"hartree": None, "why": how["why"]}
+    radius = np.array(how["shells"])
+    mean = np.array([sums.get((order, shell), 0.0) / len(members) for shell, members in enumerate(how["members"])])
     if np.any(mean == 0):
         return {"hartree": None, "why": "a distance shell of kept k-mers sums to zero"}
     slope, intercept = np.polyfit(np.log(radius), np.log(np.abs(mean)), 1)
@@ -169,9 +199,52 @@ def _estimate(order: int, kept: list, increments: dict, distances: np.ndarray) -
         "hartree": total,
         "is_estimate": True,
         "how": f"mean increment per {order}-mer ~ R^{slope:.2f}, fitted to {SHELLS} distance shells of the "
-        f"{int(tail.sum())} kept {order}-mers with R >= {start:.2f} A, summed over {len(dropped):,} dropped "
+        f"{how['tail']} kept {order}-mers with R >= {how['start']:.2f} A, summed over {len(dropped):,} dropped "
         f"{order}-mers",
     }
+
+
+def tree_weights(screening: dict[str, Any], nfragments: int, max_nbody: int, mc: str, vmfc: bool) -> dict:
+    """label -> what the calculation adds to the sums of the analysis as a tree (:mod:`qcmb_dask.worker.sums`)
+    where that differs from an unscreened expansion's, for the calculations that :func:`complete` would otherwise
+    make the analysis read every result for:
+
+    - ``"nocp"``: {n: c}. A k-mer's completed energy is the sum of its kept subsets' increments, so QCManyBody's
+      n-body sum over every n-mer is ``sum over kept U, |U| <= n, of dE(U) C(nfr - |U|, n - |U|)``; written in the
+      kept k-mers' own energies E(T), T enters it with ``c_n(T) = sum over j of (-1)^(j - |T|) C(nfr - j, n - j)
+      N_j(T)``, N_j(T) the kept j-mers containing T. (VMFC's sums need nothing: a dropped k-mer's stand-ins
+      cancel, and its calculations do not exist.)
+    - ``"shell"``: {(order, shell): c}: its share of the summed energy increments of a distance shell of kept
+      k-mers, from which the report's estimate of the dropped energy is fitted (:func:`report`)."""
+    from math import comb
+
+    from qcmanybody.utils import labeler
+
+    kept = {tuple(kmer) for kmers in screening["kept_kmers"].values() for kmer in kmers}
+    above: dict[tuple, dict[int, int]] = {}
+    for kmer in kept:
+        for size in range(1, len(kmer) + 1):
+            for sub in itertools.combinations(kmer, size):
+                counts = above.setdefault(sub, {})
+                counts[len(kmer)] = counts.get(len(kmer), 0) + 1
+    weights: dict[str, dict] = {}
+    for sub, counts in above.items():
+        t = len(sub)
+        coefficients = {
+            n: sum((-1) ** (j - t) * comb(nfragments - j, n - j) * counts.get(j, 0) for j in range(t, n + 1))
+            for n in range(t, max_nbody + 1)
+        }
+        if any(c != (n == t) for n, c in coefficients.items()):
+            weights.setdefault(labeler(mc, sub, sub), {})["nocp"] = coefficients
+    for order, how in shell_layout(screening).items():
+        for shell, members in enumerate(how.get("members", [])):
+            for kmer in members:
+                for size in range(1, len(kmer) + 1):
+                    for sub in itertools.combinations(kmer, size):
+                        label = labeler(mc, sub, kmer) if vmfc else labeler(mc, sub, sub)
+                        shells = weights.setdefault(label, {}).setdefault("shell", {})
+                        shells[order, shell] = shells.get((order, shell), 0) + (-1) ** (len(kmer) - size)
+    return weights
 
 
 def _size(distances: np.ndarray, kmer: tuple[int, ...]) -> float:

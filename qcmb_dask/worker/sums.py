@@ -41,8 +41,10 @@ from qcmanybody.utils import (
     resize_hessian,
 )
 
-#: property -> its full-size array rank (energy: a number)
+#: the properties the analysis sums
 PROPERTIES = ("energy", "gradient", "hessian")
+#: the whole expansion's analysis, beside the level truncations (keyed by their n-body level)
+WHOLE = "whole"
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,12 @@ class Expansion:
 Key = tuple  # (model chemistry, kind, n)
 
 
-def contributions(expansion: Expansion, mc: str, real: tuple[int, ...], basis: tuple[int, ...]) -> list:
-    """[(key, sign)]: the sums of ``expansion``'s analysis that the calculation (mc, real, basis) enters."""
+def contributions(
+    expansion: Expansion, mc: str, real: tuple[int, ...], basis: tuple[int, ...], weights: dict | None = None
+) -> list:
+    """[(key, coefficient)]: the sums of ``expansion``'s analysis that the calculation (mc, real, basis) enters.
+    ``weights["nocp"]``: {n: coefficient} in place of the one n-body sum of its size, for a k-mer of a screened
+    expansion (:func:`qcmb_dask.worker.screened.tree_weights`)."""
     nbodies = dict(expansion.nbodies).get(mc)
     if nbodies is None:
         return []
@@ -140,7 +146,10 @@ def contributions(expansion: Expansion, mc: str, real: tuple[int, ...], basis: t
         else:
             in_nocp = False
         monomer_total = expansion.return_total_data and 1 in levels and size == 1
-        if in_nocp or monomer_total:
+        if (in_nocp or monomer_total) and weights and "nocp" in weights:
+            top = max(levels)
+            out.extend(((mc, "nocp", n), c) for n, c in weights["nocp"].items() if n <= top and c)
+        elif in_nocp or monomer_total:
             out.append(((mc, "nocp", size), 1))
         if size == 1 and 1 in levels and (("nocp" in bsse and not ssio) or monomer_total):
             out.append(((mc, "mono", 1), 1))
@@ -162,7 +171,8 @@ class Sums:
     def add(self, analysis, key: Key, prop: str, value) -> None:
         slot = self.values.setdefault((analysis, key), {})
         if prop == "energy":
-            slot[prop] = _two_sum(slot.get(prop, (0.0, 0.0)), (float(value), 0.0))
+            value = float(value)
+            slot[prop] = _two_sum(slot.get(prop, (0.0, 0.0)), (value, 0.0))
         elif prop in slot:
             slot[prop] = slot[prop] + value
         else:
@@ -203,24 +213,31 @@ def batch_sums(
     labels: Sequence[str],
     properties: Sequence[dict[str, Any]],
     keep_each: bool = False,
+    weights: dict[str, dict] | None = None,
 ) -> Sums:
     """The partial sums of one batch of results (``properties[i]``: {energy, gradient, hessian} of the calculation
     QCManyBody labels ``labels[i]``) for every analysis of ``analyses``; ``keep_each``: each calculation's full-size
-    properties too, as ``analyze`` lists them (``cluster_properties``)."""
+    properties too, as ``analyze`` lists them (``cluster_properties``). ``weights``: label -> what a screened
+    expansion's calculation adds instead (:func:`qcmb_dask.worker.screened.tree_weights`); its ``"shell"``
+    coefficients go to the whole expansion's energy sums ``(mc, "shell", (order, shell))``."""
     sums = Sums()
     for label, props in zip(labels, properties):
         mc, real, basis = delabeler(label)
+        weight = (weights or {}).get(label)
         full = None
         for analysis, expansion in analyses.items():
-            entered = contributions(expansion, mc, tuple(real), tuple(basis))
+            entered = contributions(expansion, mc, tuple(real), tuple(basis), weight)
+            if analysis == WHOLE and weight and "shell" in weight and "energy" in props:
+                for shell, c in weight["shell"].items():
+                    sums.add(analysis, (mc, "shell", shell), "energy", c * float(props["energy"]))
             if not entered:
                 continue
             if full is None:
                 full = {p: expansion.full_size(p, v, tuple(basis)) for p, v in props.items() if p in PROPERTIES}
             sums.counted[analysis] = sums.counted.get(analysis, 0) + 1
-            for key, sign in entered:
+            for key, coefficient in entered:
                 for prop, value in full.items():
-                    sums.add(analysis, key, prop, value if sign > 0 else -value)
+                    sums.add(analysis, key, prop, value if coefficient == 1 else coefficient * value)
         if keep_each:
             expansion = next(iter(analyses.values()))
             full = full or {p: expansion.full_size(p, v, tuple(basis)) for p, v in props.items() if p in PROPERTIES}

@@ -14,12 +14,16 @@ from typing import Any
 
 from qcmb_dask.errors import FragmentError
 from qcmb_dask.qcmanybody_adapter import NormalizedInput, accept_embedding_charges, qcmb_computer
-from qcmb_dask.worker.analysis import LevelIncomplete, LevelResult, Outcome, RunStats, summarize
+from qcmb_dask.worker.analysis import (
+    LevelIncomplete,
+    LevelResult,
+    Outcome,
+    RunStats,
+    summarize,
+    without_counterpoise_by_products,
+)
 from qcmb_dask.worker.fragment import FragmentFailure
-from qcmb_dask.worker.sums import Expansion, Sums, analyzed, batch_sums
-
-#: the whole expansion's analysis, beside the level truncations (keyed by their n-body level)
-WHOLE = "whole"
+from qcmb_dask.worker.sums import WHOLE, Expansion, Sums, analyzed, batch_sums
 
 
 @dataclass
@@ -33,11 +37,14 @@ class Partial:
     count: int = 0
 
 
-def batch(analyses: dict[Any, Expansion], labels: Sequence[str], keep_each: bool, outputs: Sequence) -> Partial:
-    """A batch of fragment outputs (``labels``: what this input calls each) reduced to partial sums."""
+def batch(
+    analyses: dict[Any, Expansion], labels: Sequence[str], keep_each: bool, outputs: Sequence, weights=None
+) -> Partial:
+    """A batch of fragment outputs (``labels``: what this input calls each) reduced to partial sums (``weights``:
+    a screened expansion's, for these labels)."""
     stats, failures = summarize(outputs)
     done = [(label, out.properties) for label, out in zip(labels, outputs) if not isinstance(out, FragmentFailure)]
-    sums = batch_sums(analyses, [label for label, _ in done], [props for _, props in done], keep_each)
+    sums = batch_sums(analyses, [label for label, _ in done], [props for _, props in done], keep_each, weights)
     return Partial(sums, stats, failures, len(outputs))
 
 
@@ -83,10 +90,16 @@ def level(expansion: Expansion, nbody: int, ncalculations: int, *partials: Parti
 
 
 def outcome(
-    normalized: NormalizedInput, expansion: Expansion, order: Sequence[str], levels: Sequence, *partials: Partial
+    normalized: NormalizedInput,
+    expansion: Expansion,
+    order: Sequence[str],
+    levels: Sequence,
+    *partials: Partial,
+    screening: dict | None = None,
 ) -> Outcome:
     """The ManyBodyResult and the run's statistics from every partial; with failures, no result and every failure.
-    ``order``: the labels in QCManyBody's order, where each calculation's properties are kept."""
+    ``order``: the labels in QCManyBody's order, where each calculation's properties are kept. ``screening``: a
+    screened expansion's (``Screening.for_analysis()``), whose report goes to ``extras["qcmb_dask"]``."""
     total = merge(*partials)
     complete = {lv.nbody: lv for lv in levels if isinstance(lv, LevelResult)}
     if total.failures:
@@ -95,6 +108,27 @@ def outcome(
     computer = qcmb_computer(normalized)
     result = analyzed(expansion, total.sums, WHOLE, order)
     result["nbody_number"] = total.count
+    report = None
+    if screening is not None:
+        report = _screening_report(screening, expansion, total.sums)
+        if any(report["dropped"].values()):
+            without_counterpoise_by_products(result, computer)
     answer = computer.get_results(external_results=result, component_results={})
+    if report is not None:
+        answer = answer.model_copy(update={"extras": {**(answer.extras or {}), "qcmb_dask": {"screening": report}}})
     answer = answer.convert_v(1) if normalized.result_schema_version == 1 else answer
     return Outcome(answer, [], total.stats, complete)
+
+
+def _screening_report(screening: dict, expansion: Expansion, sums: Sums) -> dict:
+    """The report of a screened expansion (:func:`qcmb_dask.worker.screened.report`) from its shells' sums."""
+    from qcmb_dask.worker import screened
+
+    (mc,) = {mc for mc, _ in expansion.nbodies}
+    layout = screened.shell_layout(screening)
+    shells = {
+        (order, shell): sums.total(WHOLE, (mc, "shell", (order, shell)), "energy", 0.0)
+        for order, how in layout.items()
+        for shell in range(len(how.get("members", [])))
+    }
+    return screened.report_from_shells(screening, layout, shells)
