@@ -141,3 +141,9 @@ def test_each_calculation_enters_the_sums_qcmanybody_makes(bsse, levels):
             ]
             ours = {(key, sign, calc) for calc in every for key, sign in contributions(expansion, mc, *calc)}
             assert ours == expected, (mc, rtd)
+
+
+def test_no_calculation_at_all_lists_qcmanybodys_dummy():
+    """CP alone, interaction data, to 1-body: nothing to compute; analyze lists a dummy calculation."""
+    core = _core(["cp"], {1: "a"}, False)
+    _same(_ours(core, {}, 1, 0), core.analyze({}))

@@ -152,6 +152,8 @@ class Run:
             placement=placed,
             task_resources=session.task_resources,
         )
+        if not graph.batches and len(plan) >= WHOLE_ANALYSIS_NOTE:
+            reporter.say(whole_analysis_note(plan))
         try:
             outcome = session.run(graph, reporter, plan.bsse_type)
         finally:
@@ -200,6 +202,24 @@ class Run:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.began
+
+
+#: from this many calculations, a run whose analysis reads every fragment result in one process says so
+WHOLE_ANALYSIS_NOTE = 10_000
+
+
+def whole_analysis_note(plan: Plan) -> str:
+    """What a run that cannot sum its results as a tree costs: every result in one worker process."""
+    keep_atomic = plan.input.model.specification.protocols.cluster_results.value == "all"
+    why = (
+        "cluster_results='all' keeps every calculation's whole AtomicResult, a few kB to MBs each"
+        if keep_atomic
+        else "a distance-screened expansion completes its dropped k-mers from every kept result"
+    )
+    return (
+        f"qcmb_dask: the analysis reads all {len(plan):,} fragment results in one worker process ({why}); "
+        "that process needs their memory at once, and the analysis starts only when the last is in."
+    )
 
 
 def gpu_settings_checked() -> str:

@@ -286,6 +286,10 @@ def analyzed(expansion: Expansion, sums: Sums, analysis, order: Sequence[str] = 
     all_results["results"] = results
     each = sums.per_calculation
     all_results["component_properties"] = {label: each[label] for label in order if label in each}
+    if not sums.values:  # analyze's Note B: no calculation at all (CP alone, interaction data, 1-body) lists a dummy
+        all_results["component_properties"] = {
+            '["dummy", [1000], [1000]]': {"calcinfo_natom": expansion.natom, "return_energy": 0.0}
+        }
     ebd = all_results["energy_body_dict"]
     all_results["energy_body_dict"] = {str(k) + bt: v for bt in ebd for k, v in ebd[bt].items()}
     all_results["stdout"] = stdout
