@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dask.base import tokenize
@@ -72,7 +73,7 @@ class MBEGraph:
     #: whether the graph may go to the scheduler batch by batch (not where levels wait on barriers)
     streamable: bool = True
     #: the whole graph, key -> task, and its layer's annotations: what a streamed submission sends part by part
-    tasks: dict = field(default_factory=dict)
+    tasks: Mapping = field(default_factory=dict)
     annotations: dict = field(default_factory=dict)
 
 
@@ -160,7 +161,7 @@ def build_many(
         raise ValueError(f"ordering={ordering!r}: expected one of {ORDERINGS}.")
     policy = policy or RunPolicy()
     run_id = run_id or uuid.uuid4().hex[:12]
-    dsk: dict[str, object] = {}
+    dsk = GraphTasks()
     priorities: dict[str, int] = {}
     gpu_keys: set[str] = set()
     cpu_keys: set[str] = set()
@@ -242,7 +243,7 @@ class _PlanKeys:
 
 
 def _add_plan(
-    dsk: dict,
+    dsk: GraphTasks,
     priorities: dict,
     shared: dict[str, str] | None,
     plan: Plan,
@@ -352,7 +353,7 @@ def _add_plan(
             hessian_parts[task.label] = tuple(parts.values())
             part_keys[key] = tuple(parts)
             continue
-        dsk[key] = compat.producer_task(key, run_fragment, TaskRef(parent_key), DataNode(None, jobs[task.label]), after)
+        dsk.fragment(key, parent_key, jobs[task.label], after)
 
     given = None
     if _as_tree(plan):
@@ -388,7 +389,7 @@ def _as_tree(plan: Plan) -> bool:
     return plan.input.model.specification.protocols.cluster_results.value != "all"
 
 
-def _add_whole_analysis(dsk: dict, priorities: dict, plan: Plan, token: str, fragment_keys: dict) -> tuple:
+def _add_whole_analysis(dsk: GraphTasks, priorities: dict, plan: Plan, token: str, fragment_keys: dict) -> tuple:
     """Level nodes and the outcome node, each reading every fragment result it needs (QCManyBody's analysis)."""
     # The analyses name each output by this plan's own labels: a shared node carries another input's label.
     level_keys: dict[int, str] = {}
@@ -432,7 +433,7 @@ PER_CALCULATION_BUDGET = 256 * 2**20
 
 
 def _add_tree(
-    dsk: dict, priorities: dict, plan: Plan, token: str, fragment_keys: dict, part_keys: dict, new: set
+    dsk: GraphTasks, priorities: dict, plan: Plan, token: str, fragment_keys: dict, part_keys: dict, new: set
 ) -> tuple:
     """Batches of fragments, each reduced to partial sums on a worker as its results arrive; per level a tree of
     merges; a level node per truncation reading the totals of the levels up to it; the outcome node.
@@ -613,7 +614,9 @@ def _on_device(plan: Plan, model_chemistry: str, device: str, made: dict | None 
     return specification
 
 
-def _hessian_parts(dsk: dict, key: str, parent_key: str, job: FragmentJob, natom: int, step: float, after) -> dict:
+def _hessian_parts(
+    dsk: GraphTasks, key: str, parent_key: str, job: FragmentJob, natom: int, step: float, after
+) -> dict:
     """The gradient tasks of a Hessian by differences (:mod:`qcmb_dask.worker.displaced`): at the geometry, then
     every coordinate displaced + and -; key -> job, in the order the assembly reads them."""
     import dataclasses
@@ -671,6 +674,38 @@ def _calculation_identity(plan: Plan):
 def _previous_level(keys_by_level: dict[int, list[str]], nbody: int) -> int | None:
     lower = [level for level in keys_by_level if level < nbody]
     return max(lower) if lower else None
+
+
+class GraphTasks(Mapping):
+    """The graph's tasks, key -> ``Task``: a fragment's is made when it is read (a streamed run reads a batch's as
+    it sends them), the others are kept as made. A million fragment ``Task`` objects would hold about 600 MB in
+    the client; a fragment here is its job, already kept in :attr:`MBEGraph.jobs`, and two keys."""
+
+    def __init__(self):
+        self.made: dict = {}
+        self.fragments: dict = {}  # key -> (the parent molecule's key, its job, what it waits on or None)
+
+    def __setitem__(self, key, task) -> None:
+        self.made[key] = task
+
+    def fragment(self, key: str, parent_key: str, job: FragmentJob, after: TaskRef | None) -> None:
+        self.fragments[key] = (parent_key, job, after)
+
+    def __getitem__(self, key):
+        if key in self.made:
+            return self.made[key]
+        parent_key, job, after = self.fragments[key]
+        return compat.producer_task(key, run_fragment, TaskRef(parent_key), DataNode(None, job), after)
+
+    def __contains__(self, key) -> bool:
+        return key in self.made or key in self.fragments
+
+    def __iter__(self):
+        yield from self.made
+        yield from self.fragments
+
+    def __len__(self) -> int:
+        return len(self.made) + len(self.fragments)
 
 
 class _Priority:
