@@ -307,7 +307,7 @@ def _add_plan(
 
     # Cheap low levels first where that costs the makespan little, then longest processing time first.
     if prioritize:
-        for label, rank in fragment_priorities.ranks(plan.tasks, workers).items():
+        for label, rank in fragment_priorities.ranks(plan.tasks, workers, _early_levels_tolerance()).items():
             key = fragment_keys[label]
             priorities[key] = max(priorities.get(key, rank), rank)
 
@@ -554,6 +554,24 @@ def _qcmanybody_order(plan: Plan, computer) -> list[str]:
 
     mine = set(labels)
     return [label for _, label, _, _ in iterate_calculations(computer.qcmb_core) if label in mine]
+
+
+def _early_levels_tolerance() -> float:
+    """``qcmb_dask.early-levels-tolerance``, checked (:mod:`qcmb_dask.planning.priorities`)."""
+    from qcmb_dask.errors import InvalidArgument
+    from qcmb_dask.options import setting
+
+    value = setting("early-levels-tolerance", fragment_priorities.TOLERANCE)
+    try:
+        tolerance = float(value)
+    except (TypeError, ValueError):
+        tolerance = -1.0
+    if isinstance(value, bool) or not tolerance >= 0:
+        raise InvalidArgument(
+            f"qcmb_dask.early-levels-tolerance={value!r}: expected the share of the makespan the early levels may "
+            "cost, a number >= 0 (0: longest first throughout; default 0.02)."
+        )
+    return tolerance
 
 
 def _keeps_each(plan: Plan) -> bool:

@@ -230,3 +230,21 @@ def test_the_embedded_scheduler_sends_each_worker_its_next_fragment_promptly(set
         client.cluster.scale(2)
         client.wait_for_workers(2, timeout=60)
         assert client.run_on_scheduler(intervals) == [expected, expected]
+
+
+def test_early_levels_tolerance_zero_is_longest_first_throughout():
+    import dask
+
+    from qcmb_dask.errors import InvalidArgument
+
+    plan = qcmb_dask.plan(DATA)
+    with dask.config.set({"qcmb_dask.early-levels-tolerance": 0}):
+        graph = build(plan, task_config={"ncores": 1}, workers=2)
+    by_priority = sorted(plan, key=lambda t: -graph.priorities[graph.fragments[t.label].key])
+    assert [t.cost for t in by_priority] == sorted((t.cost for t in plan), reverse=True)
+    default = build(plan, task_config={"ncores": 1}, workers=2)
+    first = max(plan, key=lambda t: default.priorities[default.fragments[t.label].key])
+    assert first.nbody == 1, "by default the cheap monomers of this trimer go first"
+    for bad in (-0.1, "much", True):
+        with dask.config.set({"qcmb_dask.early-levels-tolerance": bad}), pytest.raises(InvalidArgument, match="0.02"):
+            build(plan, task_config={"ncores": 1})

@@ -13,7 +13,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
-#: the simulated makespan an early level may cost, relative to plain longest-first
+#: the simulated makespan an early level may cost, relative to plain longest-first (the default of
+#: ``qcmb_dask.early-levels-tolerance``)
 TOLERANCE = 0.02
 
 
@@ -28,12 +29,14 @@ def simulated_makespan(costs: Sequence[float], workers: int) -> float:
 def levels_first(costs_by_level: dict[int, list[float]], workers: int, tolerance: float | None = None) -> int:
     """The highest level k such that running every fragment of levels <= k first (each level longest-first, in
     level order), then the rest longest-first, simulates within ``tolerance`` of longest-first overall; 0 when
-    no level can go first at that price."""
+    no level can go first at that price, or ``tolerance`` is 0 (longest first throughout: on real durations,
+    which the estimates only approach, even an early level that costs nothing simulated costs a little)."""
+    tolerance = TOLERANCE if tolerance is None else tolerance
     levels = sorted(costs_by_level)
     everything = sorted((c for cs in costs_by_level.values() for c in cs), reverse=True)
-    if len(levels) < 2 or not everything:
+    if len(levels) < 2 or not everything or tolerance == 0:
         return 0
-    limit = simulated_makespan(everything, workers) * (1 + (TOLERANCE if tolerance is None else tolerance))
+    limit = simulated_makespan(everything, workers) * (1 + tolerance)
     chosen = 0
     for k in levels[:-1]:
         early = [c for level in levels if level <= k for c in sorted(costs_by_level[level], reverse=True)]
@@ -43,12 +46,13 @@ def levels_first(costs_by_level: dict[int, list[float]], workers: int, tolerance
     return chosen
 
 
-def ranks(tasks: Sequence, workers: int) -> dict[str, int]:
-    """label -> priority (higher starts first) for plan tasks (``label``, ``nbody``, ``cost``)."""
+def ranks(tasks: Sequence, workers: int, tolerance: float | None = None) -> dict[str, int]:
+    """label -> priority (higher starts first) for plan tasks (``label``, ``nbody``, ``cost``); ``tolerance``: as
+    :func:`levels_first`'s (default :data:`TOLERANCE`)."""
     costs_by_level: dict[int, list[float]] = {}
     for task in tasks:
         costs_by_level.setdefault(task.nbody, []).append(task.cost)
-    early = levels_first(costs_by_level, workers)
+    early = levels_first(costs_by_level, workers, tolerance)
     # Sort keys: early levels before the rest, lower levels first among the early ones, then longest first.
     order = sorted(
         tasks,
