@@ -77,6 +77,15 @@ class MBEGraph:
     annotations: dict = field(default_factory=dict)
 
 
+def annotations_for(graph: MBEGraph, keys) -> dict | None:
+    """The graph layer's annotations for a part of it: each holds only ``keys``' values (a part sent with the
+    whole graph's priorities would carry every key's, batch after batch)."""
+    if not graph.annotations:
+        return None
+    keys = set(keys)
+    return {name: annotation.restricted(keys) for name, annotation in graph.annotations.items()}
+
+
 @dataclass(frozen=True)
 class TreeAnalysis:
     """The arguments of the tree's level and outcome nodes (:mod:`qcmb_dask.worker.tree`) other than the sums."""
@@ -103,6 +112,10 @@ class Batch:
     fragments: tuple[str, ...]
     #: the node of its partial sum
     sum_key: str
+    #: what this input calls each of ``fragments``
+    labels: tuple[str, ...] = ()
+    #: a screened expansion's weights of these labels (:func:`qcmb_dask.worker.screened.tree_weights`), else None
+    weights: dict | None = None
 
 
 def build(
@@ -489,7 +502,7 @@ def _add_tree(
             )
             priorities[sum_key] = ANALYSIS_PRIORITY
             own = tuple(part for key in reads if key in new for part in (*part_keys.get(key, ()), key))
-            batches.append(Batch(nbody, own, tuple(reads), sum_key))
+            batches.append(Batch(nbody, own, tuple(reads), sum_key, tuple(chunk), mine or None))
             heads.append(priorities.get(reads[0], 0))
     # highest priority first (cheap low levels early where that costs little, else the longest), as Dask would run them
     order = sorted(range(len(batches)), key=lambda i: -heads[i])
@@ -544,11 +557,17 @@ def _add_tree(
     return [batches[i] for i in order], tree, level_keys, outcome_key, given
 
 
+#: a screened plan's calculations are listed in QCManyBody's order where its full expansion has at most this many
+#: (finding that order enumerates the full expansion, which screening avoids)
+ORDERED_UP_TO = 1_000_000
+
+
 def _qcmanybody_order(plan: Plan, computer) -> list[str]:
     """The plan's labels in the order QCManyBody lists calculations (``cluster_properties``): the plan's own, but
-    for a screened plan, whose kept k-mers are listed as the screening found them."""
+    for a screened plan, whose kept k-mers are listed as the screening found them (QCManyBody's order is found
+    where the full expansion is small, :data:`ORDERED_UP_TO`)."""
     labels = [t.label for t in plan.tasks]
-    if plan.screening is None:
+    if plan.screening is None or sum(plan.screening.full.values()) > ORDERED_UP_TO:
         return labels
     from qcmb_dask.qcmanybody_adapter import iterate_calculations
 
@@ -735,6 +754,9 @@ class _Priority:
     def __call__(self, key) -> int:
         return self.priorities.get(key, 0)
 
+    def restricted(self, keys: set) -> _Priority:
+        return _Priority({key: self.priorities[key] for key in keys if key in self.priorities})
+
 
 class _DeviceResources:
     """Per-key Dask resources for the layer's annotation: a GPU for the fragments placed on one, a CPU worker for
@@ -750,6 +772,11 @@ class _DeviceResources:
         if key in self.gpu_keys:
             return self.gpu
         return self.cpu if key in self.cpu_keys else None
+
+    def restricted(self, keys: set) -> _DeviceResources:
+        part = _DeviceResources(self.gpu_keys & keys, self.cpu_keys & keys, None)
+        part.gpu, part.cpu = self.gpu, self.cpu
+        return part
 
 
 def _barrier(_outputs) -> None:

@@ -160,6 +160,29 @@ class ThreadSafeSleepyHarness(SleepyHarness):
     _defaults: ClassVar[dict[str, Any]] = {**SleepyHarness._defaults, "name": "sleepy-threads", "thread_safe": True}
 
 
+class WrongShapeHarness(SleepyHarness):
+    """:class:`SleepyHarness` with zero gradients, except that every dimer's gradient has one atom: a result its
+    calculation accepts and no analysis can read."""
+
+    _defaults: ClassVar[dict[str, Any]] = {**SleepyHarness._defaults, "name": "wrong-shape"}
+
+    def compute(self, input_data, config):
+        from qcelemental.models.v2 import AtomicResult, Provenance
+
+        molecule = input_data.molecule
+        nreal = int(sum(molecule.real))
+        natom = 1 if nreal == 6 else len(molecule.symbols)
+        gradient = [[0.0, 0.0, 0.0]] * natom
+        return AtomicResult(
+            input_data=input_data,
+            molecule=molecule,
+            properties={"return_energy": -1.0 * nreal, "calcinfo_natom": natom, "return_gradient": gradient},
+            return_result=gradient,
+            success=True,
+            provenance=Provenance(creator="wrong-shape", version="0", routine="tests.fake_programs"),
+        )
+
+
 class UncheckedHarness(ProgramHarness):
     """A program that checks nothing before it runs, as most QCEngine harnesses: no ``check_request``, so only
     running it finds a keyword it refuses. PySCF underneath (which refuses, at run time, what PySCF cannot use);

@@ -57,9 +57,9 @@ def test_the_scheduler_never_holds_the_whole_graph():
         result = qcmb_dask.compute(data, client, harnesses=[harness], progress=False)
         graphs, most = client.run_on_scheduler(_watched)
     assert result.properties.calcinfo_nmbe == n == 78
-    # the window, max(2 batches, 1 x 2 threads) = 10 unfinished calculations; a batch submitted below it; a
-    # finished batch whose release is on its way to the scheduler
-    assert most <= 10 + 2 * 5, f"the scheduler held {most} of {n} fragments at once"
+    # the window, max(2 batches, 1 x 2 threads) = 10 unfinished calculations; a batch submitted below it; finished
+    # fragments whose batch's sum is not yet in; a batch whose release is on its way to the scheduler
+    assert most <= 10 + 3 * 5, f"the scheduler held {most} of {n} fragments at once"
     assert graphs >= n // 5, "submitted in batches"
     # -1 Eh per real atom: every increment above one body is zero
     assert result.properties.nocp_corrected_interaction_energy == pytest.approx(0.0, abs=1e-12)
@@ -95,3 +95,13 @@ def test_a_fragment_lost_in_a_batch_fails_alone_and_the_rest_is_kept(tmp_path, r
     assert partial.level.interaction_energy("nocp") == pytest.approx(
         reference.properties.nocp_corrected_interaction_energy_through_2_body, abs=1e-9
     )
+
+
+def test_a_batch_sum_that_fails_with_every_fragment_done_fails_the_run(local_client):
+    """Every fragment finished, but a result cannot be summed (a dimer's gradient has one atom): the sum is tried
+    again and the run fails with its error, as a whole analysis would; never a result without that batch."""
+    from .fake_programs import WrongShapeHarness
+
+    data = mbe_input(3, driver="gradient", keywords={"bsse_type": "nocp"}, program="wrong-shape")
+    with dask.config.set({"qcmb_dask.stream.batch-size": 2}), pytest.raises(ValueError, match="shape"):
+        qcmb_dask.compute(data, local_client, harnesses=[WrongShapeHarness()], progress=False)

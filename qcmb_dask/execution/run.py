@@ -205,20 +205,16 @@ class Run:
 
 
 #: from this many calculations, a run whose analysis reads every fragment result in one process says so
+#: (``cluster_results="all"``)
 WHOLE_ANALYSIS_NOTE = 10_000
 
 
 def whole_analysis_note(plan: Plan) -> str:
-    """What a run that cannot sum its results as a tree costs: every result in one worker process."""
-    keep_atomic = plan.input.model.specification.protocols.cluster_results.value == "all"
-    why = (
-        "cluster_results='all' keeps every calculation's whole AtomicResult, a few kB to MBs each"
-        if keep_atomic
-        else "a distance-screened expansion completes its dropped k-mers from every kept result"
-    )
+    """What a run that keeps every calculation's whole result costs: its analysis reads them all in one process."""
     return (
-        f"qcmb_dask: the analysis reads all {len(plan):,} fragment results in one worker process ({why}); "
-        "that process needs their memory at once, and the analysis starts only when the last is in."
+        f"qcmb_dask: cluster_results='all' keeps every calculation's whole AtomicResult (a few kB to MBs each), so "
+        f"the analysis reads all {len(plan):,} of them in one worker process, at once, after the last is in; "
+        "without it the results are summed as they arrive."
     )
 
 

@@ -193,7 +193,6 @@ class DistributedSession:
         from qcmb_dask.diagnostics.page import live_page_link
 
         run_id = graphs[0].run_id
-        fragments = {d.key: d for g in graphs for d in g.fragments.values()}  # shared calculations once
         jobs = jobs_by_key(graphs)
         level_sizes = _level_sizes(jobs.values())
         if any(job.embedding_charges for job in jobs.values()):
@@ -247,6 +246,7 @@ class DistributedSession:
                         input_done(0, outcome)
                     _await_last_fragment_records(reporter)
                     return [outcome]
+                fragments = {d.key: d for g in graphs for d in g.fragments.values()}  # shared calculations once
                 with dask.config.set(large_graph_settings()):
                     futures = self.client.compute(
                         [*(g.outcome for g in graphs), *levels, *fragments.values()], resources=self.task_resources
@@ -353,7 +353,9 @@ class DistributedSession:
         for label, future in lost.items():
             error = future.exception()
             job = graph.jobs[label]
-            if isinstance(error, KilledWorker) and error.task != future.key:
+            # a gradient of a Hessian from differences is its own task, named after the fragment's key
+            own = error.task == future.key or str(error.task).endswith(f"-{future.key}")
+            if isinstance(error, KilledWorker) and not own:
                 # ordering="by_level": it waited on a level that lost a fragment, and never ran.
                 failures.append(fragment_error(job, "not_run", f"not run: it waits on {error.task}, which failed"))
             elif isinstance(error, KilledWorker):

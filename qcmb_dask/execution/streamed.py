@@ -13,9 +13,10 @@ that a result held in memory was computed from (to recompute it if its worker is
 would keep every fragment's task on the scheduler until the end. Taking each batch's sum ends its lineage: the
 scheduler forgets the batch, and holds only the window.
 
-Where Dask gave up on a fragment (its worker died on every try, or it timed out), its batch's sum fails: the
-others of that batch give their statistics, the lost one becomes a failure of its level, and every other batch
-still runs and is stored. Levels with a failure are incomplete; the outcome lists every failure.
+Where Dask gave up on a fragment (its worker died on every try, or it timed out), its batch's sum fails: once the
+batch's other fragments are done (the stream goes on meanwhile), they give their statistics, the lost one becomes
+a failure of its level, and every other batch still runs and is stored. Levels with a failure are incomplete; the
+outcome lists every failure. A sum that failed with every fragment done (its worker lost) is computed once more.
 """
 
 from __future__ import annotations
@@ -23,17 +24,31 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-from qcmb_dask.graph import Batch, MBEGraph
+from qcmb_dask.graph import Batch, MBEGraph, annotations_for
 from qcmb_dask.options import setting
 from qcmb_dask.worker import tree
 from qcmb_dask.worker.analysis import Outcome
 
 #: how often the window re-reads the cluster's thread count (workers join and leave)
 THREADS_REFRESH_S = 2.0
+
+
+@dataclass
+class _InFlight:
+    """A batch sent and not yet added to its level's total."""
+
+    batch: Batch
+    sum_future: object
+    fragments: dict  # fragment key -> its future
+    unfinished: set = field(default_factory=set)  # fragment keys not yet done
+    #: its sum failed: waiting for its fragments, then for what replaces the sum
+    failed: bool = False
+    replacement: object = None
 
 
 class Stream:
@@ -46,7 +61,9 @@ class Stream:
         self.batch_size = max(1, int(setting("stream.batch-size", 500)))
         self.ahead = max(1.0, float(setting("stream.ahead", 4)))
         self.names = itertools.count()
-        self.in_flight: dict = {}  # sum key -> (batch, its sum's future, its fragments' futures)
+        self.in_flight: dict[str, _InFlight] = {}  # by sum key
+        self.owner: dict[str, _InFlight] = {}  # unfinished fragment key -> its batch
+        self.replacing: dict[str, _InFlight] = {}  # key of a failed sum's replacement -> its batch
         self.unfinished = 0
         #: n-body level -> the total of its batches so far, and how many of its batches are still to come
         self.totals: dict[int, tree.Partial] = {}
@@ -60,8 +77,7 @@ class Stream:
     def window(self) -> int:
         """Calculations kept submitted and unfinished: ``ahead`` per worker thread, at least two batches."""
         if time.monotonic() - self._threads_read > THREADS_REFRESH_S:
-            info = self.client.scheduler_info()
-            self._threads = sum(w.get("nthreads", 0) for w in info.get("workers", {}).values())
+            self._threads = int(self.client.scheduler_info(n_workers=0).get("total_threads", 0))
             self._threads_read = time.monotonic()
         return max(2 * self.batch_size, int(self.ahead * self._threads))
 
@@ -69,16 +85,20 @@ class Stream:
         """Send ``keys``' tasks (what they read is among them or was sent before); the futures of ``wanted``."""
         name = f"qcmb-dask-part-{next(self.names)}-{self.graph.run_id}"
         layer = {key: self.graph.tasks[key] for key in keys}
-        annotations = self.graph.annotations or None
-        hlg = HighLevelGraph({name: MaterializedLayer(layer, annotations=annotations)}, {name: set()})
+        hlg = HighLevelGraph(
+            {name: MaterializedLayer(layer, annotations=annotations_for(self.graph, layer))}, {name: set()}
+        )
         handles = [Delayed(key, hlg, layer=name) for key in wanted]
         return self.client.compute(handles, resources=self.task_resources, optimize_graph=False)
 
     def _submit_batch(self, batch: Batch, completed) -> None:
         futures = self._submit((*batch.keys, batch.sum_key), (*batch.fragments, batch.sum_key))
-        self.in_flight[batch.sum_key] = (batch, futures[-1], dict(zip(batch.fragments, futures[:-1])))
+        state = _InFlight(batch, futures[-1], dict(zip(batch.fragments, futures[:-1])), set(batch.fragments))
+        self.in_flight[batch.sum_key] = state
+        for key in batch.fragments:
+            self.owner[key] = state
         self.unfinished += len(batch.fragments)
-        completed.add(futures[-1])
+        completed.update(futures)
 
     def run(self, report_level: Callable[[object], None]) -> Outcome:
         """Submit, follow, and form each level as its batches are in, then the outcome."""
@@ -103,7 +123,13 @@ class Stream:
         levels = sorted(graph.analysis.level_counts)
         formed: dict[int, object] = {}
         for future in completed:
-            self._batch_ended(future.key, future)
+            key = future.key
+            if key in self.owner:
+                self._fragment_ended(key, completed)
+            elif key in self.in_flight:
+                self._sum_ended(self.in_flight[key], future, completed)
+            elif key in self.replacing:
+                self._replacement_ended(self.replacing.pop(key), future)
             fill()
             while len(formed) < len(levels) and self._levels_done(levels[len(formed)]):
                 nbody = levels[len(formed)]
@@ -128,32 +154,68 @@ class Stream:
         partials = [total for level, total in sorted(self.totals.items()) if level <= nbody]
         return tree.level(given.analyses[nbody], nbody, given.level_counts[nbody], *partials)
 
-    def _batch_ended(self, key: str, future) -> None:
-        """A batch's sum is in: added to its level's total, and the batch let go (the scheduler forgets it).
-        Where Dask gave up on some of its fragments, they become failures and the others give their statistics."""
-        from distributed import wait
+    def _fragment_ended(self, key: str, completed) -> None:
+        state = self.owner.pop(key)
+        state.unfinished.discard(key)
+        self.unfinished -= 1
+        if state.failed and not state.unfinished:
+            self._replace_sum(state, completed)
 
-        batch, _, fragments = self.in_flight.pop(key)
-        self.unfinished -= len(batch.fragments)
-        self.remaining[batch.nbody] -= 1
-        total = self.totals[batch.nbody]
+    def _sum_ended(self, state: _InFlight, future, completed) -> None:
+        """A batch's sum is in: added to its level's total, and the batch let go (the scheduler forgets it). A
+        failed one waits for the batch's fragments (the stream goes on) and is then replaced."""
         if future.status == "finished":
-            tree.merge_into(total, future.result())
+            self._finish(state, future.result())
             return
-        wait(list(fragments.values()))
-        label_of = {d.key: label for label, d in self.graph.fragments.items() if d.key in fragments}
-        lost = {label_of[k]: f for k, f in fragments.items() if f.status != "finished"}
-        total.failures.extend(self.lost_failures(self.graph, lost))
-        total.count += len(lost)
-        done = [(label_of[k], f) for k, f in fragments.items() if f.status == "finished"]
-        if done:  # statistics only: a level with a failure is not analyzed
-            labels, outputs = [label for label, _ in done], [f for _, f in done]
-            tree.merge_into(total, self.client.submit(tree.batch, {}, labels, False, outputs, pure=False).result())
+        state.failed = True
+        if not state.unfinished:
+            self._replace_sum(state, completed)
+
+    def _replace_sum(self, state: _InFlight, completed) -> None:
+        """Every fragment of a batch whose sum failed is done: fragments Dask gave up on become failures, and the
+        others give their statistics; with none lost, the sum itself failed (its worker died): it runs again."""
+        batch = state.batch
+        labels = dict(zip(batch.fragments, batch.labels))
+        lost = {labels[k]: f for k, f in state.fragments.items() if f.status == "error"}
+        done = [(labels[k], f) for k, f in state.fragments.items() if f.status == "finished"]
+        given = self.graph.analysis
+        if lost:
+            self.totals[batch.nbody].failures.extend(self.lost_failures(self.graph, lost))
+            self.totals[batch.nbody].count += len(lost)
+            analyses, keep_each, weights = {}, False, None  # statistics only: a level with a failure is not formed
+        else:
+            analyses, keep_each, weights = given.analyses, bool(given.order), batch.weights
+        if not done:
+            self._finish(state, tree.Partial())
+            return
+        replacement = self.client.submit(
+            tree.batch, analyses, [label for label, _ in done], keep_each, [f for _, f in done], weights, pure=False
+        )
+        state.replacement = replacement
+        self.replacing[replacement.key] = state
+        completed.add(replacement)
+
+    def _replacement_ended(self, state: _InFlight, future) -> None:
+        if future.status != "finished":
+            raise future.exception()  # the analysis itself fails: the run says so, as a whole graph's would
+        self._finish(state, future.result())
+
+    def _finish(self, state: _InFlight, partial: tree.Partial) -> None:
+        batch = state.batch
+        tree.merge_into(self.totals[batch.nbody], partial)
+        self.remaining[batch.nbody] -= 1
+        self.in_flight.pop(batch.sum_key, None)
+        for key in state.unfinished:  # a sum can be in before the ends of its fragments reach this client
+            self.owner.pop(key, None)
+            self.unfinished -= 1
+        state.unfinished.clear()
 
     def held(self) -> list:
         """Every future the run still holds (what a cancel on the way out must stop)."""
         futures = list(self.parent)
-        for _, sum_future, fragments in self.in_flight.values():
-            futures.append(sum_future)
-            futures.extend(fragments.values())
+        for state in self.in_flight.values():
+            futures.append(state.sum_future)
+            futures.extend(state.fragments.values())
+            if state.replacement is not None:
+                futures.append(state.replacement)
         return futures

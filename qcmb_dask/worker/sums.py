@@ -24,6 +24,7 @@ mirrors ``_assemble_nbody_components``, ``_analyze`` and ``analyze`` (core.py li
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,14 +93,19 @@ class Expansion:
 
     def full_size(self, prop: str, value, basis: tuple[int, ...]):
         """A fragment's gradient or Hessian placed in the whole molecule's atoms, as ``analyze`` does first."""
+        if prop not in ("gradient", "hessian"):
+            return value
+        sizes, slices = self._layout
+        resize = resize_gradient if prop == "gradient" else resize_hessian
+        return resize(np.asarray(value), basis, sizes, slices)
+
+    @functools.cached_property
+    def _layout(self) -> tuple[dict, dict]:
+        """QCManyBody's fragment sizes and atom slices (``ManyBodyCore.fragment_size_dict``, ``..._slice_dict``)."""
         sizes = {i + 1: n for i, n in enumerate(self.fragment_sizes)}
         starts = np.cumsum((0, *self.fragment_sizes))
         slices = {i + 1: slice(int(starts[i]), int(starts[i + 1])) for i in range(self.nfragments)}
-        if prop == "gradient":
-            return resize_gradient(np.asarray(value), basis, sizes, slices)
-        if prop == "hessian":
-            return resize_hessian(np.asarray(value), basis, sizes, slices)
-        return value
+        return sizes, slices
 
 
 Key = tuple  # (model chemistry, kind, n)
@@ -174,7 +180,7 @@ class Sums:
             value = float(value)
             slot[prop] = _two_sum(slot.get(prop, (0.0, 0.0)), (value, 0.0))
         elif prop in slot:
-            slot[prop] = slot[prop] + value
+            slot[prop] += value  # in place: a Hessian's full-size array is not made again per calculation
         else:
             slot[prop] = np.array(value, dtype=float)
 
@@ -184,8 +190,10 @@ class Sums:
             for prop, value in props.items():
                 if prop == "energy":
                     slot[prop] = _two_sum(slot.get(prop, (0.0, 0.0)), value)
+                elif prop in slot:
+                    slot[prop] += value
                 else:
-                    slot[prop] = slot[prop] + value if prop in slot else value
+                    slot[prop] = np.array(value, dtype=float)  # a copy: the other's arrays stay its own
         for analysis, count in other.counted.items():
             self.counted[analysis] = self.counted.get(analysis, 0) + count
         self.per_calculation.update(other.per_calculation)
