@@ -147,3 +147,14 @@ def test_no_calculation_at_all_lists_qcmanybodys_dummy():
     """CP alone, interaction data, to 1-body: nothing to compute; analyze lists a dummy calculation."""
     core = _core(["cp"], {1: "a"}, False)
     _same(_ours(core, {}, 1, 0), core.analyze({}))
+
+
+def test_equal_analyses_are_summed_once():
+    """The whole expansion is most often its highest truncation: one set of sums serves both."""
+    core = _core(["nocp", "cp"], LEVELS[1], True)
+    values = _values(core, ("energy", "gradient"), 4)
+    expansion = Expansion.of(core)
+    labels = list(values)
+    sums = batch_sums({4: expansion, "whole": expansion}, labels, [values[label] for label in labels], True)
+    assert {analysis for analysis, _ in sums.values} == {4}
+    _same(analyzed(expansion, Sums().merge(sums), "whole", order=labels), core.analyze(values))

@@ -173,6 +173,8 @@ class Sums:
     counted: dict[Any, int] = field(default_factory=dict)
     #: label -> {"calcinfo_natom", "return_energy", ...} where the run keeps each calculation's properties
     per_calculation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: analysis -> the one whose sums it shares (the whole expansion is most often its highest truncation)
+    aliases: dict[Any, Any] = field(default_factory=dict)
 
     def add(self, analysis, key: Key, prop: str, value) -> None:
         slot = self.values.setdefault((analysis, key), {})
@@ -197,15 +199,18 @@ class Sums:
         for analysis, count in other.counted.items():
             self.counted[analysis] = self.counted.get(analysis, 0) + count
         self.per_calculation.update(other.per_calculation)
+        self.aliases.update(other.aliases)
         return self
 
     def total(self, analysis, key: Key, prop: str, zero):
+        analysis = self.aliases.get(analysis, analysis)
         value = self.values.get((analysis, key), {}).get(prop)
         if value is None:
             return copy_value(zero)
         return math.fsum(value) if prop == "energy" else value.copy()
 
     def properties(self, analysis) -> set[str]:
+        analysis = self.aliases.get(analysis, analysis)
         return {prop for (a, _), props in self.values.items() if a == analysis for prop in props}
 
 
@@ -229,13 +234,21 @@ def batch_sums(
     expansion's calculation adds instead (:func:`qcmb_dask.worker.screened.tree_weights`); its ``"shell"``
     coefficients go to the whole expansion's energy sums ``(mc, "shell", (order, shell))``."""
     sums = Sums()
+    distinct: dict[Any, Expansion] = {}
+    for analysis, expansion in analyses.items():  # equal expansions are summed once
+        same = next((other for other, seen in distinct.items() if seen == expansion), None)
+        if same is None:
+            distinct[analysis] = expansion
+        else:
+            sums.aliases[analysis] = same
+    whole = sums.aliases.get(WHOLE, WHOLE)
     for label, props in zip(labels, properties):
         mc, real, basis = delabeler(label)
         weight = (weights or {}).get(label)
         full = None
-        for analysis, expansion in analyses.items():
+        for analysis, expansion in distinct.items():
             entered = contributions(expansion, mc, tuple(real), tuple(basis), weight)
-            if analysis == WHOLE and weight and "shell" in weight and "energy" in props:
+            if analysis == whole and weight and "shell" in weight and "energy" in props:
                 for shell, c in weight["shell"].items():
                     sums.add(analysis, (mc, "shell", shell), "energy", c * float(props["energy"]))
             if not entered:
@@ -247,7 +260,7 @@ def batch_sums(
                 for prop, value in full.items():
                     sums.add(analysis, key, prop, value if coefficient == 1 else coefficient * value)
         if keep_each:
-            expansion = next(iter(analyses.values()))
+            expansion = next(iter(distinct.values()))
             full = full or {p: expansion.full_size(p, v, tuple(basis)) for p, v in props.items() if p in PROPERTIES}
             each = {"calcinfo_natom": expansion.natom}
             each.update({f"return_{prop}": value for prop, value in full.items()})
