@@ -94,19 +94,19 @@ def test_a_measured_kind_scales_its_estimates_and_the_rest_of_its_program_follow
     assert qcmb_dask.plan(MULTILEVEL, cache=tmp_path).cost_factors["ccsd"] == (0.5, 3, "calculations")
 
 
-def test_measured_factors_reorder_the_priorities(tmp_path, monkeypatch):
+def test_measured_factors_reorder_the_priorities(tmp_path):
     """The model ranks the CCSD monomers first; measurements saying HF trimers take 1000x the model's estimate
     (a program whose start-up dwarfs small calculations) put them first (in the longest-first order; no level is
     put first here, whatever its cost)."""
-    from qcmb_dask.planning import priorities
+    import dask
 
-    monkeypatch.setattr(priorities, "TOLERANCE", -1.0)
     model = qcmb_dask.plan(MULTILEVEL, cache=False)
     history_file(tmp_path, {HF_KIND: [1000.0] * 3, "pyscf|ccsd|6-31g|energy": [1.0] * 3})
     measured = qcmb_dask.plan(MULTILEVEL, cache=tmp_path)
 
     def first_to_run(plan):
-        graph = build(plan, task_config={"ncores": 1})
+        with dask.config.set({"qcmb_dask.early-levels-tolerance": 0}):  # longest first alone
+            graph = build(plan, task_config={"ncores": 1})
         priority = {t.model_chemistry + " " + t.label: graph.priorities[graph.fragments[t.label].key] for t in plan}
         return max(priority, key=priority.get).split()[0]
 

@@ -124,17 +124,17 @@ def test_few_calculations_get_the_spare_cores(monkeypatch):
     assert resources.for_this_machine(None, None, 4.0, ncalculations=100) == resources.Resources(16, 1, 4.0)
 
 
-def test_most_expensive_fragments_get_the_highest_priority(monkeypatch):
-    from qcmb_dask.planning import priorities
+def test_most_expensive_fragments_get_the_highest_priority():
+    import dask
 
-    monkeypatch.setattr(priorities, "TOLERANCE", -1.0)  # no level first at any price: longest first alone
     data = mbe_input(
         3,
         keywords={"bsse_type": ["nocp"], "levels": {1: "ccsd(t)", 2: "mp2", 3: "hf"}},
         specs={"ccsd(t)": ("ccsd(t)", "sto-3g"), "mp2": ("mp2", "sto-3g"), "hf": ("hf", "sto-3g")},
     )
     plan = qcmb_dask.plan(data)
-    graph = build(plan, task_config={"ncores": 1})
+    with dask.config.set({"qcmb_dask.early-levels-tolerance": 0}):  # no level first: longest first alone
+        graph = build(plan, task_config={"ncores": 1})
     by_priority = sorted(plan, key=lambda t: -graph.priorities[graph.fragments[t.label].key])
     costs = [t.cost for t in by_priority]
     assert costs == sorted(costs, reverse=True)

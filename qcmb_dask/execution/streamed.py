@@ -137,6 +137,9 @@ class Stream:
                 report_level(formed[nbody])
         given = graph.analysis
         partials = [self.totals[nbody] for nbody in sorted(self.totals)]
+        summed, expected = sum(p.count for p in partials), sum(len(b.fragments) for b in graph.batches)
+        if summed != expected:  # never a result without every batch: a guard for what the cases above missed
+            raise RuntimeError(f"qcmb_dask: {summed} of {expected} calculations were summed; the run has no result")
         return tree.outcome(
             given.normalized,
             given.analyses[tree.WHOLE],
@@ -167,6 +170,7 @@ class Stream:
         if future.status == "finished":
             self._finish(state, future.result())
             return
+        _raise_if_gone(future)
         state.failed = True
         if not state.unfinished:
             self._replace_sum(state, completed)
@@ -175,6 +179,8 @@ class Stream:
         """Every fragment of a batch whose sum failed is done: fragments Dask gave up on become failures, and the
         others give their statistics; with none lost, the sum itself failed (its worker died): it runs again."""
         batch = state.batch
+        for future in state.fragments.values():
+            _raise_if_gone(future)
         labels = dict(zip(batch.fragments, batch.labels))
         lost = {labels[k]: f for k, f in state.fragments.items() if f.status == "error"}
         done = [(labels[k], f) for k, f in state.fragments.items() if f.status == "finished"]
@@ -219,3 +225,12 @@ class Stream:
             if state.replacement is not None:
                 futures.append(state.replacement)
         return futures
+
+
+def _raise_if_gone(future) -> None:
+    """A future neither finished nor failed was cancelled, or lost with the scheduler: the run cannot go on
+    (its sum would be missing); its own error says which."""
+    if future.status not in ("finished", "error", "pending"):
+        from concurrent.futures import CancelledError
+
+        raise CancelledError(f"qcmb_dask: {future.key} was {future.status} (the scheduler gone, or a cancel)")
