@@ -210,7 +210,9 @@ def test_workers_that_retire_at_their_walltime_still_finish_the_run(scenario, tm
     from distributed import Client, LocalCluster
 
     log = tmp_path / "calls.log"
-    harness = FaultyHarness(extras={"log": str(log), "sleep": 1.0})
+    # 7 fragments of 2 s on 2 workers outlast any first worker's 3-5 s lifetime: a replacement computes some (with
+    # 1 s, the first two could finish all 7 before retiring, the faster the submission the likelier)
+    harness = FaultyHarness(extras={"log": str(log), "sleep": 2.0})
     n = len(qcmb_dask.plan(faulty_input()))
     with (
         LocalCluster(n_workers=0, dashboard_address=":0") as cluster,
