@@ -353,12 +353,13 @@ class DistributedSession:
         for label, future in lost.items():
             error = future.exception()
             job = graph.jobs[label]
+            killed = isinstance(error, KilledWorker)
             # a gradient of a Hessian from differences is its own task, named after the fragment's key
-            own = error.task == future.key or str(error.task).endswith(f"-{future.key}")
-            if isinstance(error, KilledWorker) and not own:
+            own = killed and (error.task == future.key or str(error.task).endswith(f"-{future.key}"))
+            if killed and not own:
                 # ordering="by_level": it waited on a level that lost a fragment, and never ran.
                 failures.append(fragment_error(job, "not_run", f"not run: it waits on {error.task}, which failed"))
-            elif isinstance(error, KilledWorker):
+            elif killed:
                 failures.append(worker_lost_error(job, error.allowed_failures + 1, timeouts.get(job.label)))
             else:
                 failures.append(fragment_error(job, type(error).__name__, str(error)))
