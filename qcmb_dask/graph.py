@@ -320,7 +320,7 @@ def _add_plan(
 
     # Cheap low levels first where that costs the makespan little, then longest processing time first.
     if prioritize:
-        for label, rank in fragment_priorities.ranks(plan.tasks, workers, _early_levels_tolerance()).items():
+        for label, rank in fragment_priorities.ranks(plan.tasks, workers, early_levels_tolerance()).items():
             key = fragment_keys[label]
             priorities[key] = max(priorities.get(key, rank), rank)
 
@@ -575,7 +575,7 @@ def _qcmanybody_order(plan: Plan, computer) -> list[str]:
     return [label for _, label, _, _ in iterate_calculations(computer.qcmb_core) if label in mine]
 
 
-def _early_levels_tolerance() -> float:
+def early_levels_tolerance() -> float:
     """``qcmb_dask.early-levels-tolerance``, checked (:mod:`qcmb_dask.planning.priorities`)."""
     from qcmb_dask.errors import InvalidArgument
     from qcmb_dask.options import setting

@@ -105,3 +105,21 @@ def test_a_batch_sum_that_fails_with_every_fragment_done_fails_the_run(local_cli
     data = mbe_input(3, driver="gradient", keywords={"bsse_type": "nocp"}, program="wrong-shape")
     with dask.config.set({"qcmb_dask.stream.batch-size": 2}), pytest.raises(ValueError, match="shape"):
         qcmb_dask.compute(data, local_client, harnesses=[WrongShapeHarness()], progress=False)
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("stream.batch-size", 0),
+        ("stream.batch-size", 2.5),
+        ("stream.batch-size", "many"),
+        ("stream.ahead", 0.5),
+        ("early-levels-tolerance", -1),
+    ],
+)
+def test_stream_settings_are_refused_before_anything_starts(tmp_path, setting, value):
+    from qcmb_dask.errors import InvalidArgument
+
+    with dask.config.set({f"qcmb_dask.{setting}": value}), pytest.raises(InvalidArgument, match=setting):
+        qcmb_dask.compute(mbe_input(2, keywords={"bsse_type": "nocp"}), cluster="local", cache=tmp_path)
+    assert list(ResultStore(tmp_path).entries()) == []

@@ -72,6 +72,7 @@ class Run:
             options.escalate,
             gpu_out_of_memory=gpu_settings_checked(),
         )
+        stream_settings_checked()
         self.ncalculations = 0
 
     def admit(self, plans: Sequence[Plan], *, each_alone: bool = False) -> dict[int, InvalidInput]:
@@ -216,6 +217,27 @@ def whole_analysis_note(plan: Plan) -> str:
         f"the analysis reads all {len(plan):,} of them in one worker process, at once, after the last is in; "
         "without it the results are summed as they arrive."
     )
+
+
+def stream_settings_checked() -> None:
+    """``qcmb_dask.stream.batch-size``, ``stream.ahead`` and ``early-levels-tolerance``, checked before anything
+    starts (the graph and the streamed submission read them)."""
+    from qcmb_dask.errors import InvalidArgument
+    from qcmb_dask.graph import early_levels_tolerance
+    from qcmb_dask.options import setting
+
+    for key, kind, meaning in (
+        ("stream.batch-size", int, "calculations per batch, a whole number of at least 1 (default 500)"),
+        ("stream.ahead", float, "calculations kept submitted per worker thread, a number of at least 1 (default 4)"),
+    ):
+        value = setting(key)
+        try:
+            usable = not isinstance(value, bool) and kind(value) >= 1 and (kind is float or float(value) == int(value))
+        except (TypeError, ValueError):
+            usable = False
+        if not usable:
+            raise InvalidArgument(f"qcmb_dask.{key}={value!r}: expected {meaning}.")
+    early_levels_tolerance()
 
 
 def gpu_settings_checked() -> str:
