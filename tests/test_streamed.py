@@ -97,6 +97,37 @@ def test_a_fragment_lost_in_a_batch_fails_alone_and_the_rest_is_kept(tmp_path, r
     )
 
 
+def test_a_sum_lost_with_its_worker_after_it_finished_is_computed_again(monkeypatch):
+    """A worker dies holding a finished batch sum the client has not yet read (a slow client, a busy node): Dask
+    marks the sum lost and computes it again; the run waits for it and the answer is QCManyBody's."""
+    import os
+    import signal
+    import time
+
+    from qcmb_dask.execution import streamed
+
+    data = mbe_input(3, keywords={"bsse_type": "nocp"})
+    read_first = streamed.Stream._sum_ended
+    seen = []
+
+    def worker_dies_first(self, state, future, completed):
+        if not seen and future.status == "finished":
+            [holder] = self.client.who_has([future])[future.key]
+            pid = self.client.run(os.getpid, workers=[holder])[holder]
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while future.status != "lost" and time.monotonic() < deadline:
+                time.sleep(0.05)
+        seen.append(future.status)
+        return read_first(self, state, future, completed)
+
+    monkeypatch.setattr(streamed.Stream, "_sum_ended", worker_dies_first)
+    with dask.config.set({"qcmb_dask.stream.batch-size": 2}), two_worker_client() as client:
+        ours = qcmb_dask.compute(data, client, progress=False)
+    assert seen[0] == "lost" and seen.count("lost") == 1, seen
+    assert_same_result(ours, qcmanybody_reference(data))
+
+
 def test_a_batch_sum_that_fails_with_every_fragment_done_fails_the_run(local_client):
     """Every fragment finished, but a result cannot be summed (a dimer's gradient has one atom): the sum is tried
     again and the run fails with its error, as a whole analysis would; never a result without that batch."""

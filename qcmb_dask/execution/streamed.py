@@ -129,7 +129,7 @@ class Stream:
             elif key in self.in_flight:
                 self._sum_ended(self.in_flight[key], future, completed)
             elif key in self.replacing:
-                self._replacement_ended(self.replacing.pop(key), future)
+                self._replacement_ended(self.replacing[key], future, completed)
             fill()
             while len(formed) < len(levels) and self._levels_done(levels[len(formed)]):
                 nbody = levels[len(formed)]
@@ -167,6 +167,9 @@ class Stream:
     def _sum_ended(self, state: _InFlight, future, completed) -> None:
         """A batch's sum is in: added to its level's total, and the batch let go (the scheduler forgets it). A
         failed one waits for the batch's fragments (the stream goes on) and is then replaced."""
+        if future.status == "lost":  # its worker died after it finished: Dask computes it again, and it comes back
+            completed.add(future)
+            return
         if future.status == "finished":
             self._finish(state, future.result())
             return
@@ -183,7 +186,7 @@ class Stream:
             _raise_if_gone(future)
         labels = dict(zip(batch.fragments, batch.labels))
         lost = {labels[k]: f for k, f in state.fragments.items() if f.status == "error"}
-        done = [(labels[k], f) for k, f in state.fragments.items() if f.status == "finished"]
+        done = [(labels[k], f) for k, f in state.fragments.items() if f.status in ("finished", "lost")]
         given = self.graph.analysis
         if lost:
             self.totals[batch.nbody].failures.extend(self.lost_failures(self.graph, lost))
@@ -201,7 +204,11 @@ class Stream:
         self.replacing[replacement.key] = state
         completed.add(replacement)
 
-    def _replacement_ended(self, state: _InFlight, future) -> None:
+    def _replacement_ended(self, state: _InFlight, future, completed) -> None:
+        if future.status == "lost":
+            completed.add(future)
+            return
+        del self.replacing[future.key]
         if future.status != "finished":
             raise future.exception()  # the analysis itself fails: the run says so, as a whole graph's would
         self._finish(state, future.result())
@@ -229,8 +236,9 @@ class Stream:
 
 def _raise_if_gone(future) -> None:
     """A future neither finished nor failed was cancelled, or lost with the scheduler: the run cannot go on
-    (its sum would be missing); its own error says which."""
-    if future.status not in ("finished", "error", "pending"):
+    (its sum would be missing); its own error says which. One lost with its worker is not gone: Dask computes it
+    again from what it was made of."""
+    if future.status not in ("finished", "error", "pending", "lost"):
         from concurrent.futures import CancelledError
 
         raise CancelledError(f"qcmb_dask: {future.key} was {future.status} (the scheduler gone, or a cancel)")
