@@ -325,7 +325,7 @@ class DistributedSession:
         normalized, labels, screened = graph.level_inputs[nbody]
         needed = {label: future_of[d.key] for label, d in graph.fragments.items() if graph.jobs[label].nbody <= nbody}
         wait(list(needed.values()))
-        if any(f.status != "finished" for f in needed.values()):
+        if any(f.status not in _COMPUTED for f in needed.values()):
             return None
         with contextlib.suppress(Exception):  # a level that cannot be redone is reported missing, as before
             outputs = self.client.gather(list(needed.values()))
@@ -335,7 +335,7 @@ class DistributedSession:
     def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, mine: dict, level_futures) -> Outcome:
         """Fragments Dask gave up on become failures beside those the fragments returned themselves."""
         failures = self._lost_failures(graph, lost)
-        finished = [f for f in mine.values() if f.status == "finished"]
+        finished = [f for f in mine.values() if f.status in _COMPUTED]
         stats, returned_failures = self.client.submit(summarize, finished, pure=False).result()
         future_of = {d.key: mine[label] for label, d in graph.fragments.items()}
         levels = {}
@@ -364,6 +364,10 @@ class DistributedSession:
             else:
                 failures.append(fragment_error(job, type(error).__name__, str(error)))
         return failures
+
+
+# a future Dask lost with its worker after it finished is computed again, and reading it waits for that
+_COMPUTED = ("finished", "lost")
 
 
 def _scheduler_lost(client, err: Exception) -> bool:
