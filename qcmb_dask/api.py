@@ -104,7 +104,8 @@ def compute(
 
 def timeline(result: Any = None) -> list[dict[str, Any]]:
     """The fragments of a run: one dict each with ``label``, ``nbody``, ``ok``, ``from_store``, ``start`` and
-    ``stop`` (epoch seconds) and ``worker``; for ``qcmb_dask.plots.timeline``.
+    ``stop`` (epoch seconds) and ``worker``; for ``qcmb_dask.plots.timeline``. (A result of more than 100,000
+    calculations keeps its timeline as a list per field; this returns the dicts all the same.)
 
     ``result``: a result ``compute`` returned (a ManyBodyResult or PartialResult), one read back from JSON, or
     the path of a saved one; without it, the last ``compute`` in this process.
@@ -116,7 +117,7 @@ def timeline(result: Any = None) -> list[dict[str, Any]]:
                 "this result has no qcmb_dask record (extras['qcmb_dask']): it was not made by qcmb_dask.compute. "
                 "Pass a result compute returned (or its saved JSON), or call timeline() right after a run."
             )
-        return list(record.get("timeline", []))
+        return runlog.rows(record.get("timeline"))
     log = runlog.last()
     return list(log.records) if log is not None else []
 

@@ -39,6 +39,30 @@ def test_the_result_records_where_and_how_it_ran_and_keeps_it_through_json(tmp_p
     assert again.extras["qcmb_dask"]["run_id"] != record["run_id"]
 
 
+def test_a_large_runs_timeline_is_kept_as_columns_and_read_back_as_the_same_records(tmp_path, monkeypatch):
+    """Above TIMELINE_ROWS calculations the result keeps a list per field (a fifth of the dicts' size);
+    timeline(), the saved file and the report command read it back as the dicts a small run keeps."""
+    from qcmb_dask.diagnostics import provenance
+
+    data = mbe_input(3, keywords={"bsse_type": "nocp"})
+    small = qcmb_dask.compute(data, "sync", cache=tmp_path / "store", progress=False)
+    monkeypatch.setattr(provenance, "TIMELINE_ROWS", 6)  # 7 calculations: one too many
+    large = qcmb_dask.compute(data, "sync", cache=tmp_path / "store", progress=False)
+    columns = large.extras["qcmb_dask"]["timeline"]
+    assert isinstance(columns, dict) and all(len(values) == 7 for values in columns.values())
+    assert isinstance(small.extras["qcmb_dask"]["timeline"], list)
+    records = qcmb_dask.timeline(large)
+    assert [sorted(r) for r in records] == [sorted(r) for r in qcmb_dask.timeline(small)]
+    assert {r["label"] for r in records} == {r["label"] for r in qcmb_dask.timeline(small)}
+    assert all(r["from_store"] and r["ok"] for r in records)
+    saved = tmp_path / "large.json"
+    saved.write_text(large.model_dump_json())
+    assert qcmb_dask.timeline(saved) == records == qcmb_dask.timeline()
+    out = tmp_path / "report.html"
+    assert CliRunner().invoke(main, ["report", str(saved), "--out", str(out)]).exit_code == 0
+    assert "Fragment timeline" in out.read_text()
+
+
 def test_a_run_on_worker_processes_names_its_cluster_and_workers(local_client):
     result = qcmb_dask.compute(mbe_input(2), local_client, progress=False)
     cluster = result.extras["qcmb_dask"]["cluster"]

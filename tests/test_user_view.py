@@ -43,6 +43,29 @@ def test_the_eta_is_the_cost_left_at_the_pace_so_far(monkeypatch):
     assert progress.line() == "qcmb_dask: 1-body 2/2 | 2-body 1/1 | 3/3 done, 1 failed, ETA 0 s"
 
 
+def test_the_run_log_keeps_each_record_once_and_gives_it_back_as_dicts_or_columns():
+    from qcmb_dask.diagnostics.runlog import rows
+
+    log = RunLog({1: 2, 2: 1}, {"a": 1.0, "b": 1.0, "ab": 2.0})
+    assert log.add("b", 1, start=1.0, stop=2.5, worker="w1")
+    assert not log.add("b", 1, start=9.0, stop=9.5, worker="w2")  # its worker was lost after it ended
+    assert log.add("ab", 2, ok=False, worker="w1")
+    assert log.add("unplanned", 1, from_store=True, start=3.0, stop=4.0)
+    expected = [
+        {"label": "b", "nbody": 1, "ok": True, "from_store": False, "start": 1.0, "stop": 2.5, "worker": "w1"},
+        {"label": "ab", "nbody": 2, "ok": False, "from_store": False, "start": None, "stop": None, "worker": "w1"},
+        {"label": "unplanned", "nbody": 1, "ok": True, "from_store": True, "start": 3.0, "stop": 4.0,
+         "worker": None},
+    ]  # fmt: skip
+    assert list(log.records) == expected and len(log.records) == 3
+    assert log.records[-1] == expected[-1] and log.records[1:] == expected[1:]
+    assert rows(log.columns()) == expected == rows(expected)
+    assert log.last_stop(["b", "unplanned"]) == 4.0
+    assert log.last_stop(["b", "ab"]) is None  # ended, at no known time
+    assert log.last_stop(["b", "a"]) is None  # not ended
+    assert log.done_cost == 3.0 and (log.failed, log.from_store) == (1, 1)
+
+
 def test_a_terminal_gets_a_live_line_that_level_messages_do_not_garble():
     terminal = FakeTerminal()
     reporter = Reporter("auto", stream=terminal)

@@ -39,6 +39,7 @@ def report_command(result_file, out):
     from qcmb_dask.diagnostics import plots
     from qcmb_dask.diagnostics.provenance import record_of
     from qcmb_dask.diagnostics.results import load
+    from qcmb_dask.diagnostics.runlog import rows
     from qcmb_dask.options import check_output_path
 
     result = _load_or_exit(load, result_file)
@@ -47,7 +48,7 @@ def report_command(result_file, out):
     except ValueError as e:
         click.echo(f"qcmb-dask: {e}", err=True)
         sys.exit(2)
-    plots.report(result, (record_of(result) or {}).get("timeline"), out)
+    plots.report(result, rows((record_of(result) or {}).get("timeline")), out)
     click.echo(f"Report written to {out}")
 
 

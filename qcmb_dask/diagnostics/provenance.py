@@ -13,6 +13,9 @@ from qcmb_dask.diagnostics.runlog import RunLog
 
 #: the key in ``extras``
 EXTRAS_KEY = "qcmb_dask"
+#: the most fragments whose timeline a result keeps as one dict each; a larger run's is kept as columns (a list
+#: per field), a fifth of the memory and of the saved file
+TIMELINE_ROWS = 100_000
 
 
 def run_record(
@@ -32,17 +35,19 @@ def run_record(
     """
     import qcmb_dask
 
-    records = list(log.records) if log is not None else []
-    stops = {r["label"]: r["stop"] for r in records if r.get("stop") is not None}
     levels = {}
     for nbody, labels in sorted(level_labels.items()):
-        ends = [stops[label] for label in labels if label in stops]
+        ready = log.last_stop(labels) if log is not None and labels else None
         reported = log.level_reported.get(nbody) if log is not None else None
         levels[str(nbody)] = {
             "ncalculations": len(labels),
-            "ready_s": round(max(ends) - began, 3) if len(ends) == len(labels) and ends else None,
+            "ready_s": round(ready - began, 3) if ready is not None else None,
             "reported_s": round(reported - began, 3) if reported is not None else None,
         }
+    if log is None:
+        timeline: list | dict = []
+    else:
+        timeline = list(log.records) if len(log.records) <= TIMELINE_ROWS else log.columns()
     return {
         "version": qcmb_dask.__version__,
         "run_id": run_id,
@@ -53,7 +58,7 @@ def run_record(
         "started": began,
         "wall_time_s": round(time.time() - began, 3),
         "levels": levels,
-        "timeline": records,
+        "timeline": timeline,
     }
 
 

@@ -164,7 +164,7 @@ class Run:
             timed = plan.tasks if placed is not None else devices.on_cpu_for_sure(plan, auto_too=True)
             measured = cost_history.measured_ratios(
                 timed,
-                records_of(reporter),
+                reporter.log.records if reporter.log is not None else (),
                 threads,
                 placed.devices if placed is not None else None,
                 self.options.processes_per_gpu,

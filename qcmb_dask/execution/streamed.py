@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from qcmb_dask.graph import Batch, MBEGraph, annotations_for
@@ -88,8 +87,8 @@ class Stream:
         hlg = HighLevelGraph(
             {name: MaterializedLayer(layer, annotations=annotations_for(self.graph, layer))}, {name: set()}
         )
-        handles = [Delayed(key, hlg, layer=name) for key in wanted]
-        return self.client.compute(handles, resources=self.task_resources, optimize_graph=False)
+        # one graph per call, not a Delayed per key: the scheduler's span keeps a note per collection it was given
+        return self.client.get(hlg, list(wanted), sync=False, resources=self.task_resources)
 
     def _submit_batch(self, batch: Batch, completed) -> None:
         futures = self._submit((*batch.keys, batch.sum_key), (*batch.fragments, batch.sum_key))

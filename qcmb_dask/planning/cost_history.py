@@ -20,6 +20,7 @@ that finish together may lose one's additions (last write wins), which costs not
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import statistics
@@ -93,13 +94,18 @@ def measured_ratios(
     ``tasks``: the plan's :class:`~qcmb_dask.planning.plan.FragmentTask` (their ``model_cost`` is the model's
     estimate); ``records``: the run's fragment ends (:attr:`qcmb_dask.diagnostics.runlog.RunLog.records`).
     ``devices``: label -> where it ran (:mod:`qcmb_dask.planning.placement`); a GPU's seconds are measured
-    against the GPU model with ``processes_per_gpu`` sharing its card.
+    against the GPU model with ``processes_per_gpu`` sharing its card. Only the last :data:`KEEP` of each kind
+    are returned (all the history keeps): a run of a million calculations holds no list of a million ratios.
     """
     from qcmb_dask.planning.placement import gpu_seconds
 
     devices = devices or {}
     by_label = {task.label: task for task in tasks}
-    ratios = []
+    ratios: dict[str, collections.deque] = {}
+
+    def add(kind: str, ratio: float) -> None:
+        ratios.setdefault(kind, collections.deque(maxlen=KEEP)).append(ratio)
+
     for record in records:
         task = by_label.get(record.get("label"))
         start, stop = record.get("start"), record.get("stop")
@@ -108,12 +114,12 @@ def measured_ratios(
         if devices.get(task.label) == GPU:
             modelled = gpu_seconds(task.model_cost, processes_per_gpu)
             if stop > start and modelled > 0:
-                ratios.append((kind_of(task, GPU), (stop - start) / modelled))
+                add(kind_of(task, GPU), (stop - start) / modelled)
             continue
         seconds = (stop - start) * cores_per_task
         if seconds > 0 and task.model_cost > 0:
-            ratios.append((kind_of(task), seconds / task.model_cost))
-    return ratios
+            add(kind_of(task), seconds / task.model_cost)
+    return [(kind, ratio) for kind, kept in ratios.items() for ratio in kept]
 
 
 def record(root: Path | None, ratios: list[tuple[str, float]]) -> None:

@@ -34,7 +34,7 @@ from qcmb_dask.qcmanybody_adapter import (
 EMBEDDING_PROGRAMS = ("pyscf", "psi4")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FragmentTask:
     """One QC calculation of the expansion.
 
@@ -187,11 +187,15 @@ def make_plan(data: InputLike, max_calculations: int | None = None, screening=No
     for k, labels in level_labels.items():
         for label in labels:
             first_level.setdefault(label, k)
-    # Calculations no truncation uses (supersystem, supersystem_ie_only) count by their real fragments.
+    # Calculations no truncation uses (supersystem, supersystem_ie_only) count by their real fragments. A task's
+    # label is the string object its levels hold (one string, not one per level, in a plan of a million).
+    same = {label: label for label in first_level}
     tasks = [
-        _task(label, mc, first_level.get(label, len(real)), real, basis, specifications[mc], driver, cost_of)
+        _task(same.get(label, label), mc, first_level.get(label, len(real)), real, basis, specifications[mc], driver,
+              cost_of)
         for mc, label, real, basis in iterate_calculations(core)
-    ]
+    ]  # fmt: skip
+    del same
     plan = Plan(
         input=normalized,
         tasks=tasks,
@@ -346,7 +350,8 @@ def _truncated_level_labels(computer: QCMBComputer) -> dict[int, tuple[str, ...]
         calcs = list(unique_calculations(truncated_core(computer, k)))
         if set(calcs) <= full:
             levels[k] = tuple(labeler(*calc) for calc in calcs)
-    return levels
+    same: dict[str, str] = {}  # the levels share each label's string: level k holds the labels of k - 1
+    return {k: tuple(same.setdefault(label, label) for label in labels) for k, labels in levels.items()}
 
 
 def _check_embedding_programs(computer: QCMBComputer, specifications: dict[str, dict]) -> None:

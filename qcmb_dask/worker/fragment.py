@@ -43,7 +43,7 @@ class RunPolicy:
 GPU_OUT_OF_MEMORY_CHOICES = ("alone", "cpu")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FragmentJob:
     """What a worker needs for one calculation besides the parent molecule (small, cheap to ship)."""
 
