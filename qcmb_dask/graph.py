@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dask.base import tokenize
@@ -45,7 +45,7 @@ class MBEGraph:
     result: Delayed
     outcome: Delayed
     levels: dict[int, Delayed]
-    fragments: dict[str, Delayed]
+    fragments: Mapping[str, Delayed]
     #: label -> what its fragment node runs (names failures the client learns of from Dask)
     jobs: dict[str, FragmentJob]
     parent: Delayed
@@ -54,7 +54,7 @@ class MBEGraph:
     #: this run's id in the fragments' events
     run_id: str = ""
     #: label -> estimated one-core seconds (the ETA weighs fragments by it)
-    costs: dict[str, float] = field(default_factory=dict)
+    costs: Mapping[str, float] = field(default_factory=dict)
     #: n-body level -> calculations of that level (a calculation counts at the lowest level needing it)
     level_sizes: dict[int, int] = field(default_factory=dict)
     #: n-body level -> (the input, the labels its analysis reads, screened): to redo a level node lost with a worker
@@ -75,6 +75,45 @@ class MBEGraph:
     #: the whole graph, key -> task, and its layer's annotations: what a streamed submission sends part by part
     tasks: Mapping = field(default_factory=dict)
     annotations: dict = field(default_factory=dict)
+
+
+class _Handles(Mapping):
+    """label -> the Delayed handle of its fragment node, made when read: a run of a million calculations that never
+    reads them (a streamed one) holds no million handles."""
+
+    def __init__(self, keys: dict[str, str], handle: Callable[[str], Delayed]):
+        self._keys, self._handle = keys, handle
+
+    def __getitem__(self, label: str) -> Delayed:
+        return self._handle(self._keys[label])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class _Costs(Mapping):
+    """label -> its estimated one-core seconds, read from the plan's tasks (no dict of its own until looked up)."""
+
+    def __init__(self, tasks: list):
+        self._tasks = tasks
+        self._index: dict[str, int] | None = None
+
+    def __getitem__(self, label: str) -> float:
+        if self._index is None:
+            self._index = {task.label: i for i, task in enumerate(self._tasks)}
+        return self._tasks[self._index[label]].cost
+
+    def __iter__(self) -> Iterator[str]:
+        return (task.label for task in self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def items(self):
+        return ((task.label, task.cost) for task in self._tasks)
 
 
 def annotations_for(graph: MBEGraph, keys) -> dict | None:
@@ -215,12 +254,12 @@ def build_many(
                 result=handle(part.result_key),
                 outcome=handle(part.outcome_key),
                 levels={nbody: handle(key) for nbody, key in part.level_keys.items()},
-                fragments={label: handle(key) for label, key in part.fragment_keys.items()},
+                fragments=_Handles(part.fragment_keys, handle),
                 jobs=part.jobs,
                 parent=handle(part.parent_key),
                 priorities=priorities,
                 run_id=run_id,
-                costs={t.label: t.cost for t in plan.tasks},
+                costs=_Costs(plan.tasks),
                 level_sizes={nbody: len(keys) for nbody, keys in part.keys_by_level.items()},
                 level_inputs={
                     nbody: (plan.input, tuple(labels), plan.screening is not None)
@@ -722,18 +761,25 @@ class GraphTasks(Mapping):
 
     def __init__(self):
         self.made: dict = {}
-        self.fragments: dict = {}  # key -> (the parent molecule's key, its job, what it waits on or None)
+        # key -> its job, where it reads the first parent molecule and waits on nothing (all of a plain run's);
+        # else (the parent molecule's key, its job, what it waits on)
+        self.fragments: dict = {}
+        self._parent: str | None = None
 
     def __setitem__(self, key, task) -> None:
         self.made[key] = task
 
     def fragment(self, key: str, parent_key: str, job: FragmentJob, after: TaskRef | None) -> None:
-        self.fragments[key] = (parent_key, job, after)
+        if self._parent is None:
+            self._parent = parent_key
+        plain = parent_key == self._parent and after is None
+        self.fragments[key] = job if plain else (parent_key, job, after)
 
     def __getitem__(self, key):
         if key in self.made:
             return self.made[key]
-        parent_key, job, after = self.fragments[key]
+        entry = self.fragments[key]
+        parent_key, job, after = (self._parent, entry, None) if isinstance(entry, FragmentJob) else entry
         return compat.producer_task(key, run_fragment, TaskRef(parent_key), DataNode(None, job), after)
 
     def __contains__(self, key) -> bool:

@@ -409,7 +409,7 @@ def jobs_by_key(graphs) -> dict:
 
 def _costs(graphs) -> dict[str, float]:
     """The label each fragment reports under -> its estimated one-core seconds (the ETA weighs by it)."""
-    return {job.label: g.costs.get(label, 0.0) for g in graphs for label, job in g.jobs.items()}
+    return {g.jobs[label].label: cost for g in graphs for label, cost in g.costs.items() if label in g.jobs}
 
 
 def _level_sizes(jobs) -> dict[int, int]:
