@@ -47,7 +47,9 @@ def model(command):
     command receives them together as ``model``."""
     model_flags = [
         click.option("--method", help="Molecule files: the QC method (e.g. hf, mp2, b3lyp)."),
-        click.option("--basis", help="Molecule files: the basis set (e.g. 6-31g, cc-pvdz)."),
+        click.option(
+            "--basis", help="Molecule files: the basis set (e.g. 6-31g, cc-pvdz); none for gfn2-xtb (--program tblite)."
+        ),
         click.option("--program", default=None, help="Molecule files: the QC program (default pyscf)."),
         click.option(
             "--bsse", default=None, help="Molecule files: cp, nocp, vmfc or a comma-separated list (default cp)."
@@ -86,7 +88,10 @@ def input_from(input_file: str, model: dict):
                 "specification: change it there."
             )
         return input_file
-    missing = [f"--{k}" for k in ("method", "basis") if k not in given]
+    from qcmb_dask.programs.tblite import METHODS as OWN_BASIS  # GFN-xTB: its basis comes with the method
+
+    needed = ("method",) if str(given.get("method", "")).lower() in OWN_BASIS else ("method", "basis")
+    missing = [f"--{k}" for k in needed if k not in given]
     if missing:
         raise click.UsageError(
             f"{input_file} is a molecule: give the model chemistry with {' and '.join(missing)} "

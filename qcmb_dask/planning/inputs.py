@@ -104,7 +104,7 @@ def manybody_input(
     molecule,
     *,
     method: str,
-    basis: str,
+    basis: str | None = None,
     program: str = "pyscf",
     bsse_type: str | list[str] = "cp",
     max_nbody: int | None = None,
@@ -116,6 +116,7 @@ def manybody_input(
     --method ... --basis ...`` runs. ``molecule``: a Psi4-style string (``--`` between fragments), the path of an
     ``.xyz`` file (fragments ``"auto"``: one per connected molecule, or ranges ``"0-2,3-5"``) or of a string
     file, or a QCSchema molecule dict. ``max_nbody`` defaults to the number of fragments (QCManyBody's default).
+    ``basis``: None only for a method with a basis of its own (``program="tblite"``, ``method="gfn2-xtb"``).
 
     Examples
     --------

@@ -203,7 +203,7 @@ def program_problems(requests: Iterable[tuple], installed: bool = True) -> list[
     register_shipped()
     problems = []
     known = set(qcengine.list_all_programs())
-    for program, method, basis, driver, keywords, embedded, elements in requests:
+    for program, method, basis, driver, keywords, embedded, elements, *ghosts in requests:
         name = program.lower()
         hint = (
             f"{INSTALL_HINTS[name]} (see {PROGRAMS_OVERVIEW})" if name in INSTALL_HINTS else f"see {PROGRAMS_OVERVIEW}"
@@ -218,6 +218,12 @@ def program_problems(requests: Iterable[tuple], installed: bool = True) -> list[
         if installed and not harness.found():
             problems.append(f"program {program!r} is not installed here: {hint}")
             continue
+        if ghosts and ghosts[0] and getattr(harness, "ghost_atoms", True) is False:
+            problems.append(
+                f"program {program!r} cannot run calculations with ghost atoms, which counterpoise (bsse_type 'cp' "
+                "and 'vmfc') needs: use bsse_type 'nocp' with it, or another program"
+            )
+            continue
         if isinstance(harness, ChecksRequests) and harness.found():  # see qcmb_dask.programs.protocol
             try:
                 harness.check_request(method, basis, driver, keywords, embedded, elements)
@@ -227,18 +233,22 @@ def program_problems(requests: Iterable[tuple], installed: bool = True) -> list[
 
 
 def plan_requests(plan) -> list[tuple]:
-    """(program, method, basis, driver, keywords, embedded, elements) for every model chemistry of a plan."""
+    """(program, method, basis, driver, keywords, embedded, elements, ghosts) for every model chemistry of a plan;
+    ``ghosts``: whether any of its calculations has ghost atoms."""
     from qcmb_dask.planning.derivatives import by_differences
 
     embedded = bool(plan.embedding_charges)
     elements = tuple(sorted({s.capitalize() for s in plan.input.model.molecule.symbols}))
     differentiated = by_differences(plan.specifications, plan.driver)  # those run gradients only
+    ghosted = {task.model_chemistry for task in plan.tasks if len(task.basis) > len(task.real)}
     requests = []
     for name, spec in plan.specifications.items():
         model = spec["specification"]["model"]
         keywords = spec["specification"]["keywords"]
         driver = "gradient" if name in differentiated else plan.driver
-        requests.append((spec["program"], model["method"], model["basis"], driver, keywords, embedded, elements))
+        requests.append(
+            (spec["program"], model["method"], model["basis"], driver, keywords, embedded, elements, name in ghosted)
+        )
     return requests
 
 

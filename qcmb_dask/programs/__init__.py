@@ -9,6 +9,7 @@ import qcengine
 from qcmb_dask import compat
 
 from .pyscf import PySCFHarness
+from .tblite import TBLiteHarness
 
 #: How to get the QC programs users ask for; QCEngine's overview lists the rest.
 INSTALL_HINTS = {
@@ -16,7 +17,8 @@ INSTALL_HINTS = {
     "nwchem": "apt-get install nwchem (Debian/Ubuntu), your site's module, or conda install -c conda-forge nwchem; "
     "and pip install networkx",
     "psi4": "conda install -c conda-forge psi4",
-    "xtb": "conda install -c conda-forge xtb-python",
+    "tblite": "pip install tblite (GFN2-xTB, GFN1-xTB; qcmb_dask ships its QCEngine harness)",
+    "xtb": "conda install -c conda-forge xtb-python (or method gfn2-xtb with program tblite, from pip)",
     "cfour": "a licensed CFOUR install with xcfour on PATH",
     "gamess": "a GAMESS install with rungms on PATH",
     "mrchem": "conda install -c conda-forge mrchem",
@@ -49,8 +51,10 @@ def register_shipped() -> None:
     fragment calls it on its worker before it asks QCEngine for its program. To use the PySCF harness on its
     own: ``qcmb_dask.programs.register_shipped()``, then ``qcengine.compute(atomic_input, "pyscf")``.
     """
-    if "pyscf" not in qcengine.list_all_programs():
-        qcengine.register_program(PySCFHarness())
+    registered = qcengine.list_all_programs()
+    for name, harness in (("pyscf", PySCFHarness), ("tblite", TBLiteHarness)):
+        if name not in registered:
+            qcengine.register_program(harness())
 
 
-__all__ = ["INSTALL_HINTS", "PROGRAMS_OVERVIEW", "PySCFHarness", "register", "register_shipped"]
+__all__ = ["INSTALL_HINTS", "PROGRAMS_OVERVIEW", "PySCFHarness", "TBLiteHarness", "register", "register_shipped"]

@@ -1,8 +1,8 @@
-"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: eight optional members, each used where present.
+"""What a QCEngine ``ProgramHarness`` may add for qcmb_dask: nine optional members, each used where present.
 
 Any QCEngine harness runs under qcmb_dask as it is (``compute(..., harnesses=[MyHarness()])`` registers it on
 every worker). A harness of your own can do more by defining any of these; the shipped PySCF harness
-(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines all eight.
+(:class:`qcmb_dask.programs.pyscf.PySCFHarness`) defines the first eight.
 
 - ``check_request(method, basis, driver, keywords, embedded, elements)``: called while planning, for every
   model chemistry, before anything is submitted. Raise ``qcengine.exceptions.InputError`` with a message for
@@ -26,6 +26,9 @@ every worker). A harness of your own can do more by defining any of these; the s
 - ``analytic_hessian(method, keywords)``: False where the program has gradients but no Hessians of that method
   (PySCF's MP2 and CCSD): qcmb_dask then makes each fragment's Hessian from displaced gradients. A harness
   that does not say is taken to compute its Hessians itself.
+- ``ghost_atoms = False``: the program cannot place basis functions on ghost atoms (tblite's GFN-xTB, whose
+  basis belongs to its atoms): an expansion that needs them (counterpoise: ``cp``, ``vmfc``) is refused while
+  planning, naming ``nocp``. A harness that does not say is taken to run them.
 
 A GPU harness that runs out of a card's memory raises QCEngine's ``ResourceError`` with a message starting with
 :data:`GPU_OUT_OF_MEMORY`; qcmb_dask runs the calculation again inside :func:`alone_on_the_gpu` (the harness
