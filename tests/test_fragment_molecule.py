@@ -57,3 +57,35 @@ def test_embedding_charges_in_extras(embedding_enabled):
     check_identical(
         mbe_input(3, keywords={"bsse_type": "nocp", "return_total_data": True, "embedding_charges": EMBEDDING})
     )
+
+
+def test_fragment_of_is_qcelementals_get_fragment_on_any_layout():
+    """The O(fragment) builder gives what get_fragment(group_fragments=False) gives, on a parent of unequal,
+    charged and open-shell fragments, for real and ghost sets of each kind, in and out of order."""
+    import itertools
+
+    import numpy as np
+    from qcelemental.models.v2 import Molecule
+
+    from qcmb_dask.qcmanybody_adapter import fragment_of
+
+    rng = np.random.default_rng(7)
+    symbols = ["O", "H", "H", "N", "H", "H", "H", "O", "H", "C", "O", "O", "H", "H"]  # NH3+ is a doublet
+    parent = Molecule(
+        symbols=symbols,
+        geometry=rng.normal(scale=4.0, size=(len(symbols), 3)),
+        fragments=[[0, 1, 2], [3, 4, 5, 6], [7, 8], [9, 10], [11, 12, 13]],
+        fragment_charges=[0, 1, -1, 0, 0],
+        name="mixed",
+    )
+    parent = prepare_parent(parent)
+    nfragments = len(parent.fragments)
+    for size in (1, 2, 3):
+        for chosen in itertools.combinations(range(nfragments), size):
+            for nreal in range(1, size + 1):
+                for real in itertools.combinations(chosen, nreal):
+                    ghost = [f for f in reversed(chosen) if f not in real]  # the order QCManyBody's sets give
+                    expected = parent.get_fragment(list(real), ghost, orient=False, group_fragments=False)
+                    built = fragment_of(parent, list(real), ghost)
+                    assert built == expected, (real, ghost)
+                    assert built.model_dump_json() == expected.model_dump_json(), (real, ghost)
