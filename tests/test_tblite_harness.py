@@ -138,7 +138,7 @@ def test_counterpoise_with_tblite_is_refused_before_anything_runs(tmp_path):
 
 @pytest.mark.parametrize("driver", ["energy", "gradient"])
 def test_a_gfn2_expansion_equals_qcmanybodys(driver, local_client):
-    data = mbe_input(4, driver=driver, keywords={"bsse_type": "nocp"}, program="tblite",
+    data = mbe_input(3, driver=driver, keywords={"bsse_type": "nocp"}, program="tblite",
                      specs={"(auto)": ("gfn2-xtb", None)})  # fmt: skip
     ours = qcmb_dask.compute(data, local_client, cache=False, progress=False)
     assert_same_result(ours, qcmanybody_reference(data))
