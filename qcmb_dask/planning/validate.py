@@ -203,7 +203,7 @@ def program_problems(requests: Iterable[tuple], installed: bool = True) -> list[
     register_shipped()
     problems = []
     known = set(qcengine.list_all_programs())
-    for program, method, basis, driver, keywords, embedded, elements, *ghosts in requests:
+    for program, method, basis, driver, keywords, embedded, elements, ghosts in requests:
         name = program.lower()
         hint = (
             f"{INSTALL_HINTS[name]} (see {PROGRAMS_OVERVIEW})" if name in INSTALL_HINTS else f"see {PROGRAMS_OVERVIEW}"
@@ -218,7 +218,7 @@ def program_problems(requests: Iterable[tuple], installed: bool = True) -> list[
         if installed and not harness.found():
             problems.append(f"program {program!r} is not installed here: {hint}")
             continue
-        if ghosts and ghosts[0] and getattr(harness, "ghost_atoms", True) is False:
+        if ghosts and getattr(harness, "ghost_atoms", True) is False:
             problems.append(
                 f"program {program!r} cannot run calculations with ghost atoms, which counterpoise (bsse_type 'cp' "
                 "and 'vmfc') needs: use bsse_type 'nocp' with it, or another program"
