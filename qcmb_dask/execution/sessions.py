@@ -21,7 +21,7 @@ from qcmb_dask.diagnostics.progress import Reporter
 from qcmb_dask.diagnostics.runs_on_scheduler import RunsOnScheduler
 from qcmb_dask.errors import SchedulerLost
 from qcmb_dask.execution import subscriptions
-from qcmb_dask.execution.streamed import Stream
+from qcmb_dask.execution.streamed import COMPUTED, Stream
 from qcmb_dask.graph import MBEGraph
 from qcmb_dask.qcmanybody_adapter import EMBEDDING_VARIABLE
 from qcmb_dask.store import ResultStore
@@ -325,7 +325,7 @@ class DistributedSession:
         normalized, labels, screened = graph.level_inputs[nbody]
         needed = {label: future_of[d.key] for label, d in graph.fragments.items() if graph.jobs[label].nbody <= nbody}
         wait(list(needed.values()))
-        if any(f.status not in _COMPUTED for f in needed.values()):
+        if any(f.status not in COMPUTED for f in needed.values()):
             return None
         with contextlib.suppress(Exception):  # a level that cannot be redone is reported missing, as before
             outputs = self.client.gather(list(needed.values()))
@@ -335,7 +335,7 @@ class DistributedSession:
     def _outcome_with_lost_fragments(self, graph: MBEGraph, lost: dict, mine: dict, level_futures) -> Outcome:
         """Fragments Dask gave up on become failures beside those the fragments returned themselves."""
         failures = self._lost_failures(graph, lost)
-        finished = [f for f in mine.values() if f.status in _COMPUTED]
+        finished = [f for f in mine.values() if f.status in COMPUTED]
         stats, returned_failures = self.client.submit(summarize, finished, pure=False).result()
         future_of = {d.key: mine[label] for label, d in graph.fragments.items()}
         levels = {}
@@ -364,10 +364,6 @@ class DistributedSession:
             else:
                 failures.append(fragment_error(job, type(error).__name__, str(error)))
         return failures
-
-
-# a future Dask lost with its worker after it finished is computed again, and reading it waits for that
-_COMPUTED = ("finished", "lost")
 
 
 def _scheduler_lost(client, err: Exception) -> bool:
@@ -409,7 +405,7 @@ def jobs_by_key(graphs) -> dict:
 
 def _costs(graphs) -> dict[str, float]:
     """The label each fragment reports under -> its estimated one-core seconds (the ETA weighs by it)."""
-    return {g.jobs[label].label: cost for g in graphs for label, cost in g.costs.items() if label in g.jobs}
+    return {g.jobs[label].label: cost for g in graphs for label, cost in g.costs.items()}
 
 
 def _level_sizes(jobs) -> dict[int, int]:

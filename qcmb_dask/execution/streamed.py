@@ -185,7 +185,7 @@ class Stream:
             _raise_if_gone(future)
         labels = dict(zip(batch.fragments, batch.labels))
         lost = {labels[k]: f for k, f in state.fragments.items() if f.status == "error"}
-        done = [(labels[k], f) for k, f in state.fragments.items() if f.status in ("finished", "lost")]
+        done = [(labels[k], f) for k, f in state.fragments.items() if f.status in COMPUTED]
         given = self.graph.analysis
         if lost:
             self.totals[batch.nbody].failures.extend(self.lost_failures(self.graph, lost))
@@ -231,6 +231,11 @@ class Stream:
             if state.replacement is not None:
                 futures.append(state.replacement)
         return futures
+
+
+#: a future's statuses that mean its result exists: one Dask lost with its worker after it finished is computed
+#: again, and reading it waits for that
+COMPUTED = ("finished", "lost")
 
 
 def _raise_if_gone(future) -> None:
