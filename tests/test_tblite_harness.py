@@ -40,8 +40,8 @@ def direct(method: str, symbols, angstrom, charge=0, uhf=0, gradient=False, **se
     numbers = np.array([qcel.periodictable.to_Z(s) for s in symbols])
     bohr = np.round(angstrom / qcel.constants.bohr2angstroms, 8)  # QCSchema keeps geometries to 1e-8 Bohr
     calculator = Calculator(method, numbers, bohr, charge=charge, uhf=uhf)
-    kelvin = 300.0 * 3.166808578545117e-6  # Eh
-    options = {"verbosity": 0, "accuracy": 0.01, "max-iter": 250, "mixer-damping": 0.4, "temperature": kelvin}
+    smearing = 300.0 * 3.166808578545117e-6  # 300 K in Eh, as tblite takes it
+    options = {"verbosity": 0, "accuracy": 0.01, "max-iter": 250, "mixer-damping": 0.4, "temperature": smearing}
     options.update(settings)
     for name, value in options.items():
         calculator.set(name, value)
