@@ -89,10 +89,16 @@ def compute(
     derivatives.of_plan(the_plan)
     run.admit([the_plan])
     the_plan = cost_history.refine(the_plan, run.store_root)  # what earlier runs measured orders this one
-    run.consider(the_plan.total_cost(), [the_plan])
+    estimate = the_plan.total_cost()
+    if the_plan.energy_screening is not None:  # the monomers planned; the dimers alone are about n - 1 times them
+        estimate *= 1.5 * max(1, the_plan.nfragments - 1)
+    run.consider(estimate, [the_plan])
     logger.info("%s", the_plan)  # a batch job's log shows what the run is, as the terminal's plan table does
     with run.session() as session:
-        finished, _ = run.run_plan(session, the_plan)
+        if the_plan.energy_screening is not None:
+            finished = _energy_screened(run, session, the_plan, screening)
+        else:
+            finished, _ = run.run_plan(session, the_plan)
     if run.options.report is not None:
         from qcmb_dask.diagnostics import plots
 
@@ -100,6 +106,19 @@ def compute(
         run.reporter.say(f"qcmb_dask: report written to {run.options.report}")
     run.reporter.say(f"qcmb_dask: done in {run.seconds():.1f} s")
     return finished
+
+
+def _energy_screened(run: Run, session, seed: Plan, screening):
+    """An energy-screened expansion on an open session: the k-mers chosen as results arrive, then the kept ones
+    assembled (:mod:`qcmb_dask.execution.adaptive`)."""
+    from qcmb_dask.execution import adaptive
+
+    decisions = adaptive.decide(run, session, seed, screening)
+    normalized = adaptive.through_order(seed.input, decisions.kept())
+    kept = make_plan(normalized, run.options.max_calculations, screening, kept=decisions.kept())
+    kept = cost_history.refine(kept, run.store_root)
+    finished, _ = run.run_plan(session, kept)
+    return adaptive.with_report(finished, decisions)
 
 
 def timeline(result: Any = None) -> list[dict[str, Any]]:

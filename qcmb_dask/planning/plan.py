@@ -6,8 +6,10 @@ Molecule is built per fragment here — workers build them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,6 +87,9 @@ class Plan:
     cost_factors: dict[str, tuple[float, int, str]] = field(default_factory=dict)
     #: a distance-screened expansion's cutoffs and kept k-mers (:mod:`qcmb_dask.planning.screening`); None: full
     screening: Any = None
+    #: an energy-screened expansion's request (:mod:`qcmb_dask.planning.energy_screening`): the plan holds what it
+    #: begins with (the monomers) until the run's decisions give the kept k-mers; None: not energy-screened
+    energy_screening: Any = None
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -130,7 +135,9 @@ class Plan:
                 lines.append(
                     f"      {nb}-body calculations: {count:6}   est. {100 * share[mc, nb] / total:5.1f} % of the work"
                 )
-        if self.screening is not None:
+        if self.energy_screening is not None:
+            lines += _energy_screening_lines(self.energy_screening)
+        elif self.screening is not None:
             lines += _screening_lines(self.screening)
         return "\n".join(lines)
 
@@ -147,11 +154,26 @@ def _screening_lines(screened) -> list[str]:
     return lines
 
 
-def make_plan(data: InputLike, max_calculations: int | None = None, screening=None) -> Plan:
+def _energy_screening_lines(request) -> list[str]:
+    thresholds = ", ".join(f"{k}-body {v:g} Eh" for k, v in sorted(request.thresholds.items())) or "none"
+    order = f"; the order chosen by the results (tolerance {request.tolerance:g} Eh)" if request.auto else ""
+    lines = [
+        f"  Screened by energy (measure {request.measure}): thresholds {thresholds}{order}. The monomers above run "
+        "first; every larger k-mer is chosen from the results as they arrive."
+    ]
+    if request.distance:
+        cutoffs = ", ".join(f"{k}-body {v:g} A" for k, v in sorted(request.distance.items()))
+        lines.append(f"  Candidates limited by distance (closest atoms of two fragments): {cutoffs}")
+    return lines
+
+
+def make_plan(data: InputLike, max_calculations: int | None = None, screening=None, kept: dict | None = None) -> Plan:
     """Plan an MBE: validate the input once, enumerate its unique calculations and their n-body levels.
 
     ``screening``: n-body order -> cutoff (Angstrom), or the input's ``specification.extras["qcmb_dask"]
-    ["screening"]``: only the k-mers :mod:`qcmb_dask.planning.screening` keeps are planned.
+    ["screening"]``: only the k-mers :mod:`qcmb_dask.planning.screening` keeps are planned. With energy
+    thresholds (:mod:`qcmb_dask.planning.energy_screening`), the monomers are planned, and ``kept`` (order -> the
+    k-mers an energy-screened run kept, closed under subsets) plans those.
 
     Every problem QCManyBody, QCElemental or qcmb_dask finds in the input is an
     :class:`~qcmb_dask.errors.InvalidInput`; programs are checked to be known to QCEngine and able to run
@@ -177,9 +199,9 @@ def make_plan(data: InputLike, max_calculations: int | None = None, screening=No
     core: ManyBodyCore = computer.qcmb_core
     driver = str(computer.driver.value)
     cost_of = _cost_estimator(computer.molecule, specifications, driver)
-    cutoffs = screening_of(normalized, screening)
-    if cutoffs is not None:
-        return _screened_plan(normalized, computer, specifications, cost_of, cutoffs, max_calculations)
+    cutoffs, request = screening_request(normalized, screening)
+    if request is not None or cutoffs is not None:
+        return _screened_plan(normalized, computer, specifications, cost_of, cutoffs, max_calculations, request, kept)
     _check_size(core, cost_of, max_calculations)
 
     level_labels = _truncated_level_labels(computer)
@@ -238,43 +260,89 @@ def _our_extras(normalized: NormalizedInput) -> dict:
 
 def screening_of(normalized: NormalizedInput, given) -> dict[int, float] | None:
     """The cutoffs of a screened run: the call's, else the input's ``specification.extras["qcmb_dask"]``."""
+    return screening_request(normalized, given)[0]
+
+
+def screening_request(normalized: NormalizedInput, given):
+    """(distance cutoffs or None, energy request or None): the call's ``screening``, else the input's
+    ``specification.extras["qcmb_dask"]["screening"]``."""
+    from qcmb_dask.planning.energy_screening import parse
     from qcmb_dask.planning.screening import parse_cutoffs
 
     if given is None:
         extras = normalized.model.specification.extras or {}
         given = (extras.get("qcmb_dask") or {}).get("screening")
-    return parse_cutoffs(given)
+    cutoffs, request = parse(given)
+    cutoffs = parse_cutoffs(cutoffs)
+    if request is not None and cutoffs:
+        request = dataclasses.replace(request, distance=cutoffs)
+    return cutoffs, request
 
 
-def _screened_plan(normalized, computer, specifications, cost_of, cutoffs, max_calculations) -> Plan:
+def unit_calculations(kmer: tuple[int, ...], bsse_types, mc: str) -> dict[str, tuple[tuple, tuple]]:
+    """label -> (real, basis): the calculations a k-mer's increment needs: nocp its own, vmfc every sub-cluster
+    of it in its basis."""
+    calculations = {}
+    if "nocp" in bsse_types:
+        calculations[labeler(mc, kmer, kmer)] = (kmer, kmer)
+    if "vmfc" in bsse_types:
+        for size in range(1, len(kmer) + 1):
+            for real in itertools.combinations(kmer, size):
+                calculations.setdefault(labeler(mc, real, kmer), (real, kmer))
+    return calculations
+
+
+def task_maker(plan: Plan, specifications: dict[str, dict], driver: str):
+    """((label -> (real, basis)), model chemistry) -> FragmentTasks, for calculations a run chooses while it goes
+    on (an energy-screened run's k-mers); ``specifications``: model chemistry -> {"program", "specification"}, of
+    ``plan`` or beside it (a cheap method)."""
+    cost_of = _cost_estimator(plan.input.model.molecule, specifications, driver)
+
+    def tasks(calculations: dict[str, tuple[tuple[int, ...], tuple[int, ...]]], mc: str) -> list[FragmentTask]:
+        return [
+            _task(label, mc, len(basis), real, basis, specifications[mc], driver, cost_of)
+            for label, (real, basis) in calculations.items()
+        ]
+
+    return tasks
+
+
+def _screened_plan(
+    normalized, computer, specifications, cost_of, cutoffs, max_calculations, request=None, kept=None
+) -> Plan:
     """The plan of a screened expansion, from the kept k-mers alone (the full expansion is never enumerated):
     nocp needs each kept k-mer in its own basis, vmfc every sub-cluster of each kept k-mer in its basis."""
+    from qcmb_dask.planning import energy_screening
     from qcmb_dask.planning import screening as sc
 
     core: ManyBodyCore = computer.qcmb_core
     # what the input asks for: QCManyBody's core adds by-products (vmfc's calculations give cp and nocp too)
     bsse_types = [bt.value for bt in computer.bsse_type]
     sc.check_treatments(bsse_types, core.levels, core.has_supersystem)
+    driver = str(computer.driver.value)
+    if request is not None:
+        energy_screening.check(request, core.max_nbody, bsse_types, driver)
     molecule = computer.molecule
     distances = sc.fragment_distances(molecule.geometry, molecule.fragments)
-    screened = sc.screen(cutoffs, distances, core.max_nbody)
+    if request is None:
+        screened = sc.screen(cutoffs, distances, core.max_nbody)
+    else:  # the monomers until the run has decided; then what it kept (the distance cutoffs limit its candidates)
+        kept = kept or {1: [(i,) for i in range(1, core.nfragments + 1)]}
+        kept = {order: [tuple(k) for k in kept.get(order, [])] for order in range(1, core.max_nbody + 1)}
+        # no cutoffs here: the distance report's fit of dropped energy is for k-mers dropped by distance alone
+        screened = sc.Screening({}, kept, {k: math.comb(core.nfragments, k) for k in kept}, distances)
     mc = next(iter(set(core.levels.values())))
     calculations: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     for order in sorted(screened.kept):
         for kmer in screened.kept[order]:
-            if "nocp" in bsse_types:
-                calculations.setdefault(labeler(mc, kmer, kmer), (kmer, kmer))
-            if "vmfc" in bsse_types:
-                for size in range(1, order + 1):
-                    for real in itertools.combinations(kmer, size):
-                        calculations.setdefault(labeler(mc, real, kmer), (real, kmer))
+            for label, calculation in unit_calculations(kmer, bsse_types, mc).items():
+                calculations.setdefault(label, calculation)
     if max_calculations is not None and len(calculations) > max_calculations:
         raise InvalidInput(
             f"the screened expansion keeps {len(calculations):,} calculations, more than qcmb_dask.max-calculations "
             f"({max_calculations:,}): tighten the cutoffs, or raise the setting if you mean it."
         )
     spec = specifications[mc]
-    driver = str(computer.driver.value)
     tasks = [
         _task(label, mc, len(basis), real, basis, spec, driver, cost_of)
         for label, (real, basis) in calculations.items()
@@ -290,8 +358,13 @@ def _screened_plan(normalized, computer, specifications, cost_of, cutoffs, max_c
         bsse_type=bsse_types,
         driver=driver,
         embedding_charges=computer.embedding_charges,
-        token=hashlib.sha256((normalized.model.model_dump_json() + repr(cutoffs)).encode()).hexdigest()[:12],
+        token=hashlib.sha256(
+            (
+                normalized.model.model_dump_json() + repr(cutoffs) + ("" if request is None else repr((request, kept)))
+            ).encode()
+        ).hexdigest()[:12],
         screening=screened,
+        energy_screening=request,
     )
     validate.check_programs(validate.plan_requests(plan), installed=False)
     return plan
