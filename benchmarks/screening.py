@@ -1,4 +1,4 @@
-"""Distance-screened expansions: calculations kept and the error against the full expansion, per cutoff pair.
+"""Screened expansions: calculations kept and the error against the full expansion, by distance and by energy.
 
 1. (H2O)16 and (H2O)20, HF/STO-3G, 3-body nocp: the full expansion is computed once into a result store; each
    cutoff pair is then a screened run that reads its calculations from that store (a tighter run computes
@@ -10,12 +10,25 @@
 The clusters are waters on a cubic grid 3.1 A apart (about liquid water's O-O distance), randomly rotated
 (``systems.water_cluster``, seeded): not minima, but every water has neighbours at hydrogen-bond distances.
 
-    python benchmarks/screening.py           # all three parts
-    python benchmarks/screening.py --quick   # (H2O)8 and a planned (H2O)32, for CI
+Energy screening (``--energy``; :mod:`qcmb_dask.planning.energy_screening`):
+
+4. (H2O)16 and (H2O)20 to 3-body, (H2O)10 and (H2O)20 to 4-body, nocp and vmfc (vmfc on the 16- and 10-water
+   clusters): the full expansion once into a store, then per threshold and measure the k-mers kept and the error
+   against it, beside the distance cutoffs. The sweep replays the run's decisions on the full expansion's
+   energies (``EnergyScreen``, the class a run decides with); one real run per measure is checked equal to its
+   replay to 1e-9 Eh. The cheap measure (GFN2-xTB) rows are real runs (tblite computed, HF read from the store).
+5. (H2O)64 to 4-body, nocp, screened by GFN2-xTB increments, end to end on this machine: counts and times.
+
+    python benchmarks/screening.py           # parts 1-3
+    python benchmarks/screening.py --energy  # part 4
+    python benchmarks/screening.py --h2o64 2=1e-4,3=3e-5,4=1e-5  # part 5
+    python benchmarks/screening.py --quick   # (H2O)8 and a planned (H2O)32, and (H2O)6 energy-screened, for CI
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import tempfile
 import time
 
@@ -98,16 +111,217 @@ def end_to_end(nwaters: int, cutoffs: dict, client) -> None:
         print(f"  estimate of the dropped {order}-body energy: {shown} ({value.get('how', value.get('why'))})")
 
 
+# -- energy screening -------------------------------------------------------------------------------------------
+#: 3-body thresholds (Eh) swept per measure; 4-body ones are these / 10 beside them
+THRESHOLDS = {"max": [3e-3, 1e-3, 3e-4, 1e-4], "min": [1e-4, 3e-5, 1e-5, 3e-6, 1e-6], "sum": [3e-3, 1e-3, 3e-4]}
+#: GFN2-xTB thresholds (Eh): a k-mer is kept when its own GFN2 increment reaches its order's
+CHEAP = [{2: 1e-4, 3: 3e-5, 4: 1e-5}, {2: 3e-5, 3: 1e-5, 4: 3e-6}, {2: 1e-5, 3: 3e-6, 4: 1e-6}]
+DISTANCE_4 = [{2: 12.0, 3: 8.0, 4: 6.0}, {2: 9.0, 3: 6.0, 4: 5.0}, {2: 7.0, 3: 5.0, 4: 4.0}]
+
+
+def energy_input(nwaters: int, max_nbody: int, bsse: str) -> dict:
+    data = mbe_input(nwaters, max_nbody, bsse)
+    data["molecule"] = water_cluster(nwaters, spacing=SPACING)
+    data["specification"]["keywords"]["return_total_data"] = True
+    return data
+
+
+class Expansion:
+    """The full expansion's calculations (label -> energy) and every k-mer's increment, nocp or vmfc."""
+
+    def __init__(self, result, nfragments: int, max_nbody: int, bsse: str):
+        self.nfragments, self.max_nbody, self.bsse = nfragments, max_nbody, bsse
+        self.energy = {}
+        for label, props in result.cluster_properties.items():
+            _, real, basis = json.loads(label)
+            self.energy[tuple(real), tuple(basis)] = props.return_energy
+        self.increments = {}
+        for order in range(1, max_nbody + 1):
+            for kmer in itertools.combinations(range(1, nfragments + 1), order):
+                self.increments[kmer] = self.increment(kmer, self.increments)
+
+    def increment(self, kmer, known) -> float:
+        if self.bsse == "vmfc":
+            return sum(
+                (-1) ** (len(kmer) - size) * self.energy[real, kmer]
+                for size in range(1, len(kmer) + 1)
+                for real in itertools.combinations(kmer, size)
+            )
+        below = sum(known[sub] for size in range(1, len(kmer)) for sub in itertools.combinations(kmer, size))
+        return self.energy[kmer, kmer] - below
+
+    def decide(self, thresholds: dict, measure: str, candidate=None):
+        """What a run with these settings keeps: the run's own decisions, fed this expansion's energies."""
+        from qcmb_dask.planning.energy_screening import EnergyScreen
+
+        screen = EnergyScreen(self.nfragments, self.max_nbody, thresholds, measure=measure, candidate=candidate)
+        queue = screen.first()
+        while queue:
+            kmer = queue.pop()
+            queue.extend(screen.computed(kmer, self.increment(kmer, screen.increments)))
+        return {kmer for kmers in screen.kept.values() for kmer in kmers}
+
+    def error(self, kept: set, order: int | None = None) -> float:
+        """The kept expansion's energy minus the full one's (Eh), over all orders or one."""
+        return -sum(v for k, v in self.increments.items() if k not in kept and (order is None or len(k) == order))
+
+    def calculations(self, kept: set) -> int:
+        return sum(2 ** len(k) - 1 if self.bsse == "vmfc" else 1 for k in kept)
+
+
+def energy_table(nwaters: int, max_nbody: int, bsse: str, client, store: str, quick: bool = False) -> Expansion:
+    from qcmb_dask.planning import screening as sc
+
+    data = energy_input(nwaters, max_nbody, bsse)
+    kcal = hartree_to_kcal()
+    began = time.perf_counter()
+    full = qcmb_dask.compute(data, cluster=client, cache=store, progress=False)
+    full_s = time.perf_counter() - began
+    expansion = Expansion(full, nwaters, max_nbody, bsse)
+    everything = set(expansion.increments)
+    top = {k for k in everything if len(k) == max_nbody}
+    term = -expansion.error(everything - top, max_nbody) if max_nbody else 0.0
+    print(
+        f"\n(H2O){nwaters}, HF/STO-3G, {max_nbody}-body {bsse}: {expansion.calculations(everything)} calculations, "
+        f"full expansion {full_s:.0f} s ({full.extras['qcmb_dask']['computed']} computed); its {max_nbody}-body "
+        f"contribution {term * kcal:.4f} kcal/mol"
+    )
+    kept_orders = " / ".join(f"{k}-mers" for k in range(2, max_nbody + 1))
+    print(f"| screening | kept {kept_orders} | calculations | error, total (kcal/mol) | per monomer | "
+          f"error, {max_nbody}-body term |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+
+    def row(name: str, kept: set) -> tuple[int, float]:
+        counts = " / ".join(f"{sum(len(k) == o for k in kept):,}" for o in range(2, max_nbody + 1))
+        error, term_error = expansion.error(kept) * kcal, expansion.error(kept, max_nbody) * kcal
+        print(f"| {name} | {counts} | {expansion.calculations(kept):,} | {error:+.4f} | {error / nwaters:+.5f} | "
+              f"{term_error:+.4f} |")  # fmt: skip
+        return sum(len(k) == max_nbody for k in kept), term_error
+
+    distances = sc.fragment_distances(full.molecule.geometry, full.molecule.fragments)
+    pairs = CUTOFF_PAIRS if max_nbody == 3 else DISTANCE_4
+    distance_rows = {}
+    for cutoffs in pairs[:2] if quick else pairs:
+        kept = {k for kmers in sc.screen(cutoffs, distances, max_nbody).kept.values() for k in kmers}
+        distance_rows[tuple(cutoffs.values())] = row("distance " + " / ".join(f"{v:g}" for v in cutoffs.values()) +
+                                                     " Å", kept)  # fmt: skip
+    energy_rows = {}
+    for measure, values in THRESHOLDS.items():
+        for threshold in values[:1] if quick else values:
+            thresholds = {3: threshold, **({4: threshold / 10} if max_nbody >= 4 else {})}
+            kept = expansion.decide(thresholds, measure)
+            shown = ", ".join(f"{v:g}" for v in thresholds.values())
+            energy_rows[measure, threshold] = row(f"{measure} of (k-1)-mers, {shown} Eh", kept)
+            if threshold == values[1 if len(values) > 1 and not quick else 0]:
+                check_run(data, client, store, {"energy": thresholds, "measure": measure}, expansion, kept)
+    for thresholds in CHEAP[:1] if quick else CHEAP:
+        thresholds = {k: v for k, v in thresholds.items() if k <= max_nbody}
+        screening = {"energy": thresholds, "measure": "gfn2-xtb"}
+        began = time.perf_counter()
+        result = qcmb_dask.compute(data, cluster=client, cache=store, screening=screening, progress=False)
+        seconds = time.perf_counter() - began
+        report = result.extras["qcmb_dask"]["screening"]["energy"]
+        kept = _closure_of_report(report, nwaters)
+        assert abs(result.properties.return_energy - full.properties.return_energy - expansion.error(kept)) < 1e-8
+        shown = ", ".join(f"{v:g}" for v in thresholds.values())
+        energy_rows["gfn2", shown] = row(f"GFN2-xTB own increment, {shown} Eh ({seconds:.0f} s)", kept)
+    _goal(max_nbody, distance_rows, energy_rows, nwaters)
+    return expansion
+
+
+def _closure_of_report(report: dict, nfragments: int) -> set:
+    """The kept k-mers a run reported (kept counts and dropped lists): every k-mer whose subsets were kept and that
+    was not dropped."""
+    dropped = {tuple(k) for kmers in report["dropped_kmers"].values() for k in kmers}
+    kept = {(i,) for i in range(1, nfragments + 1)}
+    for order in range(2, max(int(k) for k in report["kept"]) + 1):
+        for kmer in itertools.combinations(range(1, nfragments + 1), order):
+            if kmer not in dropped and all(s in kept for s in itertools.combinations(kmer, order - 1)):
+                kept.add(kmer)
+        assert sum(len(k) == order for k in kept) == report["kept"][str(order)]
+    return kept
+
+
+def check_run(data, client, store, screening, expansion: Expansion, kept: set) -> None:
+    """A real run equals its replay: same kept k-mers, energy to 1e-9 Eh, nothing computed (all in the store)."""
+    result = qcmb_dask.compute(data, cluster=client, cache=store, screening=screening, progress=False)
+    report = result.extras["qcmb_dask"]["screening"]["energy"]
+    for order in range(2, expansion.max_nbody + 1):
+        assert report["kept"][str(order)] == sum(len(k) == order for k in kept), (order, report["kept"])
+    full_energy = sum(expansion.increments.values())
+    assert abs(result.properties.return_energy - (full_energy + expansion.error(kept))) < 1e-9
+    assert result.extras["qcmb_dask"]["computed"] == 0 and report["decisions"]["computed"] == 0
+
+
+def _goal(max_nbody: int, distance_rows: dict, energy_rows: dict, nwaters: int) -> None:
+    if max_nbody == 3 and (12.0, 8.0) in distance_rows:
+        count, error = distance_rows[12.0, 8.0]
+        within = [(n, name, e) for name, (n, e) in energy_rows.items() if abs(e) <= abs(error)]
+        if within:
+            n, name, e = min(within)
+            print(f"goal: at the 12 / 8 Å 3-body error ({error:+.4f} kcal/mol, {count:,} trimers), {name} keeps "
+                  f"{n:,} trimers ({e:+.4f}): {count / max(n, 1):.1f}x fewer (goal: at least 2x)")  # fmt: skip
+    if max_nbody == 4:
+        full = {4: len(list(itertools.combinations(range(nwaters), 4)))}[4]
+        fits = [(n, name, e) for name, (n, e) in energy_rows.items() if n <= 0.05 * full]
+        for n, name, e in sorted(fits)[:3]:
+            print(
+                f"4-body: {name}: {n:,} of {full:,} 4-mers ({100 * n / full:.1f} %), 4-body term error "
+                f"{e / nwaters:+.5f} kcal/mol per monomer (goal: within 0.05 with at most 5 %)"
+            )
+
+
+def h2o64(client, thresholds: dict) -> None:
+    data = energy_input(64, 4, "nocp")
+    screening = {"energy": thresholds, "measure": "gfn2-xtb"}
+    with tempfile.TemporaryDirectory() as store:
+        began = time.perf_counter()
+        result = qcmb_dask.compute(data, cluster=client, cache=store, screening=screening, progress=True)
+        wall = time.perf_counter() - began
+    report = result.extras["qcmb_dask"]["screening"]["energy"]
+    ours = result.extras["qcmb_dask"]
+    print(f"\n(H2O)64 4-body nocp HF/STO-3G, GFN2-xTB thresholds {thresholds}: end to end {wall:.0f} s")
+    decided = report["decisions"]
+    print(f"  GFN2-xTB decisions: {decided['computed']:,} calculations in {decided['seconds']:.0f} s")
+    print(
+        f"  kept (2 / 3 / 4-body): {report['kept']}; dropped: {report['dropped']}; HF calculations {ours['computed']:,}"
+    )
+    print("  the full expansion: 64 / 2,016 / 41,664 / 635,376 = 679,120 calculations")
+    print(f"  total energy {result.properties.return_energy:.8f} Eh")
+
+
+def energy_main(client, quick: bool) -> None:
+    with tempfile.TemporaryDirectory() as store:
+        if quick:
+            energy_table(6, 3, "nocp", client, store, quick=True)
+            return
+        for nwaters, max_nbody, bsse in ((16, 3, "nocp"), (16, 3, "vmfc"), (20, 3, "nocp"), (10, 4, "nocp"),
+                                         (20, 4, "nocp"), (10, 4, "vmfc")):  # fmt: skip
+            energy_table(nwaters, max_nbody, bsse, client, store)
+
+
 def main() -> None:
     from common import warm_client
 
     from qcmb_dask.clusters.resources import machine_cores
 
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--energy", action="store_true", help="part 4: energy screening against the full expansion")
+    p.add_argument("--h2o64", metavar="ORDER=EH,...", help="part 5: (H2O)64 4-body with these GFN2-xTB thresholds")
+    args = p.parse_args()
     with warm_client(machine_cores()) as client:
         if args.quick:
             errors_table(8, client, CUTOFF_PAIRS[:2])
             end_to_end(32, {2: 6.0, 3: 4.5}, None)
+            energy_main(client, quick=True)
+            return
+        if args.energy:
+            energy_main(client, quick=False)
+        if args.h2o64:
+            from qcmb_dask.planning.energy_screening import parse_thresholds
+
+            h2o64(client, parse_thresholds(args.h2o64))
+        if args.energy or args.h2o64:
             return
         for nwaters in (16, 20):
             errors_table(nwaters, client, CUTOFF_PAIRS)
