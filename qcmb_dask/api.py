@@ -18,7 +18,7 @@ from qcmb_dask.execution.run import Run, records_of
 from qcmb_dask.options import RUN_OPTIONS, Options, RunOptions, check_harnesses, document
 from qcmb_dask.planning import cost_history, derivatives
 from qcmb_dask.planning.inputs import InputLike
-from qcmb_dask.planning.plan import Plan, make_plan
+from qcmb_dask.planning.plan import Plan, make_plan, only_whole_plans
 from qcmb_dask.worker.analysis import Result
 from qcmb_dask.worker.fragment import RunPolicy
 
@@ -157,7 +157,7 @@ def progress_in_store(
     from qcmb_dask.qcmanybody_adapter import prepare_parent
     from qcmb_dask.worker.fragment import in_store
 
-    the_plan = plan(input, harnesses=harnesses, cache=False, screening=screening)
+    the_plan = only_whole_plans(plan(input, harnesses=harnesses, cache=False, screening=screening), "status")
     root = store.location(cache)
     if root is None:
         raise InvalidArgument("the result store is off (cache=False): there is nothing to count progress in.")
@@ -247,7 +247,7 @@ def build_graph(
     )
     check_harnesses(harnesses)
     programs.register(harnesses)
-    the_plan = make_plan(input, options.max_calculations, screening)
+    the_plan = only_whole_plans(make_plan(input, options.max_calculations, screening), "build_graph")
     store_root = store.location(cache)
     if store_root is not None:
         store.make_ready(store_root)

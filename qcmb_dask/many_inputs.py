@@ -21,7 +21,7 @@ from qcmb_dask.execution.run import Run, records_of
 from qcmb_dask.execution.sessions import jobs_by_key
 from qcmb_dask.options import RUN_OPTIONS, Options, RunOptions, document
 from qcmb_dask.planning import derivatives
-from qcmb_dask.planning.plan import make_plan
+from qcmb_dask.planning.plan import make_plan, only_whole_plans
 from qcmb_dask.worker.analysis import Outcome, Result
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def _plans(inputs: list, labels: list[str], max_calculations, reporter: Reporter
         try:
             if isinstance(data, Exception):  # a file read_input_set could not read
                 raise data
-            plans[index] = make_plan(data, max_calculations, screening)
+            plans[index] = only_whole_plans(make_plan(data, max_calculations, screening), "a run of several inputs")
             derivatives.of_plan(plans[index])
         except (InvalidInput, FileNotFoundError) as err:
             refused[index] = err

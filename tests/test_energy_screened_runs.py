@@ -181,7 +181,7 @@ def test_the_settings_are_read_from_the_inputs_extras_and_shown_in_the_plan():
     data = mbe_input(keywords={"bsse_type": "nocp"})
     data["specification"]["extras"] = {"qcmb_dask": {"screening": {"energy": {3: 1e-5}, "distance": {2: 9}}}}
     shown = str(qcmb_dask.plan(data))
-    assert "Screened by energy (measure min): thresholds 3-body 1e-05 Eh" in shown
+    assert "Screened by energy (measure max): thresholds 3-body 1e-05 Eh" in shown
     assert "Candidates limited by distance (closest atoms of two fragments): 2-body 9 A" in shown
 
 

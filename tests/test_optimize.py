@@ -170,3 +170,18 @@ def test_a_journal_that_cannot_be_written_warns_and_the_optimization_goes_on(tmp
     with pytest.warns(StoreWarning, match="cannot record this optimization's points"):
         result = qcmb_dask.optimize(optimization_input(2, "nocp"), cluster="sync", cache=tmp_path, progress=False)
     assert result.properties.optimization_iterations > 3
+
+
+def test_an_energy_screened_optimization_keeps_the_kmers_of_its_first_point(tmp_path, caplog):
+    """The cyclic trimer, 3-body nocp, with a 3-body threshold that drops the trimer: every point is the 2-body
+    expansion, so the optimization ends where the 2-body one does (and says it froze the k-mers)."""
+    data = optimization_input(3, "nocp")
+    data["specification"]["keywords"]["max_nbody"] = 3
+    with caplog.at_level("INFO", logger="qcmb_dask"):
+        screened = qcmb_dask.optimize(
+            data, cluster="sync", cache=tmp_path, progress=False, screening={"energy": {3: 1.0}, "measure": "max"}
+        )
+    assert "chose 3 2-mers, 0 3-mers at the first point; the optimization keeps these k-mers" in caplog.text
+    two_body = qcmb_dask.optimize(optimization_input(3, "nocp"), cluster="sync", cache=tmp_path, progress=False)
+    assert abs(screened.properties.return_energy - two_body.properties.return_energy) <= 1e-9
+    assert len(screened.trajectory_results) == len(two_body.trajectory_results)

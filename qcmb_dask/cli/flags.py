@@ -24,12 +24,63 @@ processes_per_gpu = click.option(
 )
 threads_per_task = click.option("--threads-per-task", type=int, help=short_help("threads_per_task"))
 memory_per_task = click.option("--memory-per-task", metavar="GIB|SIZE", help=short_help("memory_per_task"))
-screening = click.option(
-    "--screening",
-    metavar="ORDER=ANGSTROM,...",
-    help="Distance-screened expansion (nocp, vmfc): e.g. 2=9,3=6 keeps a k-mer when all its fragment pairs are "
-    "within the k-body cutoff (closest atoms) and all its (k-1)-mers are kept.",
+_SCREENING_OPTIONS = (
+    click.option(
+        "--screening",
+        metavar="ORDER=ANGSTROM,...",
+        help="Distance-screened expansion (nocp, vmfc): e.g. 2=9,3=6 keeps a k-mer when all its fragment pairs are "
+        "within the k-body cutoff (closest atoms) and all its (k-1)-mers are kept.",
+    ),
+    click.option(
+        "--energy-screening",
+        metavar="ORDER=EH,...",
+        help="Energy-screened expansion (nocp, vmfc; energy, gradient): e.g. 3=1e-5,4=1e-6 computes a k-mer only when "
+        "the measure of its (k-1)-mers' increments reaches the k-body threshold, decided as results arrive.",
+    ),
+    click.option(
+        "--measure",
+        metavar="NAME",
+        help="What decides an energy-screened k-mer: min, max or sum of its (k-1)-mers' |increments|, or a cheap "
+        "method's own increment of it, computed first (gfn2-xtb, gfn1-xtb). Default: max.",
+    ),
+    click.option(
+        "--order-tolerance",
+        metavar="EH",
+        help="Choose the highest n-body order from the results (max_nbody='auto'; the input's is the ceiling): stop "
+        "when the next level's estimated total is below EH.",
+    ),
 )
+
+
+def screening(command):
+    """The screening flags, given to ``command`` as one ``screening`` setting (what ``compute(screening=...)``
+    takes: the distance cutoffs alone, or a dict with the energy thresholds, the measure and the order)."""
+
+    @functools.wraps(command)
+    def with_screening(*args, screening=None, energy_screening=None, measure=None, order_tolerance=None, **kwargs):
+        return command(
+            *args, screening=screening_setting(screening, energy_screening, measure, order_tolerance), **kwargs
+        )
+
+    for option in reversed(_SCREENING_OPTIONS):
+        with_screening = option(with_screening)
+    return with_screening
+
+
+def screening_setting(distance, energy, measure, order_tolerance):
+    """The flags as one ``screening`` value: the distance cutoffs as given where nothing else is."""
+    if energy is None and measure is None and order_tolerance is None:
+        return distance
+    given = {
+        "distance": distance,
+        "energy": energy,
+        "measure": measure,
+        "max_nbody": "auto" if order_tolerance is not None else None,
+        "tolerance": order_tolerance,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
 #: The store a run reads and writes; ``--no-cache`` beside it turns it off.
 result_store = click.option(
     "--cache", type=click.Path(file_okay=False), help="Result store directory (default ~/.cache/...)."

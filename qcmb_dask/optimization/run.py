@@ -97,6 +97,23 @@ def optimize(
     return _optimized(run, start, first, geometric_keywords, screening, callback)
 
 
+def _with_frozen_kmers(run: Run, session, moved: NormalizedInput, screening, frozen: dict) -> NormalizedInput:
+    """An energy-screened optimization: the k-mers are chosen at its first point (``frozen`` filled) and kept fixed
+    after, so that every point's gradient is that of one expansion; the input through the order chosen."""
+    from qcmb_dask.execution import adaptive
+
+    if not frozen:
+        seed = make_plan(moved, run.options.max_calculations, screening)
+        decisions = adaptive.decide(run, session, seed, screening)
+        frozen.update(decisions.kept())
+        counts = ", ".join(f"{len(kmers)} {order}-mers" for order, kmers in sorted(frozen.items()) if order > 1)
+        run.reporter.say(
+            f"qcmb_dask: energy screening chose {counts} at the first point; the optimization keeps these k-mers "
+            "at every point (a fixed expansion, whose gradient is the derivative of its energy)"
+        )
+    return adaptive.through_order(moved, frozen)
+
+
 def _optimized(run: Run, start, first, keywords: dict, screening, callback) -> OptimizationResult:
     """geomeTRIC on one session, every point it asks for one graph (or replayed from the journal)."""
     reporter, store_root = run.reporter, run.store_root
@@ -104,14 +121,21 @@ def _optimized(run: Run, start, first, keywords: dict, screening, callback) -> O
     resumed = len(journal.points)
     if resumed:
         reporter.say(f"qcmb_dask: resuming: {resumed} point(s) of this optimization are in the store")
-    reporter.say(f"qcmb_dask: optimizing with geomeTRIC, {len(first)} calculations per point")
+    per_point = "the k-mers energy screening chooses" if first.energy_screening else len(first)
+    reporter.say(f"qcmb_dask: optimizing with geomeTRIC, {per_point} calculations per point")
     results: list = []
+
+    #: an energy-screened optimization's k-mers, chosen at its first point and kept for every point after
+    frozen: dict = {}
 
     def evaluate(coordinates: np.ndarray) -> tuple[float, np.ndarray]:
         index = len(results)
         recorded = journal.recall(index, coordinates)
         point = recorded if recorded is not None else coordinates
-        step_plan = make_plan(NormalizedInput(_moved(start, point), 2), run.options.max_calculations, screening)
+        moved = NormalizedInput(_moved(start, point), 2)
+        if first.energy_screening is not None:
+            moved = _with_frozen_kmers(run, session, moved, screening, frozen)
+        step_plan = make_plan(moved, run.options.max_calculations, screening, kept=frozen or None)
         step_began = time.time()
         result, _ = run.run_plan(session, step_plan, _point_display(), step_began)
         energy = float(result.properties.return_energy)

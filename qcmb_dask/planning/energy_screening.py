@@ -32,7 +32,7 @@ OWN = "own"
 #: a cheap method's name -> (QCEngine program, method): its increments decide what the expensive method runs
 CHEAP_METHODS = {"gfn2-xtb": ("tblite", "gfn2-xtb"), "gfn1-xtb": ("tblite", "gfn1-xtb")}
 #: the measure used where none is given (why: benchmarks/README.md, "Energy screening")
-DEFAULT_MEASURE = "min"
+DEFAULT_MEASURE = "max"
 #: what ``screening=`` may hold besides distance cutoffs
 KEYS = ("distance", "energy", "measure", "max_nbody", "tolerance")
 #: the drivers a screening measure is defined for: each k-mer's energy is its increment's first part

@@ -167,6 +167,17 @@ def _energy_screening_lines(request) -> list[str]:
     return lines
 
 
+def only_whole_plans(plan: Plan, where: str) -> Plan:
+    """``plan``, refused where ``where`` runs plans as they are and an energy-screened one is its monomers alone
+    until a run decides the rest."""
+    if plan.energy_screening is not None:
+        raise InvalidInput(
+            f"energy screening chooses its k-mers while it runs, which {where} does not do: run the input with "
+            "qcmb_dask.compute (or qcmb-dask run), or screen by distance here."
+        )
+    return plan
+
+
 def make_plan(data: InputLike, max_calculations: int | None = None, screening=None, kept: dict | None = None) -> Plan:
     """Plan an MBE: validate the input once, enumerate its unique calculations and their n-body levels.
 
