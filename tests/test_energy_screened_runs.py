@@ -215,3 +215,24 @@ def test_a_distance_limited_energy_screened_gradient_on_a_cluster_equals_the_in_
                   itertools.combinations(k, 2))]  # fmt: skip
     assert len(candidates) == 8 and ours["dropped"]["3"] == 4  # the others were never candidates
     assert np.asarray(there.return_result).shape == (18, 3)
+
+
+def test_the_live_page_shows_candidates_computed_and_dropped_per_order(local_client, tmp_path):
+    from qcmb_dask.diagnostics import page
+
+    data = grid_input(5, 3)
+    result = qcmb_dask.compute(
+        data, cluster=local_client, cache=tmp_path, screening={"energy": {3: 4e-3}, "measure": "max"}, progress=False
+    )
+    report = result.extras["qcmb_dask"]["screening"]["energy"]
+    runs = local_client.run_on_scheduler(lambda dask_scheduler: page.snapshot(dask_scheduler)["runs"])
+    screening_run = next(run["run"] for run in runs if run["run"].startswith("screening-"))
+    shown = local_client.run_on_scheduler(lambda dask_scheduler: page.snapshot(dask_scheduler, screening_run))
+    three = shown["screening"]["orders"]["3"]
+    assert three == {"candidates": 10, "computed": report["kept"]["3"], "dropped": report["dropped"]["3"], "running": 0}
+    assert "3-body 10 candidates" in shown["screening"]["line"]
+    assert {level["nbody"]: (level["total"], level["done"]) for level in shown["levels"]} == {
+        1: (5, 5),
+        2: (10, 10),
+        3: (report["kept"]["3"], report["kept"]["3"]),
+    }

@@ -67,6 +67,7 @@ def snapshot(scheduler, run: str | None = None) -> dict[str, Any]:
         "runs": listing,
         "timeline": _timeline(tally, description["started"]),
         "events": tally.events if tally is not None else None,
+        "screening": chosen.get("screening"),
     }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,9 @@ def decide(run, session, plan: Plan, screening: Any) -> Decisions:
             "energy screening keeps what it chose in the result store and assembles the kept k-mers from it: run it "
             "with the store on (cache=True or a directory, not cache=False / --no-cache)."
         )
-    units = _Units(plan, request, run.policy, session.resources.task_config(retries=run.options.retries))
+    run_id = f"screening-{uuid.uuid4().hex[:8]}"
+    task_config = session.resources.task_config(retries=run.options.retries)
+    units = _Units(plan, request, run.policy, task_config, run_id)
     if request.cheap is not None and session.client is None:  # where programs run here: installed, or said now
         validate.check_programs(validate.plan_requests(units.unit_plan), installed=True)
     screen = es.EnergyScreen(
@@ -103,15 +106,16 @@ def decide(run, session, plan: Plan, screening: Any) -> Decisions:
     decisions = Decisions(request, screen)
     began = time.perf_counter()
     runner = _OnCluster(session, plan) if session.client is not None else _InProcess(plan)
-    progress = _Progress(run.reporter, screen)
+    progress = _Progress(run.reporter, screen, session.client, run_id, plan.bsse_type)
     failures = []
     ready = screen.first()
     complete_through = 0
     try:
         while ready or runner.busy():
             for kmer in ready:
-                runner.submit(kmer, units.jobs(kmer))
-                progress.running[len(kmer)] += 1
+                jobs = units.jobs(kmer)
+                runner.submit(kmer, jobs)
+                progress.submitted(kmer, jobs)
             ready = []
             for kmer, done in runner.finished():
                 progress.running[len(kmer)] -= 1
@@ -185,10 +189,10 @@ def _within(cutoffs: dict[int, float], distances) -> Any:
 class _Units:
     """A k-mer's calculations (its jobs), and its increment from their energies."""
 
-    def __init__(self, plan: Plan, request: es.EnergyRequest, policy, task_config: dict):
+    def __init__(self, plan: Plan, request: es.EnergyRequest, policy, task_config: dict, run_id: str = ""):
         from qcmb_dask.graph import fragment_job
 
-        self.plan, self.policy, self.task_config = plan, policy, task_config
+        self.plan, self.policy, self.task_config, self.run_id = plan, policy, task_config, run_id
         self.mc = next(iter(plan.specifications))
         self.fragment_job = fragment_job
         self.vmfc = request.cheap is None and plan.bsse_type[0] == "vmfc"
@@ -211,7 +215,7 @@ class _Units:
     def jobs(self, kmer: tuple[int, ...]) -> list:
         calculations = unit_calculations(kmer, self.bsse, self.mc)
         return [
-            self.fragment_job(self.unit_plan, task, self.task_config, self.policy)
+            self.fragment_job(self.unit_plan, task, self.task_config, self.policy, self.run_id)
             for task in self.tasks(calculations, self.mc)
         ]
 
@@ -317,40 +321,73 @@ class _OnCluster:
 
 
 class _Progress:
-    """Candidates, computed and dropped k-mers per order, said as orders complete and every few seconds."""
+    """Candidates, computed and dropped k-mers per order: said as orders complete and every few seconds, and on a
+    cluster published for the live page (a run of its own there, its levels the calculations sent so far)."""
 
-    def __init__(self, reporter, screen: es.EnergyScreen):
-        self.reporter, self.screen = reporter, screen
+    def __init__(self, reporter, screen: es.EnergyScreen, client, run_id: str, bsse_types):
+        self.reporter, self.screen, self.client, self.run_id = reporter, screen, client, run_id
+        self.bsse_types = list(bsse_types)
         self.running: Counter = Counter()
         self.computed: Counter = Counter()
+        self.calculations: Counter = Counter()  # n-body level -> calculations sent
         self.said = time.monotonic()
+        self.started = time.time()
 
-    def line(self) -> str:
+    def submitted(self, kmer: tuple[int, ...], jobs: list) -> None:
+        self.running[len(kmer)] += 1
+        for job in jobs:
+            self.calculations[job.nbody] += 1
+
+    def counts(self) -> dict[int, dict[str, int]]:
+        """order -> candidates, computed, dropped and running k-mers."""
         dropped = Counter(len(kmer) for kmer in self.screen.dropped)
-        parts = []
+        counts = {}
         for order in range(2, self.screen.max_nbody + 1):
             kept = len(self.screen.kept.get(order, ()))
             candidates = kept + dropped[order] + self.screen.waiting_for(order)
             if self.screen.measure == es.OWN:
                 candidates += self.running[order]
-            if candidates:
-                parts.append(
-                    f"{order}-body {candidates:,} candidates: {self.computed[order]:,} computed, "
-                    f"{dropped[order]:,} dropped, {self.running[order]:,} running"
-                )
+            counts[order] = {
+                "candidates": candidates,
+                "computed": self.computed[order],
+                "dropped": dropped[order],
+                "running": self.running[order],
+            }
+        return counts
+
+    def line(self) -> str:
+        parts = [
+            f"{order}-body {c['candidates']:,} candidates: {c['computed']:,} computed, {c['dropped']:,} dropped, "
+            f"{c['running']:,} running"
+            for order, c in self.counts().items()
+            if c["candidates"]
+        ]
         return "; ".join(parts) or "monomers running"
 
-    def tick(self) -> None:
-        if time.monotonic() - self.said >= PROGRESS_EVERY_S:
+    def tick(self, force: bool = False) -> None:
+        if force or time.monotonic() - self.said >= PROGRESS_EVERY_S:
             self.said = time.monotonic()
             self.reporter.say(f"qcmb_dask: screening: {self.line()}")
+            self.publish()
+
+    def publish(self) -> None:
+        if self.client is None:
+            return
+        from qcmb_dask.diagnostics import run_events
+
+        levels = {str(k): n for k, n in sorted(self.calculations.items())}
+        run_events.publish_run(self.client, self.run_id, levels, self.bsse_types, self.started)
+        orders = {str(order): c for order, c in self.counts().items()}
+        run_events.publish(self.client, [self.run_id, "screening"], {"line": self.line(), "orders": orders})
 
     def level_done(self, order: int) -> None:
         if order >= 2:
             self.said = time.monotonic()
             self.reporter.say(f"qcmb_dask: screening: {order}-body decided. {self.line()}")
+            self.publish()
 
     def say_totals(self, decisions: Decisions) -> None:
+        self.publish()
         stopped = decisions.stopped
         if stopped:
             self.reporter.say(
