@@ -236,3 +236,13 @@ def test_the_live_page_shows_candidates_computed_and_dropped_per_order(local_cli
         2: (10, 10),
         3: (report["kept"]["3"], report["kept"]["3"]),
     }
+
+
+def test_on_the_embedded_cluster_whose_client_is_not_the_default_one(tmp_path):
+    """compute()'s own LocalCluster: its client is not Dask's default one, which the decisions must not need."""
+    data = grid_input(4, 3)
+    screening = {"energy": {3: 4e-3}, "measure": "max"}
+    embedded = qcmb_dask.compute(data, cache=tmp_path / "a", screening=screening, progress=False)
+    here = qcmb_dask.compute(data, cluster="sync", cache=tmp_path / "b", screening=screening, progress=False)
+    assert embedded.return_result == pytest.approx(here.return_result, abs=1e-10)
+    assert embedded.extras["qcmb_dask"]["cluster"]["kind"] != "sync"

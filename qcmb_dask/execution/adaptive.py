@@ -262,7 +262,7 @@ class _OnCluster:
 
         self.client, self.resources = session.client, session.task_resources
         self.parent = self.client.submit(prepare_parent, plan.input.model.molecule, pure=False)
-        self.completed = as_completed()
+        self.completed = as_completed(loop=self.client.loop)  # this client, whether or not it is the default one
         self.units: dict[str, tuple] = {}  # future key -> (kmer, its futures, jobs)
         self.left: dict[tuple, int] = {}
         self.names = itertools.count()
