@@ -73,6 +73,14 @@ def compute(
         kept k-mers' increments (nocp and vmfc), with the cutoffs, counts and an estimate of the dropped energy
         in ``extras["qcmb_dask"]["screening"]``. Also read from the input's
         ``specification.extras["qcmb_dask"]["screening"]``. Default: every k-mer, QCManyBody's own analysis.
+
+        Energy thresholds per order in Eh, ``{"energy": {3: 1e-5, 4: 1e-6}}``: a k-mer is computed only when the
+        ``"measure"`` of its (k-1)-mers' increments reaches its order's threshold (``"max"``, the default, ``"sum"``
+        or ``"min"`` of their absolute values), or, with ``"measure": "gfn2-xtb"``, when its own GFN2-xTB
+        increment does (computed first, through tblite); decided as the results arrive. ``"max_nbody": "auto"``
+        with ``"tolerance"`` (Eh) stops at the order whose next level is estimated below it. ``"distance"``
+        beside gives cutoffs as above. Needs the result store; the decisions are in
+        ``extras["qcmb_dask"]["screening"]["energy"]``.
     {parameters}
 
     Every argument left as ``None`` comes from the ``qcmb_dask`` section of the Dask config. Nothing is
