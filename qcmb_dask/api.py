@@ -96,6 +96,10 @@ def compute(
     the_plan = make_plan(input, run.options.max_calculations, screening)  # checked before anything is submitted
     derivatives.of_plan(the_plan)
     run.admit([the_plan])
+    if the_plan.energy_screening is not None:
+        from qcmb_dask.execution import adaptive
+
+        adaptive.admit(run, the_plan)
     the_plan = cost_history.refine(the_plan, run.store_root)  # what earlier runs measured orders this one
     estimate = the_plan.total_cost()
     if the_plan.energy_screening is not None:  # the monomers planned; the dimers alone are about n - 1 times them
@@ -121,7 +125,7 @@ def _energy_screened(run: Run, session, seed: Plan, screening):
     assembled (:mod:`qcmb_dask.execution.adaptive`)."""
     from qcmb_dask.execution import adaptive
 
-    decisions = adaptive.decide(run, session, seed, screening)
+    decisions = adaptive.decide(run, session, seed)
     normalized = adaptive.through_order(seed.input, decisions.kept())
     kept = make_plan(normalized, run.options.max_calculations, screening, kept=decisions.kept())
     kept = cost_history.refine(kept, run.store_root)

@@ -81,20 +81,27 @@ class Decisions:
         return report
 
 
-def decide(run, session, plan: Plan, screening: Any) -> Decisions:
-    """Run the k-mers the request keeps, choosing each as its (k-1)-mers' results arrive; their results go to the
-    store. ``plan``: the seed plan ``make_plan`` gives an energy-screened input (the monomers)."""
-    request: es.EnergyRequest = plan.energy_screening
+def admit(run, plan: Plan) -> None:
+    """What an energy-screened run needs beyond its seed plan's checks, before a cluster starts: the result store,
+    and the cheap method's program where programs run here."""
     if run.store_root is None:
         raise InvalidInput(
             "energy screening keeps what it chose in the result store and assembles the kept k-mers from it: run it "
             "with the store on (cache=True or a directory, not cache=False / --no-cache)."
         )
+    if plan.energy_screening.cheap is not None and run.backend.programs_run_here:
+        units = _Units(plan, plan.energy_screening, run.policy, {})
+        validate.check_programs(validate.plan_requests(units.unit_plan), installed=True)
+
+
+def decide(run, session, plan: Plan) -> Decisions:
+    """Run the k-mers the request keeps, choosing each as its (k-1)-mers' results arrive; their results go to the
+    store. ``plan``: the seed plan ``make_plan`` gives an energy-screened input (the monomers); ``run`` admitted
+    it (:func:`admit`)."""
+    request: es.EnergyRequest = plan.energy_screening
     run_id = f"screening-{uuid.uuid4().hex[:8]}"
     task_config = session.resources.task_config(retries=run.options.retries)
     units = _Units(plan, request, run.policy, task_config, run_id)
-    if request.cheap is not None and session.client is None:  # where programs run here: installed, or said now
-        validate.check_programs(validate.plan_requests(units.unit_plan), installed=True)
     screen = es.EnergyScreen(
         plan.nfragments,
         plan.max_nbody,

@@ -93,6 +93,10 @@ def optimize(
     run = Run(cluster, cache, harnesses, Options.from_call(**run_options, on_error="raise"))
     first = make_plan(NormalizedInput(start, 2), run.options.max_calculations, screening)  # every check, nothing runs
     run.admit([first])
+    if first.energy_screening is not None:
+        from qcmb_dask.execution import adaptive
+
+        adaptive.admit(run, first)
     run.consider(first.total_cost() * EXPECTED_STEPS, [first])
     return _optimized(run, start, first, geometric_keywords, screening, callback)
 
@@ -104,7 +108,7 @@ def _with_frozen_kmers(run: Run, session, moved: NormalizedInput, screening, fro
 
     if not frozen:
         seed = make_plan(moved, run.options.max_calculations, screening)
-        decisions = adaptive.decide(run, session, seed, screening)
+        decisions = adaptive.decide(run, session, seed)
         frozen.update(decisions.kept())
         counts = ", ".join(f"{len(kmers)} {order}-mers" for order, kmers in sorted(frozen.items()) if order > 1)
         run.reporter.say(
