@@ -138,9 +138,8 @@ def _gfn2_energy(data: dict, kmer: tuple[int, ...]) -> float:
 
 def test_the_order_is_chosen_by_the_results_and_the_result_says_where_and_why(tmp_path):
     data = grid_input(5, 4, return_total_data=True)
-    stops = qcmb_dask.compute(
-        data, cluster="sync", cache=tmp_path, screening={"max_nbody": "auto", "tolerance": 1e-2}, progress=False
-    )
+    auto = {"max_nbody": "auto", "tolerance": 1e-2, "energy": {3: 0.0, 4: 0.0}}  # thresholds past where it stops
+    stops = qcmb_dask.compute(data, cluster="sync", cache=tmp_path, screening=auto, progress=False)
     report = stops.extras["qcmb_dask"]["screening"]["energy"]
     assert report["stopped"]["order"] == 3 and "below the tolerance" in report["stopped"]["reason"]
     assert report["not_reached"] == {"4": 5} and report["kept"]["4"] == 0

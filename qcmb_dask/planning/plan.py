@@ -331,7 +331,7 @@ def _screened_plan(
     bsse_types = [bt.value for bt in computer.bsse_type]
     sc.check_treatments(bsse_types, core.levels, core.has_supersystem)
     driver = str(computer.driver.value)
-    if request is not None:
+    if request is not None and kept is None:  # once, at the start: the kept k-mers may end below max_nbody
         energy_screening.check(request, core.max_nbody, bsse_types, driver)
     molecule = computer.molecule
     distances = sc.fragment_distances(molecule.geometry, molecule.fragments)
