@@ -245,3 +245,29 @@ def test_on_the_embedded_cluster_whose_client_is_not_the_default_one(tmp_path):
     here = qcmb_dask.compute(data, cluster="sync", cache=tmp_path / "b", screening=screening, progress=False)
     assert embedded.return_result == pytest.approx(here.return_result, abs=1e-10)
     assert embedded.extras["qcmb_dask"]["cluster"]["kind"] != "sync"
+
+
+def test_the_command_line_runs_an_energy_screened_expansion_and_refuses_a_bad_one(tmp_path):
+    from click.testing import CliRunner
+
+    from qcmb_dask.cli import main
+
+    path = tmp_path / "five.json"
+    path.write_text(json.dumps(grid_input(5, 4)))
+    common = ["run", str(path), "--cluster", "sync", "--cache", str(tmp_path / "store"), "--quiet"]
+    out = CliRunner().invoke(
+        main, [*common, "--energy-screening", "3=4e-3", "--measure", "max", "--order-tolerance", "1e-2",
+               "--screening", "2=4,3=4", "--out", str(tmp_path / "result.json")],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    report = json.loads((tmp_path / "result.json").read_text())["extras"]["qcmb_dask"]["screening"]["energy"]
+    assert (
+        report["thresholds"] == {"3": 4e-3}
+        and report["measure"] == "max"
+        and report["distance"] == {"2": 4.0, "3": 4.0}
+    )
+    assert report["tolerance"] == 1e-2 and report["stopped"]["order"] == 3
+    refused = CliRunner().invoke(main, [*common, "--energy-screening", "3=-1"])
+    assert refused.exit_code == 2 and "must be a number of at least 0" in refused.output
+    refused = CliRunner().invoke(main, [*common, "--measure", "gfn2-xtb"])
+    assert refused.exit_code == 2 and "give energy thresholds" in refused.output
