@@ -271,3 +271,43 @@ def test_the_command_line_runs_an_energy_screened_expansion_and_refuses_a_bad_on
     assert refused.exit_code == 2 and "must be a number of at least 0" in refused.output
     refused = CliRunner().invoke(main, [*common, "--measure", "gfn2-xtb"])
     assert refused.exit_code == 2 and "give energy thresholds" in refused.output
+
+
+@pytest.mark.slow
+def test_an_interrupted_screened_run_resumes_from_the_store_and_gives_the_same_answer(tmp_path):
+    """Ctrl-C while the trimers are being decided: exit 130, every finished calculation stored; the same command
+    computes only what is missing and gives the uninterrupted run's answer."""
+    import signal
+    import subprocess
+
+    from .test_cli import qcmb_dask_command
+
+    path = tmp_path / "six.json"
+    path.write_text(json.dumps(grid_input(6, 3)))
+    settings = ["--energy-screening", "3=1e-4", "--measure", "max", "--cluster", "sync"]
+    command = [*qcmb_dask_command(), "run", str(path), *settings, "--cache", str(tmp_path / "store")]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "2-body decided" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen)
+    stored = len(entries(tmp_path / "store"))
+    assert stored >= 6 + 15  # the monomers and dimers at least
+
+    again = subprocess.run(
+        [*command, "--out", str(tmp_path / "resumed.json")], capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    decided = resumed["extras"]["qcmb_dask"]["screening"]["energy"]["decisions"]
+    assert decided["from_store"] == stored and decided["computed"] == 6 + 15 + resumed["extras"]["qcmb_dask"][
+        "screening"]["energy"]["kept"]["3"] - stored  # fmt: skip
+    whole = qcmb_dask.compute(
+        grid_input(6, 3), cluster="sync", cache=tmp_path / "other", progress=False,
+        screening={"energy": {3: 1e-4}, "measure": "max"},
+    )  # fmt: skip
+    assert resumed["return_result"] == pytest.approx(whole.return_result, abs=1e-10)

@@ -311,9 +311,9 @@ class _OnCluster:
         task itself raised), a failure that says so."""
         from distributed import KilledWorker
 
-        if future.status == "finished":
+        if future.status in ("finished", "lost"):  # lost with its worker after it finished: Dask computes it again
             return future.result()
-        if future.status not in ("error", "lost"):
+        if future.status != "error":
             from concurrent.futures import CancelledError
 
             raise CancelledError(f"qcmb_dask: {future.key} was {future.status} (the scheduler gone, or a cancel)")
