@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ MEASURES: dict[str, Callable[[list[float]], float]] = {"max": max, "sum": sum, "
 OWN = "own"
 #: a cheap method's name -> (QCEngine program, method): its increments decide what the expensive method runs
 CHEAP_METHODS = {"gfn2-xtb": ("tblite", "gfn2-xtb"), "gfn1-xtb": ("tblite", "gfn1-xtb")}
-#: the measure used where none is given (why: benchmarks/README.md, "Energy screening")
+#: the measure used where none is given: the steadiest measured (benchmarks/README.md, "Energy-screened expansions")
 DEFAULT_MEASURE = "max"
 #: what ``screening=`` may hold besides distance cutoffs
 KEYS = ("distance", "energy", "measure", "max_nbody", "tolerance")
@@ -74,7 +74,7 @@ def parse(value: Any) -> tuple[Any, EnergyRequest | None]:
     if unknown:
         raise InvalidInput(
             f"screening: {unknown} are not screening settings; expected some of {list(KEYS)}, e.g. "
-            "{'distance': {2: 12, 3: 8}, 'energy': {3: 1e-5, 4: 1e-6}, 'measure': 'min'}."
+            "{'distance': {2: 12, 3: 8}, 'energy': {3: 1e-5, 4: 1e-6}, 'measure': 'max'}."
         )
     auto = value.get("max_nbody")
     if auto not in (None, "auto"):
@@ -305,8 +305,3 @@ def full_increments(nfragments: int, max_nbody: int, energy_of: Callable[[tuple[
             below = sum(increments[sub] for size in range(1, order) for sub in itertools.combinations(kmer, size))
             increments[kmer] = energy_of(kmer) - below
     return increments
-
-
-def kept_sets(screen: EnergyScreen) -> Iterable[tuple[int, ...]]:
-    for order in sorted(screen.kept):
-        yield from screen.kept[order]
