@@ -286,7 +286,11 @@ def test_an_interrupted_screened_run_resumes_from_the_store_and_gives_the_same_a
     path.write_text(json.dumps(grid_input(6, 3)))
     settings = ["--energy-screening", "3=1e-4", "--measure", "max", "--cluster", "sync"]
     command = [*qcmb_dask_command(), "run", str(path), *settings, "--cache", str(tmp_path / "store")]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # SIGINT at its default, as a terminal starts a command (a background shell may have set it to "ignore")
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     seen = []
     for line in proc.stderr:
         seen.append(line)
