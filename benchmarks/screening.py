@@ -12,7 +12,7 @@ The clusters are waters on a cubic grid 3.1 A apart (about liquid water's O-O di
 
 Energy screening (``--energy``; :mod:`qcmb_dask.planning.energy_screening`):
 
-4. (H2O)16 and (H2O)20 to 3-body, (H2O)10 and (H2O)20 to 4-body, nocp and vmfc (vmfc on the 16- and 10-water
+4. (H2O)16 and (H2O)20 to 3-body, (H2O)10 and (H2O)20 to 4-body, nocp and vmfc (vmfc on the 16-, 20- and 10-water
    clusters): the full expansion once into a store, then per threshold and measure the k-mers kept and the error
    against it, beside the distance cutoffs. The sweep replays the run's decisions on the full expansion's
    energies (``EnergyScreen``, the class a run decides with); one real run per measure is checked equal to its
@@ -337,7 +337,7 @@ def energy_main(client, quick: bool) -> None:
             energy_table(6, 3, "nocp", client, store, quick=True)
             return
         for nwaters, max_nbody, bsse in ((16, 3, "nocp"), (16, 3, "vmfc"), (20, 3, "nocp"), (10, 4, "nocp"),
-                                         (20, 4, "nocp"), (10, 4, "vmfc")):  # fmt: skip
+                                         (20, 4, "nocp"), (10, 4, "vmfc"), (20, 3, "vmfc")):  # fmt: skip
             energy_table(nwaters, max_nbody, bsse, client, store)
 
 
