@@ -100,25 +100,16 @@ def parse(value: Any) -> tuple[Any, EnergyRequest | None]:
 
 def parse_thresholds(value: Any) -> dict[int, float]:
     """``{3: 1e-5, 4: 1e-6}``, ``{"3": "1e-5"}`` or ``"3=1e-5,4=1e-6"`` -> {order: Eh}."""
-    if value is None or value == "" or value == {}:
-        return {}
-    if isinstance(value, str):
-        try:
-            value = dict(part.split("=", 1) for part in value.replace(" ", "").split(",") if part)
-        except ValueError:
-            raise InvalidInput(f"screening: energy={value!r}: expected ORDER=EH pairs, e.g. '3=1e-5,4=1e-6'.") from None
-    if not isinstance(value, Mapping):
-        raise InvalidInput(f"screening: energy={value!r}: expected {{order: threshold in Eh}}, e.g. {{3: 1e-5}}.")
-    thresholds = {}
-    for order, threshold in value.items():
-        try:
-            order = int(order)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"screening: energy: {order!r} is not an n-body order.") from None
-        if order < 2:
-            raise InvalidInput(f"screening: energy: order {order}: only k-mers of 2 fragments or more are screened.")
-        thresholds[order] = _energy(f"the {order}-body energy threshold", threshold)
-    return dict(sorted(thresholds.items()))
+    from qcmb_dask.planning.screening import per_order
+
+    return per_order(
+        value,
+        "screening: energy",
+        "EH",
+        "threshold in Eh",
+        {3: 1e-5, 4: 1e-6},
+        lambda order, given: _energy(f"the {order}-body energy threshold", given),
+    )
 
 
 def _energy(what: str, value: Any, positive: bool = False) -> float:

@@ -12,7 +12,7 @@ Pure: numpy and the molecule's arrays, no Dask, no QC.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,27 +59,47 @@ class Screening:
 
 def parse_cutoffs(value: Any) -> dict[int, float] | None:
     """``{2: 9.0, 3: 6.0}``, ``{"2": 9}`` or ``"2=9,3=6"`` -> {order: Angstrom}; None or {} -> None."""
-    if value is None or value == {} or value == "":
-        return None
+
+    def cutoff(order: int, given: Any) -> float:
+        try:
+            distance = float(given)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"screening: {order}: {given!r} is not an n-body order and a distance.") from None
+        if not distance > 0:
+            raise InvalidInput(f"screening: the {order}-body cutoff must be a positive distance, not {distance}.")
+        return distance
+
+    return per_order(value, "screening", "ANGSTROM", "cutoff in Angstrom", {2: 9.0, 3: 6.0}, cutoff) or None
+
+
+def per_order(
+    value: Any, name: str, unit: str, meaning: str, example: dict[int, float], read: Callable[[int, Any], float]
+) -> dict[int, float]:
+    """A setting per n-body order of 2 or more: ``{order: value}`` (keys and values may be strings) or
+    ``"ORDER=VALUE,..."`` -> {order: read(order, value)}, in order; {} for None, "" or {}. ``name``, ``unit`` (in
+    the string form) and ``meaning`` (a value's) name it in the errors, with ``example`` to copy."""
+    if value is None or value == "" or value == {}:
+        return {}
+    pairs = ",".join(f"{k}={v:g}" for k, v in example.items())
     if isinstance(value, str):
         try:
             value = dict(part.split("=", 1) for part in value.replace(" ", "").split(",") if part)
         except ValueError:
-            raise InvalidInput(f"screening={value!r}: expected ORDER=ANGSTROM pairs, e.g. '2=9,3=6'.") from None
+            raise InvalidInput(f"{name}={value!r}: expected ORDER={unit} pairs, e.g. '{pairs}'.") from None
     if not isinstance(value, Mapping):
-        raise InvalidInput(f"screening={value!r}: expected {{order: cutoff in Angstrom}}, e.g. {{2: 9.0, 3: 6.0}}.")
-    cutoffs = {}
-    for order, cutoff in value.items():
+        raise InvalidInput(f"{name}={value!r}: expected {{order: {meaning}}}, e.g. {example}.")
+    read_values = {}
+    for order, given in value.items():
         try:
-            order, cutoff = int(order), float(cutoff)
+            number = int(order)
         except (TypeError, ValueError):
-            raise InvalidInput(f"screening: {order!r}: {cutoff!r} is not an n-body order and a distance.") from None
-        if order < 2:
-            raise InvalidInput(f"screening: order {order}: only k-mers of 2 fragments or more can be screened.")
-        if not cutoff > 0:
-            raise InvalidInput(f"screening: the {order}-body cutoff must be a positive distance, not {cutoff}.")
-        cutoffs[order] = cutoff
-    return dict(sorted(cutoffs.items()))
+            raise InvalidInput(
+                f"{name}: {order!r} is not an n-body order: expected {{order: ...}}, e.g. {example}."
+            ) from None
+        if number < 2:
+            raise InvalidInput(f"{name}: order {number}: only k-mers of 2 fragments or more can be screened.")
+        read_values[number] = read(number, given)
+    return dict(sorted(read_values.items()))
 
 
 def fragment_distances(geometry_bohr: np.ndarray, fragments: list) -> np.ndarray:
