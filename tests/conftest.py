@@ -39,6 +39,17 @@ WATER_TRIMER_ANGSTROM = [
 ]
 
 
+#: a water dimer's atom lines in Angstrom, as an .xyz file's body holds them
+WATER_DIMER_ANGSTROM = """
+O  -1.551007  -0.114520   0.000000
+H  -1.934259   0.762503   0.000000
+H  -0.599677   0.040712   0.000000
+O   1.350625   0.111469   0.000000
+H   1.680398  -0.373741  -0.758561
+H   1.680398  -0.373741   0.758561
+"""
+
+
 def water_cluster(nwaters: int, **extra) -> dict:
     atoms = WATER_TRIMER_ANGSTROM[: 3 * nwaters]
     return {

@@ -28,7 +28,7 @@ from qcmb_dask.errors import InputWarning, InvalidInput
 from qcmb_dask.planning.inputs import load_json
 from qcmb_dask.planning.molecule_text import from_psi4_string, from_xyz
 
-from .conftest import assert_same_result, mbe_input
+from .conftest import WATER_DIMER_ANGSTROM, assert_same_result, mbe_input
 from .fake_programs import ToyHarness, calls
 
 BOHR = 1.8897261246257702
@@ -217,15 +217,7 @@ def test_the_unmutated_inputs_run_to_qcmanybodys_answer():
 
 # -- text readers: understood in full, or refused naming the line -------------------------------------------------
 
-XYZ = """6
-water dimer
-O  -1.551007  -0.114520   0.000000
-H  -1.934259   0.762503   0.000000
-H  -0.599677   0.040712   0.000000
-O   1.350625   0.111469   0.000000
-H   1.680398  -0.373741  -0.758561
-H   1.680398  -0.373741   0.758561
-"""
+XYZ = "6\nwater dimer" + WATER_DIMER_ANGSTROM
 
 #: changes that keep the molecule: the reader must read exactly the same atoms
 NEUTRAL = {

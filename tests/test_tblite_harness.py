@@ -15,17 +15,9 @@ import qcmb_dask
 from qcmb_dask.programs import TBLiteHarness, register_shipped
 from qcmb_dask.store import ResultStore
 
-from .conftest import assert_same_result, mbe_input, qcmanybody_reference
+from .conftest import WATER_DIMER_ANGSTROM, assert_same_result, mbe_input, qcmanybody_reference
 
-# two waters, Angstrom
-DIMER = """
-O  -1.551007  -0.114520   0.000000
-H  -1.934259   0.762503   0.000000
-H  -0.599677   0.040712   0.000000
-O   1.350625   0.111469   0.000000
-H   1.680398  -0.373741  -0.758561
-H   1.680398  -0.373741   0.758561
-"""
+DIMER = WATER_DIMER_ANGSTROM
 
 
 def _atoms(text: str) -> tuple[list[str], np.ndarray]:
