@@ -63,11 +63,16 @@ def run_record(
 
 
 def with_record(result, record: Mapping[str, Any]):
-    """A copy of a ManyBodyResult (v1 or v2) whose ``extras`` hold ``record`` under :data:`EXTRAS_KEY`."""
+    """A copy of a ManyBodyResult (v1 or v2) or a PartialResult whose ``extras`` hold ``record`` under
+    :data:`EXTRAS_KEY`."""
+    import dataclasses
+
     extras = dict(result.extras or {})
     extras[EXTRAS_KEY] = {**(extras.get(EXTRAS_KEY) or {}), **record}  # the analysis may have put some there
     if hasattr(result, "model_copy"):
         return result.model_copy(update={"extras": extras})
+    if dataclasses.is_dataclass(result):
+        return dataclasses.replace(result, extras=extras)
     return result.copy(update={"extras": extras})
 
 

@@ -30,7 +30,7 @@ from qcmb_dask.planning import energy_screening as es
 from qcmb_dask.planning import validate
 from qcmb_dask.planning.plan import Plan, task_maker, unit_calculations
 from qcmb_dask.qcmanybody_adapter import prepare_parent
-from qcmb_dask.worker.fragment import FragmentFailure, FragmentOutput, fragment_error, run_fragment, worker_lost_error
+from qcmb_dask.worker.fragment import FragmentFailure, FragmentOutput, energy_of, fragment_error, worker_lost_error
 
 #: seconds between two progress lines while the decisions go on
 PROGRESS_EVERY_S = 10.0
@@ -254,7 +254,7 @@ class _InProcess:
     def finished(self):
         if self.queue:
             kmer, jobs = self.queue.pop(0)
-            yield kmer, [(job, run_fragment(self.parent, job)) for job in jobs]
+            yield kmer, [(job, energy_of(self.parent, job)) for job in jobs]
 
     def close(self) -> None:
         self.queue.clear()
@@ -277,7 +277,7 @@ class _OnCluster:
     def submit(self, kmer, jobs) -> None:
         futures = [
             self.client.submit(
-                run_fragment,
+                energy_of,
                 self.parent,
                 job,
                 key=f"qcmb-screen-{next(self.names)}-{self.parent.key}",
@@ -362,39 +362,43 @@ class _Progress:
             }
         return counts
 
-    def line(self) -> str:
+    @staticmethod
+    def line(counts: dict[int, dict[str, int]]) -> str:
         parts = [
             f"{order}-body {c['candidates']:,} candidates: {c['computed']:,} computed, {c['dropped']:,} dropped, "
             f"{c['running']:,} running"
-            for order, c in self.counts().items()
+            for order, c in counts.items()
             if c["candidates"]
         ]
         return "; ".join(parts) or "monomers running"
 
-    def tick(self, force: bool = False) -> None:
-        if force or time.monotonic() - self.said >= PROGRESS_EVERY_S:
-            self.said = time.monotonic()
-            self.reporter.say(f"qcmb_dask: screening: {self.line()}")
-            self.publish()
+    def tick(self) -> None:
+        if time.monotonic() - self.said >= PROGRESS_EVERY_S:
+            self.show("")
 
-    def publish(self) -> None:
+    def level_done(self, order: int) -> None:
+        if order >= 2:
+            self.show(f"{order}-body decided. ")
+
+    def show(self, prefix: str | None) -> None:
+        """Say the counts (counted once) after ``prefix`` (None: say nothing), and publish them for the live page
+        where there is one."""
+        self.said = time.monotonic()
+        counts = self.counts()
+        line = self.line(counts)
+        if prefix is not None:
+            self.reporter.say(f"qcmb_dask: screening: {prefix}{line}")
         if self.client is None:
             return
         from qcmb_dask.diagnostics import run_events
 
         levels = {str(k): n for k, n in sorted(self.calculations.items())}
         run_events.publish_run(self.client, self.run_id, levels, self.bsse_types, self.started)
-        orders = {str(order): c for order, c in self.counts().items()}
-        run_events.publish(self.client, [self.run_id, "screening"], {"line": self.line(), "orders": orders})
-
-    def level_done(self, order: int) -> None:
-        if order >= 2:
-            self.said = time.monotonic()
-            self.reporter.say(f"qcmb_dask: screening: {order}-body decided. {self.line()}")
-            self.publish()
+        orders = {str(order): c for order, c in counts.items()}
+        run_events.publish(self.client, [self.run_id, "screening"], {"line": line, "orders": orders})
 
     def say_totals(self, decisions: Decisions) -> None:
-        self.publish()
+        self.show(None)  # the page's last counts; the lines said them as the last order was decided
         stopped = decisions.stopped
         if stopped:
             self.reporter.say(
@@ -422,13 +426,7 @@ def through_order(normalized, kept: dict[int, list]):
 
 def with_report(result, decisions: Decisions):
     """``result`` with the decisions' report in ``extras["qcmb_dask"]["screening"]["energy"]``."""
-    extras = dict(result.extras or {})
-    ours = dict(extras.get("qcmb_dask") or {})
-    ours["screening"] = {**(ours.get("screening") or {}), "energy": decisions.report()}
-    extras["qcmb_dask"] = ours
-    if hasattr(result, "model_copy"):
-        return result.model_copy(update={"extras": extras})
-    if hasattr(result, "copy") and not isinstance(result, dict):
-        return result.copy(update={"extras": extras})
-    result.extras = extras
-    return result
+    from qcmb_dask.diagnostics import provenance
+
+    screening = (provenance.record_of(result) or {}).get("screening") or {}
+    return provenance.with_record(result, {"screening": {**screening, "energy": decisions.report()}})

@@ -123,6 +123,17 @@ def run_fragment(parent, job: FragmentJob, after: Any = None) -> FragmentOutput 
     return out
 
 
+def energy_of(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
+    """:func:`run_fragment`, its output cut to the energy and where it came from: what an energy-screened run's
+    decisions read on the client (a gradient, the provenance or a whole AtomicResult would travel for nothing; the
+    store keeps them for the assembly)."""
+    out = run_fragment(parent, job)
+    if isinstance(out, FragmentFailure):
+        return out
+    return FragmentOutput(out.label, out.nbody, {"energy": out.properties["energy"]}, out.wall_time,
+                          from_store=out.from_store)  # fmt: skip
+
+
 def calculate(parent, job: FragmentJob) -> FragmentOutput | FragmentFailure:
     """One calculation, or its stored result, without the fragment event (:func:`run_fragment` logs it; the
     gradients of a Hessian from differences leave it to their assembly)."""
